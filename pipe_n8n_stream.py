@@ -1,0 +1,1246 @@
+"""
+title: n8n Stream
+author: pipe_n8n_stream maintainers
+version: 0.1.0
+license: MIT
+description: Stream n8n workflow answers into the chat as they are generated, without blocking Open WebUI.
+required_open_webui_version: 0.5.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import codecs
+import json
+import logging
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import aclosing, suppress
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import BaseModel, Field
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger("pipe_n8n_stream")
+
+MAX_LINE_BYTES = 1024 * 1024
+READ_SIZE = 65536
+QUEUED_BATCHES = 64
+ERROR_BODY_LIMIT = 64 * 1024
+ERROR_SNIPPET_CHARS = 300
+ACCEPT_STREAM = "text/event-stream, application/x-ndjson, application/json"
+ACCEPT_COMPLETE = "application/json"
+BOM = b"\xef\xbb\xbf"
+SSE_FIELD_PREFIXES = (b"data:", b"event:", b"id:", b"retry:", b":")
+N8N_STREAM_TYPES = {"begin", "item", "end", "error", "keepalive"}
+COMMON_TEXT_FIELDS = ("output", "text", "response", "content", "message.content", "choices.0.message.content")
+RETRY_AS_COMPLETE_STATUSES = {406, 415, 502, 503, 504}
+TITLE_WORDS = 6
+TITLE_CHARS = 60
+
+
+class Pipe:
+    """The face Open WebUI sees: valves, the model list and the `pipe()` entry."""
+
+    class Valves(BaseModel):
+        n8n_url: str = Field(
+            default="",
+            description="Webhook URL: /webhook/... (production), /webhook-test/... (editor open) "
+            "or a Chat Trigger's /webhook/<id>/chat.",
+        )
+        n8n_bearer_token: str = Field(
+            default="",
+            description="Secret sent in the auth header; leave empty when the webhook has no auth.",
+            json_schema_extra={"input": {"type": "password"}},
+        )
+        auth_header_name: str = Field(
+            default="Authorization",
+            description="Header n8n's Header Auth checks. With Authorization the value is 'Bearer <token>', "
+            "with any other name the raw token.",
+        )
+        input_field: str = Field(default="chatInput", description="Payload field for the user's message.")
+        session_field: str = Field(
+            default="sessionId", description="Payload field for the chat id (the AI Agent's memory key)."
+        )
+        response_field: str = Field(
+            default="output",
+            description="Where the answer is in a complete JSON reply: a dotted path such as data.answer or 0.output.",
+        )
+        stream: bool = Field(default=True, description="Ask n8n for a stream. Off: one complete-JSON request.")
+        send_history: bool = Field(default=False, description="Also send the whole chat as `messages`.")
+        send_user_info: bool = Field(
+            default=False, description="Also send the user's id, name, email and role as `user`."
+        )
+        connect_timeout: float = Field(default=10, description="Seconds to wait for n8n to accept the connection.")
+        read_timeout: float = Field(
+            default=300,
+            description="Longest silence allowed between two reads, in seconds (n8n sends a keepalive every 30 s).",
+        )
+        emit_status: bool = Field(default=True, description="Show progress under the message.")
+        show_thinking: bool = Field(default=True, description="Show the model's reasoning as collapsible thinking.")
+        verify_ssl: bool = Field(default=True, description="Check n8n's TLS certificate.")
+        models: str = Field(
+            default="",
+            description="Several workflows as several models, one 'Name = URL' per line. Empty: n8n_url alone.",
+        )
+        forward_background_tasks: bool = Field(
+            default=False,
+            description="Send Open WebUI's title/tags/follow-up tasks to n8n too (with a `task` field). "
+            "Off: they are answered here and never run the workflow.",
+        )
+
+    def __init__(self) -> None:
+        self.valves = self.Valves()
+
+    def pipes(self) -> list[dict[str, str]]:
+        """One model per configured workflow, so each shows up in the chat's model picker."""
+        workflows = parse_models(self.valves.models)
+        if not workflows:
+            return [{"id": "n8n", "name": "n8n"}]
+        return [{"id": model_id, "name": name} for model_id, (name, _) in workflows.items()]
+
+    async def pipe(
+        self,
+        body: dict[str, Any],
+        __user__: dict[str, Any] | None = None,
+        __event_emitter__: Callable[[dict[str, Any]], Any] | None = None,
+        __metadata__: dict[str, Any] | None = None,
+        __task__: str | None = None,
+        __task_body__: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str | AsyncIterator[str]:
+        """Answer one chat turn: a text stream when the chat streams, else the whole text."""
+        wants_stream = bool(body.get("stream"))
+        if __task__ and not self.valves.forward_background_tasks:
+            answer = background_task_answer(__task__, __task_body__ or body)
+            return single_chunk(answer) if wants_stream else answer
+
+        status = StatusReporter(__event_emitter__ if self.valves.emit_status and not __task__ else None)
+        url = self.webhook_url(body.get("model", ""))
+        if not url:
+            message = "No n8n webhook is set: fill in the `n8n_url` valve (Admin Panel > Functions > this pipe)."
+            return single_chunk(f"⚠️ {message}", status, message) if wants_stream else f"⚠️ {message}"
+
+        chat_id = (__metadata__ or {}).get("chat_id") or kwargs.get("__chat_id__")
+        request = WebhookRequest(
+            url=url,
+            payload=build_payload(self.valves, body, __user__, chat_id, __task__, url),
+            headers=build_headers(self.valves),
+            connect_timeout=self.valves.connect_timeout,
+            read_timeout=self.valves.read_timeout,
+            verify_ssl=self.valves.verify_ssl,
+            response_field=self.valves.response_field,
+            stream=self.valves.stream and wants_stream,
+        )
+        secrets = [self.valves.n8n_bearer_token]
+        chunks = chat_chunks(Exchange(request), status, self.valves.show_thinking, secrets)
+        if wants_stream:
+            return chunks
+        async with aclosing(chunks):
+            return "".join([chunk async for chunk in chunks])
+
+    def webhook_url(self, model_id: str) -> str:
+        """The URL of the workflow behind the picked model (`<function id>.<entry id>`)."""
+        workflows = parse_models(self.valves.models)
+        entry = model_id.rsplit(".", 1)[-1]
+        if entry in workflows:
+            return workflows[entry][1]
+        if workflows and not self.valves.n8n_url:
+            return next(iter(workflows.values()))[1]
+        return self.valves.n8n_url.strip()
+
+
+# ---------------------------------------------------------------------------
+# Request: pure functions, no I/O.
+
+
+@dataclass
+class WebhookRequest:
+    """Everything one call to the webhook needs; the worker thread reads nothing else."""
+
+    url: str
+    payload: dict[str, Any]
+    headers: dict[str, str]
+    connect_timeout: float
+    read_timeout: float
+    verify_ssl: bool
+    response_field: str
+    stream: bool
+
+    def as_complete(self) -> WebhookRequest:
+        """The same turn asked for as one complete JSON reply (the fallback when streaming fails)."""
+        return replace(
+            self,
+            payload={**self.payload, "stream": False},
+            headers={**self.headers, "Accept": ACCEPT_COMPLETE},
+            stream=False,
+        )
+
+
+def parse_models(models: str) -> dict[str, tuple[str, str]]:
+    """`Name = URL` lines -> {model id: (name, url)}; ids are stable slugs of the names."""
+    workflows: dict[str, tuple[str, str]] = {}
+    for line in models.splitlines():
+        name, sep, url = line.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not name or not url or name.startswith("#"):
+            continue
+        slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "workflow"
+        model_id, n = slug, 2
+        while model_id in workflows:
+            model_id, n = f"{slug}-{n}", n + 1
+        workflows[model_id] = (name, url)
+    return workflows
+
+
+def build_payload(
+    valves: Pipe.Valves,
+    body: dict[str, Any],
+    user: dict[str, Any] | None,
+    chat_id: str | None,
+    task: str | None,
+    url: str,
+) -> dict[str, Any]:
+    """The JSON n8n receives: the last user message, a stable session id, and opt-in extras."""
+    messages = body.get("messages") or []
+    user = user or {}
+    session_id = chat_id or (f"openwebui-{user['id']}" if user.get("id") else "openwebui")
+    payload: dict[str, Any] = {
+        valves.input_field: last_user_text(messages),
+        valves.session_field: session_id,
+        "stream": bool(valves.stream and body.get("stream")),
+    }
+    if urlsplit(url).path.rstrip("/").endswith("/chat"):
+        payload["action"] = "sendMessage"
+    if valves.send_history:
+        payload["messages"] = [{"role": m.get("role"), "content": message_text(m)} for m in messages]
+    if valves.send_user_info:
+        payload["user"] = {key: user.get(key) for key in ("id", "name", "email", "role")}
+    if task:
+        payload["task"] = task
+    return payload
+
+
+def build_headers(valves: Pipe.Valves) -> dict[str, str]:
+    """Accept every stream format we read, refuse gzip (it holds a stream back), add auth."""
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": ACCEPT_STREAM if valves.stream else ACCEPT_COMPLETE,
+        "Accept-Encoding": "identity",
+    }
+    token = valves.n8n_bearer_token.strip()
+    if token:
+        name = valves.auth_header_name.strip() or "Authorization"
+        headers[name] = f"Bearer {token}" if name.lower() == "authorization" else token
+    return headers
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """A message's text: the string itself, or the text parts of a multi-part message."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "\n".join(parts)
+    return ""
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message)
+    return ""
+
+
+def first_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in messages:
+        if message.get("role") == "user":
+            return message_text(message)
+    return ""
+
+
+def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
+    """Answer Open WebUI's own tasks locally, in the JSON shape it parses, so the workflow never runs for them."""
+    if task == "title_generation":
+        first_line = first_user_text(task_body.get("messages") or []).strip().split("\n", 1)[0]
+        title = " ".join(first_line.split()[:TITLE_WORDS])[:TITLE_CHARS].rstrip(" .,;:!?")
+        return json.dumps({"title": title}, ensure_ascii=False)
+    empty_lists = {"tags_generation": "tags", "follow_up_generation": "follow_ups", "query_generation": "queries"}
+    if task in empty_lists:
+        return json.dumps({empty_lists[task]: []})
+    return ""
+
+
+# ---------------------------------------------------------------------------
+# Presentation: pieces of the reply -> what the chat shows.
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One meaningful thing in a reply. kind: text, thinking, node, error, dropped or end."""
+
+    kind: str
+    value: str = ""
+
+
+class StatusReporter:
+    """Status lines under the message; silent without an emitter, never breaks the stream."""
+
+    def __init__(self, emitter: Callable[[dict[str, Any]], Any] | None) -> None:
+        self._emitter = emitter
+
+    async def show(self, description: str, done: bool = False) -> None:
+        if self._emitter is None:
+            return
+        try:
+            await self._emitter({"type": "status", "data": {"description": description, "done": done}})
+        except Exception as exc:  # the chat must go on even when the UI channel fails
+            log.warning("status event failed: %s", type(exc).__name__)
+
+
+class ChatRenderer:
+    """Turns pieces into chat text: thinking inside <think> tags, failures as visible notices."""
+
+    def __init__(self, show_thinking: bool) -> None:
+        self.show_thinking = show_thinking
+        self.chunks = 0
+        self.started = time.monotonic()
+        self.first_text_after: float | None = None
+        self._thinking = False
+
+    def render(self, piece: Piece) -> str:
+        if piece.kind == "thinking" and self.show_thinking and piece.value:
+            opening = "" if self._thinking else "<think>\n"
+            self._thinking = True
+            return self._shown(opening + piece.value)
+        if piece.kind == "text" and piece.value:
+            return self._shown(self.close_thinking() + piece.value)
+        if piece.kind in ("error", "dropped"):
+            return self.close_thinking() + self.notice(piece)
+        return ""
+
+    def close_thinking(self) -> str:
+        if not self._thinking:
+            return ""
+        self._thinking = False
+        return "\n</think>\n\n"
+
+    def notice(self, piece: Piece) -> str:
+        if piece.kind == "dropped" and self.chunks:
+            return f"\n\n[stream interrupted after {self.chunks} chunks: {piece.value}]"
+        separator = "\n\n" if self.chunks else ""
+        return f"{separator}⚠️ {piece.value}"
+
+    def summary(self) -> str:
+        total = time.monotonic() - self.started
+        if self.first_text_after is None:
+            return f"Done in {total:.1f} s"
+        return f"Done: first text after {self.first_text_after:.1f} s, {total:.1f} s in all"
+
+    def _shown(self, text: str) -> str:
+        self.chunks += 1
+        if self.first_text_after is None:
+            self.first_text_after = time.monotonic() - self.started
+        return text
+
+
+async def chat_chunks(
+    exchange: Exchange, status: StatusReporter, show_thinking: bool, secrets: list[str]
+) -> AsyncIterator[str]:
+    """What the chat shows, chunk by chunk, with status events on the side."""
+    renderer = ChatRenderer(show_thinking)
+    failure = ""
+    await status.show("Waiting for n8n…")
+    async with aclosing(pieces_from_worker(exchange)) as pieces:
+        async for piece in pieces:
+            if piece.kind in ("error", "dropped"):
+                piece = Piece(piece.kind, redact(piece.value, secrets))
+                failure = failure or piece.value
+                log.warning("n8n reply failed: %s", piece.value)
+            elif piece.kind == "node":
+                await status.show(f"{piece.value} is answering")
+            for chunk in open_webui_safe(renderer.render(piece)):
+                yield chunk
+    for chunk in open_webui_safe(renderer.close_thinking()):
+        yield chunk
+    await status.show(failure or renderer.summary(), done=True)
+
+
+async def single_chunk(text: str, status: StatusReporter | None = None, failure: str = "") -> AsyncIterator[str]:
+    """A finished answer as a one-chunk stream, for chats that asked for a stream."""
+    if status is not None and failure:
+        await status.show(failure, done=True)
+    for chunk in open_webui_safe(text):
+        yield chunk
+
+
+def open_webui_safe(text: str) -> list[str]:
+    """Open WebUI forwards a yielded string that starts with `data:` as a raw SSE line, not as text.
+    Splitting off its first character keeps the joined text identical and the chunk plain text."""
+    if not text:
+        return []
+    if text.startswith("data:"):
+        return [text[:1], text[1:]]
+    return [text]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret and secret.strip():
+            text = text.replace(secret.strip(), "***")
+    return text
+
+
+# ---------------------------------------------------------------------------
+# Decoding: pure, bytes in -> pieces out, testable without a socket.
+
+
+class LineTooLong(ValueError):
+    """A line grew past MAX_LINE_BYTES without a line break."""
+
+
+class LineSplitter:
+    """Splits bytes on CR, LF or CRLF (also split across reads) into UTF-8 decoded lines.
+    Works on bytes so a character cut between two reads is decoded whole."""
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._partial = bytearray()
+        self._after_cr = False
+
+    def feed(self, data: bytes) -> list[str]:
+        if self._after_cr and data[:1] == b"\n":
+            data = data[1:]
+        if not data:
+            return []
+        self._after_cr = False
+        if b"\n" not in data and b"\r" not in data:
+            self._partial += data
+            self._check(len(self._partial))
+            return []
+        pieces = re.split(rb"\r\n|\r|\n", bytes(self._partial) + data)
+        self._after_cr = data.endswith(b"\r")
+        self._partial = bytearray(pieces.pop())
+        self._check(max(len(self._partial), *(len(p) for p in pieces)))
+        return [p.decode("utf-8", "replace") for p in pieces]
+
+    def flush(self) -> str | None:
+        """The last line when the body ended without a line break, else None."""
+        if not self._partial:
+            return None
+        line, self._partial = self._partial.decode("utf-8", "replace"), bytearray()
+        return line
+
+    def _check(self, length: int) -> None:
+        if length > self.max_line_bytes:
+            raise LineTooLong(f"n8n sent a line longer than {self.max_line_bytes // 1024} KiB without a line break")
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    event: str
+    data: str
+    id: str = ""
+
+
+class SSEDecoder:
+    """The WHATWG event-stream rules, one line at a time; nothing more."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._event = ""
+        self._last_id = ""
+
+    def decode(self, line: str) -> ServerSentEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._last_id = value
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        data, event, self._data, self._event = self._data, self._event, [], ""
+        if not data:
+            return None
+        return ServerSentEvent(event or "message", "\n".join(data), self._last_id)
+
+
+def sniff(head: bytes, content_type: str, at_end: bool) -> str | None:
+    """The wire format from the first bytes (n8n labels its stream application/json), or None to wait."""
+    if not at_end and len(head) < len(BOM) and BOM.startswith(head):
+        return None
+    body = head[len(BOM) :] if head.startswith(BOM) else head
+    start = body.lstrip(b" \t\r\n")
+    if not start:
+        return "empty" if at_end else None
+    if "text/event-stream" in content_type:
+        return "sse"
+    if start[:1] in (b"{", b"["):
+        return "json"
+    if start.startswith(SSE_FIELD_PREFIXES):
+        return "sse"
+    if not at_end and len(start) < 6 and any(p.startswith(start) for p in SSE_FIELD_PREFIXES):
+        return None
+    return "text"
+
+
+class ReplyDecoder:
+    """Bytes of one reply in, pieces out; picks the decoder for the wire format from the first bytes."""
+
+    def __init__(self, content_type: str = "", response_field: str = "output") -> None:
+        self.content_type = content_type.lower()
+        self.response_field = response_field
+        self._head = b""
+        self._format: FormatDecoder | None = None
+
+    @property
+    def format(self) -> str:
+        """What the reply turned out to be, in the user's words (for status and the doctor)."""
+        return self._format.label if self._format else "empty"
+
+    def feed(self, data: bytes) -> list[Piece]:
+        if self._format is None:
+            self._head += data
+            if not self._decide(at_end=False):
+                return []
+            data, self._head = self._head, b""
+        return self._format.feed(data)
+
+    def finish(self) -> list[Piece]:
+        if self._format is None:
+            self._decide(at_end=True)
+            data, self._head = self._head, b""
+            return self._format.feed(data) + self._format.finish()
+        return self._format.finish()
+
+    def _decide(self, at_end: bool) -> bool:
+        kind = sniff(self._head, self.content_type, at_end)
+        if kind is None and len(self._head) > MAX_LINE_BYTES:
+            kind = "text"
+        if kind is None:
+            return False
+        if self._head.startswith(BOM):
+            self._head = self._head[len(BOM) :]
+        self._format = FORMAT_DECODERS[kind](self.response_field, "ndjson" in self.content_type)
+        return True
+
+
+class FormatDecoder:
+    """One wire format: feed bytes, get pieces; finish() at the end of the body."""
+
+    label = ""
+
+    def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
+        self.response_field = response_field
+        self.labelled_ndjson = labelled_ndjson
+
+    def feed(self, data: bytes) -> list[Piece]:
+        raise NotImplementedError
+
+    def finish(self) -> list[Piece]:
+        return []
+
+
+class EmptyDecoder(FormatDecoder):
+    label = "empty"
+
+    def feed(self, data: bytes) -> list[Piece]:
+        return []
+
+
+class TextDecoder(FormatDecoder):
+    """Plain text, shown as it arrives; UTF-8 decoded incrementally."""
+
+    label = "text"
+
+    def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
+        super().__init__(response_field, labelled_ndjson)
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed(self, data: bytes) -> list[Piece]:
+        return text_pieces(self._utf8.decode(data))
+
+    def finish(self) -> list[Piece]:
+        return text_pieces(self._utf8.decode(b"", final=True))
+
+
+class JsonLinesDecoder(FormatDecoder):
+    """n8n's stream, NDJSON, or one complete JSON body: one JSON value per line.
+    A first line that is not JSON on its own means a pretty-printed body: it is read whole."""
+
+    def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
+        super().__init__(response_field, labelled_ndjson)
+        self._lines = LineSplitter()
+        self._values = 0
+        self._n8n = False
+        self._texts = 0
+        self._body: list[str] | None = None
+        self._body_bytes = 0
+        self._first_value: Any = None
+
+    @property
+    def label(self) -> str:
+        if self._n8n:
+            return "n8n stream"
+        if self._values > 1 or self.labelled_ndjson:
+            return "NDJSON"
+        return "complete JSON"
+
+    def feed(self, data: bytes) -> list[Piece]:
+        return [piece for line in self._lines.feed(data) for piece in self._line(line)]
+
+    def finish(self) -> list[Piece]:
+        last = self._lines.flush()
+        pieces = self._line(last) if last is not None else []
+        if self._body is not None:
+            pieces += self._whole_body()
+        if self.label == "complete JSON" and not self._texts and not any(p.kind == "error" for p in pieces):
+            pieces.append(Piece("error", no_text_message(self._first_value, self.response_field)))
+        return pieces
+
+    def _line(self, line: str) -> list[Piece]:
+        if self._body is not None:
+            self._body.append(line)
+            self._body_bytes += len(line)
+            if self._body_bytes > MAX_LINE_BYTES:
+                raise LineTooLong(f"n8n sent a JSON body over {MAX_LINE_BYTES // 1024} KiB")
+            return []
+        if not line.strip():
+            return []
+        try:
+            value = json.loads(line)
+        except ValueError:
+            if self._values == 0:
+                self._body = [line]
+                self._body_bytes = len(line)
+                return []
+            return self._counted(text_pieces(line + "\n"))
+        return self._value(value)
+
+    def _value(self, value: Any) -> list[Piece]:
+        self._values += 1
+        if self._values == 1:
+            self._first_value = value
+        self._n8n = self._n8n or is_n8n_chunk(value)
+        return self._counted(pieces_of_json(value, self.response_field))
+
+    def _whole_body(self) -> list[Piece]:
+        text = "\n".join(self._body or [])
+        self._body = None
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return self._counted(text_pieces(text))
+        return self._value(value)
+
+    def _counted(self, pieces: list[Piece]) -> list[Piece]:
+        self._texts += sum(1 for p in pieces if p.kind == "text")
+        return pieces
+
+
+class SSEStreamDecoder(FormatDecoder):
+    """Server-sent events; JSON data goes through the chunk rules, `[DONE]` ends the reply."""
+
+    label = "SSE"
+
+    def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
+        super().__init__(response_field, labelled_ndjson)
+        self._lines = LineSplitter()
+        self._events = SSEDecoder()
+
+    def feed(self, data: bytes) -> list[Piece]:
+        pieces: list[Piece] = []
+        for line in self._lines.feed(data):
+            event = self._events.decode(line)
+            if event is not None:
+                pieces += pieces_of_event(event, self.response_field)
+        return pieces
+
+
+FORMAT_DECODERS: dict[str, type[FormatDecoder]] = {
+    "empty": EmptyDecoder,
+    "json": JsonLinesDecoder,
+    "sse": SSEStreamDecoder,
+    "text": TextDecoder,
+}
+
+
+def pieces_of_event(event: ServerSentEvent, response_field: str) -> list[Piece]:
+    if event.data.strip() == "[DONE]":
+        return [Piece("end")]
+    try:
+        value = json.loads(event.data)
+    except ValueError:
+        kind = "error" if event.event == "error" else "text"
+        return [Piece(kind, event.data)] if event.data else []
+    if not isinstance(value, (dict, list)):
+        return text_pieces(event.data)
+    return pieces_of_json(value, response_field)
+
+
+def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
+    """Text, thinking, errors and markers from one JSON value, whatever produced it:
+    n8n's stream, OpenAI, Ollama, Anthropic, or a complete n8n reply."""
+    found = text_at(value, response_field)
+    if isinstance(value, list):
+        texts = [t for item in value if (t := text_at(item, response_field) or common_text(item))]
+        return text_pieces(found if found is not None else "\n\n".join(texts))
+    if not isinstance(value, dict):
+        return text_pieces(value)
+    kind = value.get("type")
+    if is_n8n_chunk(value):
+        return n8n_stream_pieces(value, response_field)
+    if kind in ANTHROPIC_EVENTS:
+        return ANTHROPIC_EVENTS[kind](value)
+    if value.get("error"):
+        return [Piece("error", error_message(value["error"]))]
+    if found is not None:
+        return text_pieces(found)
+    if "choices" in value:
+        return openai_pieces(value)
+    if "done" in value or ("model" in value and ("message" in value or "response" in value)):
+        return ollama_pieces(value)
+    if value.get("message") == "Workflow was started":
+        return [Piece("error", WORKFLOW_STARTED)]
+    text = common_text(value)
+    return text_pieces(text) if text is not None else []
+
+
+def is_n8n_chunk(value: Any) -> bool:
+    """n8n's own stream lines: begin/item/end/error/keepalive (an Anthropic error has an `error` key)."""
+    return (
+        isinstance(value, dict)
+        and value.get("type") in N8N_STREAM_TYPES
+        and ("metadata" in value or "error" not in value)
+    )
+
+
+def n8n_stream_pieces(value: dict[str, Any], response_field: str) -> list[Piece]:
+    kind = value.get("type")
+    node = (value.get("metadata") or {}).get("nodeName") or ""
+    if kind == "begin":
+        return [Piece("node", node)] if node else []
+    if kind == "error":
+        content = value.get("content")
+        reason = content if isinstance(content, str) and content else "the workflow failed"
+        where = f" in {node}" if node else ""
+        return [Piece("error", f"n8n error{where}: {reason}")]
+    content = value.get("content")
+    if kind != "item" or not isinstance(content, str):
+        return []
+    return text_pieces(respond_node_text(content, response_field))
+
+
+def respond_node_text(content: str, response_field: str) -> str:
+    """Respond to Webhook streams its whole body as one item whose content is a JSON string."""
+    if not content.lstrip().startswith(("{", "[")):
+        return content
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return content
+    found = text_at(value, response_field) if isinstance(value, (dict, list)) else None
+    if found is None and isinstance(value, list) and value:
+        found = text_at(value[0], response_field)
+    return found if found is not None else content
+
+
+def openai_pieces(value: dict[str, Any]) -> list[Piece]:
+    choices = value.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    delta = choice.get("delta") or choice.get("message") or {}
+    thinking = delta.get("reasoning_content") or delta.get("reasoning")
+    pieces = [Piece("thinking", thinking)] if isinstance(thinking, str) and thinking else []
+    return pieces + text_pieces(delta.get("content"))
+
+
+def ollama_pieces(value: dict[str, Any]) -> list[Piece]:
+    message = value.get("message") if isinstance(value.get("message"), dict) else value
+    thinking = message.get("thinking")
+    pieces = [Piece("thinking", thinking)] if isinstance(thinking, str) and thinking else []
+    pieces += text_pieces(message.get("content") if "content" in message else message.get("response"))
+    return pieces + ([Piece("end")] if value.get("done") is True else [])
+
+
+def anthropic_delta(value: dict[str, Any]) -> list[Piece]:
+    delta = value.get("delta") or {}
+    if delta.get("type") == "thinking_delta":
+        return [Piece("thinking", delta.get("thinking", ""))]
+    return text_pieces(delta.get("text"))
+
+
+ANTHROPIC_EVENTS: dict[str, Callable[[dict[str, Any]], list[Piece]]] = {
+    "content_block_delta": anthropic_delta,
+    "message_stop": lambda value: [Piece("end")],
+    "message_start": lambda value: [],
+    "content_block_start": lambda value: [],
+    "content_block_stop": lambda value: [],
+    "message_delta": lambda value: [],
+    "ping": lambda value: [],
+}
+
+WORKFLOW_STARTED = (
+    "n8n answered 'Workflow was started': the webhook replies before the workflow runs. "
+    "In the Webhook node set Respond to 'Streaming' (or 'When Last Node Finishes')."
+)
+
+
+def text_pieces(text: Any) -> list[Piece]:
+    return [Piece("text", text)] if isinstance(text, str) and text else []
+
+
+def text_at(value: Any, path: str) -> str | None:
+    """The string at a dotted path such as `data.answer` or `0.output`, else None."""
+    for key in path.split("."):
+        if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        elif isinstance(value, dict) and key in value:
+            value = value[key]
+        else:
+            return None
+    return value if isinstance(value, str) else None
+
+
+def common_text(value: Any) -> str | None:
+    return next((t for path in COMMON_TEXT_FIELDS if (t := text_at(value, path)) is not None), None)
+
+
+def error_message(error: Any) -> str:
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("detail") or error.get("type") or json.dumps(error)
+        kind = error.get("type")
+        return f"{kind}: {message}" if kind and kind != message else str(message)
+    return str(error)
+
+
+def no_text_message(value: Any, response_field: str) -> str:
+    snippet = cut(json.dumps(value, ensure_ascii=False))
+    return (
+        f"n8n's reply has no text at `{response_field}`: {snippet}. "
+        "Set the `response_field` valve to the field that holds the answer."
+    )
+
+
+def cut(text: str, limit: int = ERROR_SNIPPET_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# ---------------------------------------------------------------------------
+# Transport: the only code that touches requests, threads and sockets.
+
+
+class Stopped(Exception):
+    """The user pressed Stop: the worker leaves without handing anything over."""
+
+
+class Stopper:
+    """Shuts an exchange's sockets on Stop. Closing a response from another thread does not wake a
+    blocked read; shutting the socket does, also while n8n has not sent its headers yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.stopped = False
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if not self.stopped:
+                self._sockets.append(sock)
+                return
+        shut(sock)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            shut(sock)
+
+
+def shut(sock: socket.socket) -> None:
+    with suppress(OSError):  # already closed by the other side
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class StoppableAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections register their sockets with a Stopper when they connect."""
+
+    def __init__(self, stopper: Stopper) -> None:
+        self.stopper = stopper
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(*args, **kwargs)
+        self._watch_pools(manager)
+        return manager
+
+    def _watch_pools(self, manager: Any) -> None:
+        stopper = self.stopper
+        watched = {}
+        for scheme, pool_class in manager.pool_classes_by_scheme.items():
+
+            class WatchedConnection(pool_class.ConnectionCls):  # type: ignore[name-defined, misc]
+                def connect(self) -> None:
+                    super().connect()
+                    stopper.watch(self.sock)
+
+            watched[scheme] = type(pool_class.__name__, (pool_class,), {"ConnectionCls": WatchedConnection})
+        manager.pool_classes_by_scheme = watched
+
+
+@dataclass
+class ExchangeReport:
+    """What happened on the wire, for the status line and the webhook doctor."""
+
+    status_code: int | None = None
+    format: str = ""
+    retried: bool = False
+    chunk_times: list[float] = field(default_factory=list)
+
+
+class Exchange:
+    """One call to the webhook, run in a worker thread: open, read with read1(), decode, hand over."""
+
+    def __init__(self, request: WebhookRequest) -> None:
+        self.request = request
+        self.stopper = Stopper()
+        self.report = ExchangeReport()
+
+    def stop(self) -> None:
+        self.stopper.stop()
+
+    def run(self, hand_over: Callable[[list[Piece]], None]) -> None:
+        try:
+            if self._attempt(self.request, hand_over) == "retry":
+                self.report.retried = True
+                self._attempt(self.request.as_complete(), hand_over)
+        except Stopped:
+            pass
+        except Exception as exc:  # an exception would vanish in Open WebUI: the chat must say it
+            log.exception("n8n exchange failed")
+            hand_over([Piece("error", f"internal error in the n8n pipe: {type(exc).__name__}")])
+
+    def _attempt(self, request: WebhookRequest, hand_over: Callable[[list[Piece]], None]) -> str:
+        """One HTTP request; returns "retry" when streaming failed before any byte of the reply."""
+        with requests.Session() as session:
+            adapter = StoppableAdapter(self.stopper)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            try:
+                response = session.post(
+                    request.url,
+                    json=request.payload,
+                    headers=request.headers,
+                    timeout=(request.connect_timeout, request.read_timeout),
+                    verify=request.verify_ssl,
+                    stream=True,
+                )
+            except requests.RequestException as exc:
+                self._check_stopped()
+                retry = request.stream and isinstance(exc, requests.ConnectionError) and not is_timeout(exc)
+                if retry:
+                    return "retry"
+                hand_over([Piece("error", connection_failure(exc, request))])
+                return "done"
+            with response:
+                return self._read(response, request, hand_over)
+
+    def _read(
+        self, response: requests.Response, request: WebhookRequest, hand_over: Callable[[list[Piece]], None]
+    ) -> str:
+        self._check_stopped()
+        self.report.status_code = response.status_code
+        if response.status_code >= 400:
+            if request.stream and response.status_code in RETRY_AS_COMPLETE_STATUSES:
+                return "retry"
+            hand_over([Piece("error", http_failure(response, request.url))])
+            return "done"
+        decoder = ReplyDecoder(response.headers.get("Content-Type", ""), request.response_field)
+        received = 0
+        shown = False
+        try:
+            while data := response.raw.read1(READ_SIZE, decode_content=True):
+                self._check_stopped()
+                received += len(data)
+                pieces = decoder.feed(data)
+                self.report.format = decoder.format
+                if pieces:
+                    shown = shown or any(p.kind in ("text", "error") for p in pieces)
+                    hand_over(pieces)
+                if any(p.kind == "end" for p in pieces):
+                    return "done"
+            self._check_stopped()
+            pieces = decoder.finish()
+        except LineTooLong as exc:
+            hand_over([Piece("dropped", str(exc))])
+            return "done"
+        except Exception as exc:
+            self._check_stopped()
+            if received == 0 and request.stream and not is_timeout(exc):
+                return "retry"
+            hand_over([Piece("dropped", read_failure(exc, request))])
+            return "done"
+        self.report.format = decoder.format
+        if decoder.format == "empty":
+            pieces = [Piece("error", EMPTY_REPLY)]
+        elif not shown and not any(p.kind in ("text", "error") for p in pieces):
+            pieces.append(Piece("error", f"The workflow's reply ({decoder.format}) contained no text."))
+        hand_over(pieces)
+        return "done"
+
+    def _check_stopped(self) -> None:
+        if self.stopper.stopped:
+            raise Stopped
+
+
+EMPTY_REPLY = (
+    "n8n answered with an empty body: the webhook is in streaming mode but no node streams. "
+    "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
+    "'When Last Node Finishes'."
+)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    return any(
+        isinstance(e, (TimeoutError, socket.timeout, requests.Timeout)) or "timed out" in str(e) for e in causes(exc)
+    )
+
+
+def causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything that caused it, requests' and urllib3's wrappers included."""
+    chain: list[BaseException] = []
+    pending: list[Any] = [exc]
+    while pending and len(chain) < 20:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or current in chain:
+            continue
+        chain.append(current)
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return chain
+
+
+def where(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+def connection_failure(exc: BaseException, request: WebhookRequest) -> str:
+    host = where(request.url)
+    chain = causes(exc)
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.URLRequired | ValueError):
+        return "The `n8n_url` valve is not a valid http(s) URL."
+    if any(isinstance(e, socket.gaierror) for e in chain) or "Name or service not known" in str(exc):
+        return f"Cannot reach n8n at {host}: host name not found. Check the `n8n_url` valve."
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS error talking to n8n at {host}: certificate not accepted (see the `verify_ssl` valve)."
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"Cannot reach n8n at {host}: no answer within {request.connect_timeout:g} s (connect_timeout)."
+    if is_timeout(exc):
+        return f"n8n sent nothing for {request.read_timeout:g} s (read_timeout)."
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(exc).lower():
+        return f"Cannot reach n8n at {host}: connection refused. Is n8n running, and is `n8n_url` right?"
+    return f"Cannot reach n8n at {host}: {read_failure_reason(exc)}."
+
+
+def read_failure(exc: BaseException, request: WebhookRequest) -> str:
+    if is_timeout(exc):
+        return f"n8n sent nothing for {request.read_timeout:g} s (read_timeout)"
+    return read_failure_reason(exc)
+
+
+def read_failure_reason(exc: BaseException) -> str:
+    chain = causes(exc)
+    if any(isinstance(e, ConnectionResetError) for e in chain):
+        return "connection reset"
+    text = " ".join(str(e) for e in chain).lower()
+    if "incompleteread" in text or "incomplete" in text or "invalidchunklength" in text or "broken" in text:
+        return "connection closed before the reply ended"
+    return "connection lost"
+
+
+def http_failure(response: requests.Response, url: str) -> str:
+    """n8n's error reply as advice: which valve to fix, with n8n's own words."""
+    body = read_bounded(response)
+    status = response.status_code
+    message, hint = n8n_message(body)
+    if status in (401, 403):
+        return (
+            f"n8n rejected the request (HTTP {status}: {message or 'authentication failed'}). "
+            "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
+        )
+    if status == 404:
+        test_url = "/webhook-test/" in urlsplit(url).path
+        advice = (
+            "Test URLs (/webhook-test/) answer only while the n8n editor is listening ('Execute workflow')."
+            if test_url
+            else "Production URLs (/webhook/) need the workflow to be active (published) in n8n."
+        )
+        said = " ".join(part for part in (message, hint) if part)
+        return f"n8n: webhook not found (HTTP 404). {said} Check the `n8n_url` valve. {advice}".replace("  ", " ")
+    return f"n8n answered HTTP {status}: {message or 'no details'}"
+
+
+def read_bounded(response: requests.Response) -> str:
+    try:
+        data = response.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
+    except Exception:
+        data = b""
+    return data.decode("utf-8", "replace")
+
+
+def n8n_message(body: str) -> tuple[str, str]:
+    """n8n's `message` and `hint` from a JSON error body, or the plain text it sent."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return cut(body.strip()), ""
+    if isinstance(value, dict):
+        message = value.get("message") or value.get("error") or ""
+        if isinstance(message, dict):
+            message = error_message(message)
+        return cut(str(message)), cut(str(value.get("hint") or ""))
+    return cut(body.strip()), ""
+
+
+async def pieces_from_worker(exchange: Exchange) -> AsyncIterator[Piece]:
+    """Runs the exchange in its own thread and hands its pieces to the event loop as they come.
+    A thread per reply (not the shared executor): a slow workflow must not queue other chats."""
+    loop = asyncio.get_running_loop()
+    batches: asyncio.Queue[list[Piece] | None] = asyncio.Queue()
+    credits = threading.Semaphore(QUEUED_BATCHES)
+
+    def hand_over(batch: list[Piece]) -> None:
+        while not credits.acquire(timeout=0.2):
+            if exchange.stopper.stopped:
+                raise Stopped
+        loop.call_soon_threadsafe(batches.put_nowait, batch)
+
+    def work() -> None:
+        try:
+            exchange.run(hand_over)
+        finally:
+            with suppress(RuntimeError):  # the event loop is gone: nobody is waiting any more
+                loop.call_soon_threadsafe(batches.put_nowait, None)
+
+    threading.Thread(target=work, name="n8n-reply", daemon=True).start()
+    try:
+        while (batch := await batches.get()) is not None:
+            credits.release()
+            now = time.monotonic()
+            for piece in batch:
+                if piece.kind == "text":
+                    exchange.report.chunk_times.append(now)
+                yield piece
+    finally:
+        exchange.stop()
+
+
+# ---------------------------------------------------------------------------
+# Command line: `demo` streams from an embedded fake n8n, no n8n needed.
+
+DEMO_NODE = "AI Agent"
+
+
+def demo_tokens(prompt: str) -> list[str]:
+    """The fake workflow's answer, token by token, with the characters that break weaker parsers."""
+    words = f"You said: {prompt}. This answer streams token by token from a fake n8n webhook".split(" ")
+    return [w if i == 0 else f" {w}" for i, w in enumerate(words)] + [' (ünïcødé, "quotes", tabs\t).\n']
+
+
+def n8n_stream_line(kind: str, content: str | None = None) -> bytes:
+    """One line of n8n's streaming reply, shaped as n8n 2.x writes it."""
+    line: dict[str, Any] = {"type": kind}
+    if content is not None:
+        line["content"] = content
+    line["metadata"] = {"nodeName": DEMO_NODE, "itemIndex": 0, "runIndex": 0, "timestamp": int(time.time() * 1000)}
+    return json.dumps(line, ensure_ascii=False).encode() + b"\n"
+
+
+def serve_demo_webhook(token_delay: float) -> ThreadingHTTPServer:
+    """A fake n8n streaming webhook on 127.0.0.1 (any path), answering like Webhook + AI Agent."""
+
+    class FakeN8n(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = json.loads(self.rfile.read(length) or b"{}")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            lines = [n8n_stream_line("begin")]
+            lines += [n8n_stream_line("item", t) for t in demo_tokens(str(payload.get("chatInput", "")))]
+            for line in [*lines, n8n_stream_line("end")]:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+                time.sleep(token_delay)
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the demo's terminal shows the answer, not access logs."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeN8n)
+    threading.Thread(target=server.serve_forever, name="fake-n8n", daemon=True).start()
+    return server
+
+
+async def run_demo(prompt: str, token_delay: float) -> int:
+    server = serve_demo_webhook(token_delay)
+    try:
+        pipe = Pipe()
+        pipe.valves.n8n_url = f"http://127.0.0.1:{server.server_address[1]}/webhook/demo"
+        body = {"model": "n8n", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+        started = time.monotonic()
+        first: float | None = None
+        count = 0
+        chunks = await pipe.pipe(body, __metadata__={"chat_id": "demo"})
+        async for chunk in chunks:
+            first = first if first is not None else time.monotonic() - started
+            count += 1
+            print(chunk, end="", flush=True)
+        total = time.monotonic() - started
+        print(f"\n-- {count} chunks; first after {(first or 0) * 1000:.0f} ms; all in {total:.2f} s", file=sys.stderr)
+        return 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipe_n8n_stream", description="Open WebUI <-> n8n streaming pipe.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="stream a reply from an embedded fake n8n webhook (no n8n needed)")
+    demo.add_argument("prompt", nargs="?", default="Hello")
+    demo.add_argument("--delay", type=float, default=0.08, help="seconds between the fake model's tokens")
+    args = parser.parse_args(argv)
+    return asyncio.run(run_demo(args.prompt, args.delay))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""A scripted HTTP server on 127.0.0.1 for tests that need real sockets.
+
+Each request is answered by a script: a list of steps the server plays in order. Steps can
+wait for the test (`Gate`), so a test proves a chunk arrived *before* the next was sent
+without relying on sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+CAPTURE_HEADERS = {
+    "n8n-stream": [
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("Cache-Control", "no-cache"),
+        ("Connection", "keep-alive"),
+        ("Vary", "Accept-Encoding"),
+    ],
+}
+
+
+class Gate:
+    """A point in a script where the server waits until the test opens it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def open(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float = 10) -> bool:
+        return self._event.wait(timeout)
+
+
+@dataclass
+class Reply:
+    """How the server answers one request.
+
+    body_mode: "chunked" (Transfer-Encoding: chunked), "close" (no length, ended by closing),
+    or "length" (Content-Length; the steps must be bytes only).
+    steps: bytes to write, a float to sleep, a Gate to wait on, a callable to run,
+    "drop" to reset the connection, "hang" to wait until the client goes away.
+    """
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    steps: list[Any] = field(default_factory=list)
+    body_mode: str = "chunked"
+
+
+@dataclass
+class Seen:
+    """What the server saw of one request."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    disconnected_at: float | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class LoopbackServer:
+    """Serves scripted replies on 127.0.0.1; one thread per connection."""
+
+    def __init__(self, replies: list[Reply] | Callable[[Seen], Reply]) -> None:
+        self._replies = replies
+        self.requests: list[Seen] = []
+        self.client_gone = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/webhook/test"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def __enter__(self) -> LoopbackServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        self._sock.close()
+        for thread in self._threads:
+            thread.join(5)
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _next_reply(self, seen: Seen) -> Reply:
+        if callable(self._replies):
+            return self._replies(seen)
+        return self._replies[min(len(self.requests) - 1, len(self._replies) - 1)]
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            seen = read_request(conn)
+            if seen is None:
+                return
+            self.requests.append(seen)
+            reply = self._next_reply(seen)
+            try:
+                if play(conn, reply) == "drop":
+                    seen.disconnected_at = time.monotonic()
+                    self.client_gone.set()
+                    return  # closing with SO_LINGER 0 sends a reset
+            except OSError:
+                pass
+            wait_for_close(conn, seen)
+            self.client_gone.set()
+
+
+def read_request(conn: socket.socket) -> Seen | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return Seen(method, path, headers, body)
+
+
+def play(conn: socket.socket, reply: Reply) -> str:
+    reasons = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
+    head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}"]
+    head += [f"{k}: {v}" for k, v in reply.headers]
+    if reply.body_mode == "chunked":
+        head.append("Transfer-Encoding: chunked")
+    elif reply.body_mode == "length":
+        head.append(f"Content-Length: {sum(len(s) for s in reply.steps if isinstance(s, bytes))}")
+    else:
+        head.append("Connection: close")
+    conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+    for step in reply.steps:
+        if isinstance(step, bytes):
+            if reply.body_mode == "chunked":
+                conn.sendall(b"%x\r\n%s\r\n" % (len(step), step))
+            else:
+                conn.sendall(step)
+        elif isinstance(step, float | int):
+            time.sleep(step)
+        elif isinstance(step, Gate):
+            step.wait()
+        elif step == "drop":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            return "drop"
+        elif step == "hang":
+            return "hang"
+        elif callable(step):
+            step()
+    if reply.body_mode == "chunked":
+        conn.sendall(b"0\r\n\r\n")
+    if reply.body_mode == "close":
+        conn.shutdown(socket.SHUT_WR)
+    return "done"
+
+
+def wait_for_close(conn: socket.socket, seen: Seen, limit: float = 30) -> None:
+    """Block until the client closes its side, and note when: the test for Stop reads it."""
+    conn.settimeout(limit)
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
+    seen.disconnected_at = time.monotonic()
+
+
+def n8n_line(kind: str, content: str | None = None, node: str = "AI Agent") -> bytes:
+    """One line exactly as n8n 2.41 writes its stream (see shared/n8n-wire)."""
+    line: dict[str, Any] = {"type": kind}
+    if content is not None:
+        line["content"] = content
+    line["metadata"] = {
+        "nodeId": "629320cd-49df-552c-8b95-e61233e0ae56",
+        "nodeName": node,
+        "itemIndex": 0,
+        "runIndex": 0,
+        "timestamp": 1795572217527,
+    }
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def n8n_reply(tokens: list[str], node: str = "AI Agent") -> list[bytes]:
+    return [n8n_line("begin", node=node), *(n8n_line("item", t, node) for t in tokens), n8n_line("end", node=node)]

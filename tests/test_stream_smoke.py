@@ -1,0 +1,23 @@
+import asyncio
+
+from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_reply
+
+
+def test_n8n_stream_reaches_the_chat_token_by_token(chat):
+    gate = Gate()
+    lines = n8n_reply(["Hello", " from", " n8n"])
+    reply = Reply(headers=CAPTURE_HEADERS["n8n-stream"], steps=[lines[0], lines[1], gate, *lines[2:]])
+
+    async def scenario():
+        with LoopbackServer([reply]) as server:
+            turn = chat(n8n_url=server.url)
+            chunks = await turn.start()
+            first = await chunks.__anext__()
+            gate.open()
+            rest = [c async for c in chunks]
+            return turn, [first, *rest]
+
+    turn, chunks = asyncio.run(scenario())
+    assert chunks == ["Hello", " from", " n8n"]
+    assert turn.descriptions[:2] == ["Waiting for n8n…", "AI Agent is answering"]
+    assert turn.statuses[-1]["data"]["done"] is True

@@ -131,22 +131,29 @@ class Pipe:
             return single_chunk(f"⚠️ {message}", status, message) if wants_stream else f"⚠️ {message}"
 
         chat_id = (__metadata__ or {}).get("chat_id") or kwargs.get("__chat_id__")
-        request = WebhookRequest(
-            url=url,
-            payload=build_payload(self.valves, body, __user__, chat_id, __task__, url),
-            headers=build_headers(self.valves),
-            connect_timeout=self.valves.connect_timeout,
-            read_timeout=self.valves.read_timeout,
-            verify_ssl=self.valves.verify_ssl,
-            response_field=self.valves.response_field,
-            stream=self.valves.stream and wants_stream,
-        )
+        request = self.webhook_request(url, body, __user__, chat_id, __task__)
         secrets = [self.valves.n8n_bearer_token]
         chunks = chat_chunks(Exchange(request), status, self.valves.show_thinking, secrets)
         if wants_stream:
             return chunks
         async with aclosing(chunks):
             return "".join([chunk async for chunk in chunks])
+
+    def webhook_request(
+        self, url: str, body: dict[str, Any], user: dict[str, Any] | None, chat_id: str | None, task: str | None
+    ) -> WebhookRequest:
+        """The call to make for this turn, from the valves as they are now."""
+        stream = self.valves.stream and bool(body.get("stream"))
+        return WebhookRequest(
+            url=url,
+            payload=build_payload(self.valves, body, user, chat_id, task, url),
+            headers=build_headers(self.valves, stream),
+            connect_timeout=self.valves.connect_timeout,
+            read_timeout=self.valves.read_timeout,
+            verify_ssl=self.valves.verify_ssl,
+            response_field=self.valves.response_field,
+            stream=stream,
+        )
 
     def webhook_url(self, model_id: str) -> str:
         """The URL of the workflow behind the picked model (`<function id>.<entry id>`)."""
@@ -230,11 +237,11 @@ def build_payload(
     return payload
 
 
-def build_headers(valves: Pipe.Valves) -> dict[str, str]:
+def build_headers(valves: Pipe.Valves, stream: bool = True) -> dict[str, str]:
     """Accept every stream format we read, refuse gzip (it holds a stream back), add auth."""
     headers = {
         "Content-Type": "application/json",
-        "Accept": ACCEPT_STREAM if valves.stream else ACCEPT_COMPLETE,
+        "Accept": ACCEPT_STREAM if stream else ACCEPT_COMPLETE,
         "Accept-Encoding": "identity",
     }
     token = valves.n8n_bearer_token.strip()
@@ -1232,13 +1239,108 @@ async def run_demo(prompt: str, token_delay: float) -> int:
         server.server_close()
 
 
+# `check`: the webhook doctor. Calls a real webhook through the pipe and says why it does or does not stream.
+
+BUFFERED_SPREAD = 0.1
+STREAM_FORMATS = {"n8n stream", "SSE", "NDJSON", "text"}
+
+
+@dataclass
+class Checkup:
+    """What the doctor saw of one reply, as the chat saw it."""
+
+    started: float
+    report: ExchangeReport
+    failure: str = ""
+
+    @property
+    def chunk_times(self) -> list[float]:
+        """When each piece of text reached the chat (errors and notices excluded)."""
+        return self.report.chunk_times
+
+    @property
+    def first_chunk_after(self) -> float | None:
+        return self.chunk_times[0] - self.started if self.chunk_times else None
+
+    @property
+    def spread(self) -> float:
+        return self.chunk_times[-1] - self.chunk_times[0] if self.chunk_times else 0.0
+
+
+def verdict(checkup: Checkup) -> tuple[bool, str]:
+    """(streamed, the plain verdict with its fix)."""
+    report, status = checkup.report, checkup.report.status_code
+    if status in (401, 403):
+        return False, "authentication failed: pass the webhook's token with --token (the `n8n_bearer_token` valve)"
+    if status == 404:
+        return False, f"webhook not found: {checkup.failure}"
+    if status is None:
+        return False, checkup.failure or "no reply"
+    if report.format == "empty":
+        return False, "streaming mode but nothing streams: enable streaming on the AI Agent"
+    if report.retried or report.format == "complete JSON":
+        return False, (
+            "complete JSON: the workflow is not set to stream "
+            "(Webhook 'Respond: Streaming' and the AI Agent's 'Enable Streaming')"
+        )
+    first = checkup.first_chunk_after or 0.0
+    if len(checkup.chunk_times) >= 3 and checkup.spread < BUFFERED_SPREAD and first > 5 * BUFFERED_SPREAD:
+        return False, (
+            f"buffered: every chunk arrived within {checkup.spread * 1000:.0f} ms at the end — "
+            "a proxy is buffering (see deploy/nginx.conf)"
+        )
+    if report.format in STREAM_FORMATS and checkup.chunk_times:
+        return True, "streams" + (f" (the workflow reported: {checkup.failure})" if checkup.failure else "")
+    return False, checkup.failure or f"no text arrived ({report.format})"
+
+
+async def run_check(url: str, token: str, auth_header: str, prompt: str, read_timeout: float) -> int:
+    pipe = Pipe()
+    pipe.valves.n8n_bearer_token = token
+    pipe.valves.auth_header_name = auth_header
+    pipe.valves.read_timeout = read_timeout
+    body = {"stream": True, "messages": [{"role": "user", "content": prompt}]}
+    exchange = Exchange(pipe.webhook_request(url, body, None, f"webhook-doctor-{int(time.time())}", None))
+    statuses: list[dict[str, Any]] = []
+
+    async def keep_status(event: dict[str, Any]) -> None:
+        statuses.append(event["data"])
+
+    checkup = Checkup(time.monotonic(), exchange.report)
+    async for chunk in chat_chunks(exchange, StatusReporter(keep_status), True, [token]):
+        print(chunk, end="", flush=True)
+    final = statuses[-1]["description"] if statuses else ""
+    checkup.failure = "" if final.startswith("Done") else final
+    streamed, plain = verdict(checkup)
+    print("\n")
+    print(f"HTTP status: {exchange.report.status_code or 'none'}")
+    print(
+        f"format: {exchange.report.format or 'none'}"
+        + (" (after retrying without streaming)" if exchange.report.retried else "")
+    )
+    if checkup.chunk_times:
+        print(f"time to first chunk: {checkup.first_chunk_after:.2f} s")
+        print(f"chunks: {len(checkup.chunk_times)}, arriving over {checkup.spread:.2f} s")
+    print(f"verdict: {plain}")
+    return 0 if streamed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pipe_n8n_stream", description="Open WebUI <-> n8n streaming pipe.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="stream a reply from an embedded fake n8n webhook (no n8n needed)")
     demo.add_argument("prompt", nargs="?", default="Hello")
     demo.add_argument("--delay", type=float, default=0.08, help="seconds between the fake model's tokens")
+    check = commands.add_parser("check", help="call a real webhook and diagnose why it does or does not stream")
+    check.add_argument("url", help="the webhook URL, as in the n8n_url valve")
+    check.add_argument("--token", default="", help="the n8n_bearer_token valve")
+    check.add_argument("--auth-header", default="Authorization", help="the auth_header_name valve")
+    check.add_argument("--prompt", default="Hello! Please answer in a few sentences.")
+    check.add_argument("--read-timeout", type=float, default=300, help="the read_timeout valve, in seconds")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")  # the terminal shows the failures
+    if args.command == "check":
+        return asyncio.run(run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout))
     return asyncio.run(run_demo(args.prompt, args.delay))
 
 

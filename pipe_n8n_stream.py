@@ -15,6 +15,7 @@ import codecs
 import json
 import logging
 import re
+import select
 import socket
 import sys
 import threading
@@ -37,15 +38,19 @@ READ_SIZE = 65536
 QUEUED_BATCHES = 64
 ERROR_BODY_LIMIT = 64 * 1024
 ERROR_SNIPPET_CHARS = 300
+SECRET_START_CHARS = 4  # a cut-off secret's start is hidden from this length; shorter ones match plain words
 ACCEPT_STREAM = "text/event-stream, application/x-ndjson, application/json"
 ACCEPT_COMPLETE = "application/json"
 BOM = b"\xef\xbb\xbf"
+BLANK = b" \t\r\n"
 SSE_FIELD_PREFIXES = (b"data:", b"event:", b"id:", b"retry:", b":")
 N8N_STREAM_TYPES = {"begin", "item", "end", "error", "keepalive"}
 COMMON_TEXT_FIELDS = ("output", "text", "response", "content", "message.content", "choices.0.message.content")
 RETRY_AS_COMPLETE_STATUSES = {406, 415, 502, 503, 504}
 TITLE_WORDS = 6
 TITLE_CHARS = 60
+# What json.loads raises on bytes that are no usable JSON: a line of 100 000 `[` is a RecursionError.
+JSON_ERRORS = (ValueError, RecursionError)
 
 
 class Pipe:
@@ -226,7 +231,7 @@ def build_payload(
         valves.session_field: session_id,
         "stream": bool(valves.stream and body.get("stream")),
     }
-    if urlsplit(url).path.rstrip("/").endswith("/chat"):
+    if url_path(url).rstrip("/").endswith("/chat"):
         payload["action"] = "sendMessage"
     if valves.send_history:
         payload["messages"] = [{"role": m.get("role"), "content": message_text(m)} for m in messages]
@@ -235,6 +240,14 @@ def build_payload(
     if task:
         payload["task"] = task
     return payload
+
+
+def url_path(url: str) -> str:
+    """The URL's path, or "" when the URL does not parse: the request then reports the bad valve."""
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return ""
 
 
 def build_headers(valves: Pipe.Valves, stream: bool = True) -> dict[str, str]:
@@ -324,17 +337,27 @@ class ChatRenderer:
         self.started = time.monotonic()
         self.first_text_after: float | None = None
         self._thinking = False
+        self._new_block = False
 
     def render(self, piece: Piece) -> str:
+        if piece.kind == "node":
+            self._new_block = self.chunks > 0
         if piece.kind == "thinking" and self.show_thinking and piece.value:
-            opening = "" if self._thinking else "<think>\n"
+            opening = "" if self._thinking else self.block_break() + "<think>\n"
             self._thinking = True
             return self._shown(opening + piece.value)
         if piece.kind == "text" and piece.value:
-            return self._shown(self.close_thinking() + piece.value)
+            return self._shown(self.close_thinking() + self.block_break() + piece.value)
         if piece.kind in ("error", "dropped"):
             return self.close_thinking() + self.notice(piece)
         return ""
+
+    def block_break(self) -> str:
+        """A new n8n block (an agent's answer after a tool call) starts a new paragraph, not mid-sentence."""
+        if not self._new_block:
+            return ""
+        self._new_block = False
+        return "\n\n"
 
     def close_thinking(self) -> str:
         if not self._thinking:
@@ -344,7 +367,8 @@ class ChatRenderer:
 
     def notice(self, piece: Piece) -> str:
         if piece.kind == "dropped" and self.chunks:
-            return f"\n\n[stream interrupted after {self.chunks} chunks: {piece.value}]"
+            chunks = f"{self.chunks} chunk{'s' if self.chunks != 1 else ''}"
+            return f"\n\n[stream interrupted after {chunks}: {piece.value}]"
         separator = "\n\n" if self.chunks else ""
         return f"{separator}⚠️ {piece.value}"
 
@@ -402,9 +426,12 @@ def open_webui_safe(text: str) -> list[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and secret.strip():
-            text = text.replace(secret.strip(), "***")
+    """Every secret becomes ***, also one that `cut` shortened: its start right before the `…` goes too."""
+    for secret in (s.strip() for s in secrets):
+        if secret:
+            text = text.replace(secret, "***")
+            for end in range(len(secret) - 1, SECRET_START_CHARS - 1, -1):
+                text = text.replace(secret[:end] + "…", "***…")
     return text
 
 
@@ -427,7 +454,7 @@ class LineSplitter:
 
     def feed(self, data: bytes) -> list[str]:
         if self._after_cr and data[:1] == b"\n":
-            data = data[1:]
+            data, self._after_cr = data[1:], False
         if not data:
             return []
         self._after_cr = False
@@ -461,10 +488,13 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    """The WHATWG event-stream rules, one line at a time; nothing more."""
+    """The WHATWG event-stream rules, one line at a time; nothing more, but a cap on one event's data:
+    data lines that never meet a blank line would otherwise pile up for ever."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_event_bytes = max_event_bytes
         self._data: list[str] = []
+        self._data_size = 0
         self._event = ""
         self._last_id = ""
 
@@ -478,6 +508,9 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_size += len(value) + 1
+            if self._data_size > self.max_event_bytes:
+                raise LineTooLong(f"n8n sent an event over {self.max_event_bytes // 1024} KiB without a blank line")
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
@@ -485,7 +518,7 @@ class SSEDecoder:
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
-        data, event, self._data, self._event = self._data, self._event, [], ""
+        data, event, self._data, self._event, self._data_size = self._data, self._event, [], "", 0
         if not data:
             return None
         return ServerSentEvent(event or "message", "\n".join(data), self._last_id)
@@ -496,11 +529,13 @@ def sniff(head: bytes, content_type: str, at_end: bool) -> str | None:
     if not at_end and len(head) < len(BOM) and BOM.startswith(head):
         return None
     body = head[len(BOM) :] if head.startswith(BOM) else head
-    start = body.lstrip(b" \t\r\n")
+    start = body.lstrip(BLANK)
     if not start:
         return "empty" if at_end else None
     if "text/event-stream" in content_type:
         return "sse"
+    if "text/plain" in content_type:
+        return "text"
     if start[:1] in (b"{", b"["):
         return "json"
     if start.startswith(SSE_FIELD_PREFIXES):
@@ -516,8 +551,9 @@ class ReplyDecoder:
     def __init__(self, content_type: str = "", response_field: str = "output") -> None:
         self.content_type = content_type.lower()
         self.response_field = response_field
-        self._head = b""
+        self._head = bytearray()
         self._format: FormatDecoder | None = None
+        self._ended = False
 
     @property
     def format(self) -> str:
@@ -525,23 +561,41 @@ class ReplyDecoder:
         return self._format.label if self._format else "empty"
 
     def feed(self, data: bytes) -> list[Piece]:
+        if self._ended:
+            return []
         if self._format is None:
             self._head += data
-            if not self._decide(at_end=False):
+            # A blank read decides nothing; sniffing the whole head after each would be quadratic.
+            blank = not data.strip(BLANK) and len(self._head) <= MAX_LINE_BYTES
+            if blank or not self._decide(at_end=False):
                 return []
-            data, self._head = self._head, b""
-        return self._format.feed(data)
+            data, self._head = bytes(self._head), bytearray()
+        return self._until_end(self._format.feed(data))
 
     def finish(self) -> list[Piece]:
+        if self._ended:
+            return []
         if self._format is None:
             self._decide(at_end=True)
-            data, self._head = self._head, b""
-            return self._format.feed(data) + self._format.finish()
-        return self._format.finish()
+            data, self._head = bytes(self._head), bytearray()
+            return self._until_end(self._format.feed(data) + self._format.finish())
+        return self._until_end(self._format.finish())
+
+    def _until_end(self, pieces: list[Piece]) -> list[Piece]:
+        """Nothing counts after the end marker. The reader stops at the read that carried it, so what
+        followed it in that same read must go too, or the answer would depend on where reads fall."""
+        for i, piece in enumerate(pieces):
+            if piece.kind == "end":
+                self._ended = True
+                return pieces[: i + 1]
+        return pieces
 
     def _decide(self, at_end: bool) -> bool:
-        kind = sniff(self._head, self.content_type, at_end)
-        if kind is None and len(self._head) > MAX_LINE_BYTES:
+        """Sniff the first MAX_LINE_BYTES only, else a long blank head followed by `{` would be JSON in
+        one read but text in many. Still undecided after them: plain text."""
+        beyond = len(self._head) > MAX_LINE_BYTES
+        kind = sniff(bytes(self._head[:MAX_LINE_BYTES]), self.content_type, at_end and not beyond)
+        if kind is None and beyond:
             kind = "text"
         if kind is None:
             return False
@@ -635,7 +689,7 @@ class JsonLinesDecoder(FormatDecoder):
             return []
         try:
             value = json.loads(line)
-        except ValueError:
+        except JSON_ERRORS:
             if self._values == 0:
                 self._body = [line]
                 self._body_bytes = len(line)
@@ -655,7 +709,7 @@ class JsonLinesDecoder(FormatDecoder):
         self._body = None
         try:
             value = json.loads(text)
-        except ValueError:
+        except JSON_ERRORS:
             return self._counted(text_pieces(text))
         return self._value(value)
 
@@ -696,12 +750,15 @@ def pieces_of_event(event: ServerSentEvent, response_field: str) -> list[Piece]:
         return [Piece("end")]
     try:
         value = json.loads(event.data)
-    except ValueError:
+    except JSON_ERRORS:
         kind = "error" if event.event == "error" else "text"
         return [Piece(kind, event.data)] if event.data else []
     if not isinstance(value, (dict, list)):
         return text_pieces(event.data)
-    return pieces_of_json(value, response_field)
+    pieces = pieces_of_json(value, response_field)
+    if event.event == "error" and not any(p.kind == "error" for p in pieces):
+        return [Piece("error", common_text(value) or text_at(value, "message") or cut(event.data))]
+    return pieces
 
 
 def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
@@ -713,7 +770,7 @@ def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
         return text_pieces(found if found is not None else "\n\n".join(texts))
     if not isinstance(value, dict):
         return text_pieces(value)
-    kind = value.get("type")
+    kind = type_of(value)
     if is_n8n_chunk(value):
         return n8n_stream_pieces(value, response_field)
     if kind in ANTHROPIC_EVENTS:
@@ -735,15 +792,13 @@ def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
 def is_n8n_chunk(value: Any) -> bool:
     """n8n's own stream lines: begin/item/end/error/keepalive (an Anthropic error has an `error` key)."""
     return (
-        isinstance(value, dict)
-        and value.get("type") in N8N_STREAM_TYPES
-        and ("metadata" in value or "error" not in value)
+        isinstance(value, dict) and type_of(value) in N8N_STREAM_TYPES and ("metadata" in value or "error" not in value)
     )
 
 
 def n8n_stream_pieces(value: dict[str, Any], response_field: str) -> list[Piece]:
-    kind = value.get("type")
-    node = (value.get("metadata") or {}).get("nodeName") or ""
+    kind = type_of(value)
+    node = text_at(value, "metadata.nodeName") or ""
     if kind == "begin":
         return [Piece("node", node)] if node else []
     if kind == "error":
@@ -763,7 +818,7 @@ def respond_node_text(content: str, response_field: str) -> str:
         return content
     try:
         value = json.loads(content)
-    except ValueError:
+    except JSON_ERRORS:
         return content
     found = text_at(value, response_field) if isinstance(value, (dict, list)) else None
     if found is None and isinstance(value, list) and value:
@@ -772,26 +827,23 @@ def respond_node_text(content: str, response_field: str) -> str:
 
 
 def openai_pieces(value: dict[str, Any]) -> list[Piece]:
-    choices = value.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    delta = choice.get("delta") or choice.get("message") or {}
+    choice = object_at(value, "choices.0")
+    delta = object_at(choice, "delta") or object_at(choice, "message")
     thinking = delta.get("reasoning_content") or delta.get("reasoning")
-    pieces = [Piece("thinking", thinking)] if isinstance(thinking, str) and thinking else []
-    return pieces + text_pieces(delta.get("content"))
+    return thinking_pieces(thinking) + text_pieces(delta.get("content"))
 
 
 def ollama_pieces(value: dict[str, Any]) -> list[Piece]:
     message = value.get("message") if isinstance(value.get("message"), dict) else value
-    thinking = message.get("thinking")
-    pieces = [Piece("thinking", thinking)] if isinstance(thinking, str) and thinking else []
+    pieces = thinking_pieces(message.get("thinking"))
     pieces += text_pieces(message.get("content") if "content" in message else message.get("response"))
     return pieces + ([Piece("end")] if value.get("done") is True else [])
 
 
 def anthropic_delta(value: dict[str, Any]) -> list[Piece]:
-    delta = value.get("delta") or {}
+    delta = object_at(value, "delta")
     if delta.get("type") == "thinking_delta":
-        return [Piece("thinking", delta.get("thinking", ""))]
+        return thinking_pieces(delta.get("thinking"))
     return text_pieces(delta.get("text"))
 
 
@@ -815,16 +867,38 @@ def text_pieces(text: Any) -> list[Piece]:
     return [Piece("text", text)] if isinstance(text, str) and text else []
 
 
-def text_at(value: Any, path: str) -> str | None:
-    """The string at a dotted path such as `data.answer` or `0.output`, else None."""
+def thinking_pieces(text: Any) -> list[Piece]:
+    return [Piece("thinking", text)] if isinstance(text, str) and text else []
+
+
+def type_of(value: dict[str, Any]) -> str:
+    """The `type` field when it is a string; any other shape there is no type (and a list is not hashable)."""
+    kind = value.get("type")
+    return kind if isinstance(kind, str) else ""
+
+
+def value_at(value: Any, path: str) -> Any:
+    """What is at a dotted path such as `data.answer` or `0.output`, else None.
+    isdecimal, not isdigit: `²` is a digit that int() refuses."""
     for key in path.split("."):
-        if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+        if isinstance(value, list) and key.isdecimal() and int(key) < len(value):
             value = value[int(key)]
         elif isinstance(value, dict) and key in value:
             value = value[key]
         else:
             return None
-    return value if isinstance(value, str) else None
+    return value
+
+
+def text_at(value: Any, path: str) -> str | None:
+    found = value_at(value, path)
+    return found if isinstance(found, str) else None
+
+
+def object_at(value: Any, path: str) -> dict[str, Any]:
+    """The object at a dotted path, else {}: a producer's odd shape reads as nothing, not as a crash."""
+    found = value_at(value, path)
+    return found if isinstance(found, dict) else {}
 
 
 def common_text(value: Any) -> str | None:
@@ -989,6 +1063,9 @@ class Exchange:
         decoder = ReplyDecoder(response.headers.get("Content-Type", ""), request.response_field)
         received = 0
         shown = False
+        more_waiting = socket_has_data(response)
+        batch: list[Piece] = []  # one hand-over per burst, not per chunk: n8n sends each token as its own chunk
+        batch_bytes = 0
         try:
             while data := response.raw.read1(READ_SIZE, decode_content=True):
                 self._check_stopped()
@@ -997,19 +1074,24 @@ class Exchange:
                 self.report.format = decoder.format
                 if pieces:
                     shown = shown or any(p.kind in ("text", "error") for p in pieces)
-                    hand_over(pieces)
-                if any(p.kind == "end" for p in pieces):
+                    batch += pieces
+                batch_bytes += len(data)
+                ended = any(p.kind == "end" for p in pieces)
+                if batch and (ended or batch_bytes >= READ_SIZE or not more_waiting()):
+                    hand_over(batch)
+                    batch, batch_bytes = [], 0
+                if ended:
                     return "done"
             self._check_stopped()
-            pieces = decoder.finish()
+            pieces = batch + decoder.finish()
         except LineTooLong as exc:
-            hand_over([Piece("dropped", str(exc))])
+            hand_over([*batch, Piece("dropped", str(exc))])
             return "done"
         except Exception as exc:
             self._check_stopped()
             if received == 0 and request.stream and not is_timeout(exc):
                 return "retry"
-            hand_over([Piece("dropped", read_failure(exc, request))])
+            hand_over([*batch, Piece("dropped", read_failure(exc, request))])
             return "done"
         self.report.format = decoder.format
         if decoder.format == "empty":
@@ -1024,8 +1106,19 @@ class Exchange:
             raise Stopped
 
 
+def socket_has_data(response: requests.Response) -> Callable[[], bool]:
+    """Whether more of the reply already waits in the socket, without blocking: the worker then reads on
+    before handing over. Handing over wakes the event loop; once per chunk costs half the CPU of a fast stream."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is None or not hasattr(select, "poll"):
+        return lambda: False
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return lambda: bool(poller.poll(0))
+
+
 EMPTY_REPLY = (
-    "n8n answered with an empty body: the webhook is in streaming mode but no node streams. "
+    "n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "
     "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
     "'When Last Node Finishes'."
 )
@@ -1057,10 +1150,10 @@ def where(url: str) -> str:
 
 
 def connection_failure(exc: BaseException, request: WebhookRequest) -> str:
-    host = where(request.url)
-    chain = causes(exc)
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.URLRequired | ValueError):
         return "The `n8n_url` valve is not a valid http(s) URL."
+    host = where(request.url)  # after the check above: an invalid URL (port 99999) has no host:port
+    chain = causes(exc)
     if any(isinstance(e, socket.gaierror) for e in chain) or "Name or service not known" in str(exc):
         return f"Cannot reach n8n at {host}: host name not found. Check the `n8n_url` valve."
     if isinstance(exc, requests.exceptions.SSLError):
@@ -1101,7 +1194,7 @@ def http_failure(response: requests.Response, url: str) -> str:
             "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
         )
     if status == 404:
-        test_url = "/webhook-test/" in urlsplit(url).path
+        test_url = "/webhook-test/" in url_path(url)
         advice = (
             "Test URLs (/webhook-test/) answer only while the n8n editor is listening ('Execute workflow')."
             if test_url
@@ -1124,7 +1217,7 @@ def n8n_message(body: str) -> tuple[str, str]:
     """n8n's `message` and `hint` from a JSON error body, or the plain text it sent."""
     try:
         value = json.loads(body)
-    except ValueError:
+    except JSON_ERRORS:
         return cut(body.strip()), ""
     if isinstance(value, dict):
         message = value.get("message") or value.get("error") or ""

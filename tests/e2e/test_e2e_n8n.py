@@ -1,0 +1,378 @@
+"""The pipe and the webhook doctor against a real n8n 2.41.1 running the shipped workflows.
+
+Driven as Open WebUI drives a pipe: `await Pipe().pipe(body, __event_emitter__=..., __metadata__=...)`,
+then iterate the returned async generator. Models are fakes on 127.0.0.1 (see fake_models.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fake_models import BREAK_AFTER, TOKENS
+from n8n_harness import REPO, TOKEN, N8n
+
+from pipe_n8n_stream import Pipe
+
+FULL_TEXT = "".join(TOKENS)
+
+
+@dataclass
+class Turn:
+    """One chat turn as the browser sees it: text chunks with arrival times, status lines."""
+
+    chunks: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+    @property
+    def descriptions(self) -> list[str]:
+        return [s["description"] for s in self.statuses]
+
+
+def make_pipe(url: str, **valves: Any) -> Pipe:
+    pipe = Pipe()
+    pipe.valves.n8n_url = url
+    for name, value in valves.items():
+        setattr(pipe.valves, name, value)
+    return pipe
+
+
+async def start(pipe: Pipe, prompt: str, turn: Turn, chat_id: str, stream: bool = True) -> Any:
+    async def emit(event: dict[str, Any]) -> None:
+        if event.get("type") == "status":
+            turn.statuses.append(event["data"])
+
+    body = {"model": "n8n_stream.n8n", "stream": stream, "messages": [{"role": "user", "content": prompt}]}
+    return await pipe.pipe(
+        body,
+        __user__={"id": "u-e2e", "name": "Ada", "email": "ada@example.com", "role": "user"},
+        __event_emitter__=emit,
+        __metadata__={"chat_id": chat_id, "message_id": "m1", "session_id": "s1"},
+    )
+
+
+def converse(url: str, prompt: str, chat_id: str | None = None, chat_streams: bool = True, **valves: Any) -> Turn:
+    """A whole turn; `chat_id` defaults to a fresh one so the agent's memory starts empty.
+    `chat_streams` is Open WebUI's body["stream"]; keyword arguments are valves."""
+
+    async def scenario() -> Turn:
+        turn = Turn()
+        reply = await start(
+            make_pipe(url, **valves), prompt, turn, chat_id or f"e2e-{uuid.uuid4().hex[:8]}", chat_streams
+        )
+        if isinstance(reply, str):
+            turn.chunks, turn.times = [reply], [time.monotonic()]
+            return turn
+        async for chunk in reply:
+            turn.chunks.append(chunk)
+            turn.times.append(time.monotonic())
+        return turn
+
+    return asyncio.run(scenario())
+
+
+def doctor(url: str, *args: str) -> tuple[int, str]:
+    """`python pipe_n8n_stream.py check URL ...` as a user runs it: (exit code, output)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "pipe_n8n_stream.py"), "check", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def verdict_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("verdict: "), f"the doctor's output does not end with a verdict:\n{output}"
+    return lines[-1].removeprefix("verdict: ")
+
+
+STREAMING = ["ollama", "claude"]
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workflow", STREAMING)
+def test_streamed_text_is_what_the_model_sent(n8n: N8n, workflow: str) -> None:
+    turn = converse(n8n.url(workflow), f"say hello via {workflow}", n8n_bearer_token=TOKEN)
+    assert turn.text == FULL_TEXT
+    assert len(turn.chunks) >= len(TOKENS) - 1, "the reply came in one piece, not token by token"
+    assert "AI Agent is answering" in turn.descriptions
+    assert turn.statuses[-1]["done"] is True
+    assert turn.statuses[-1]["description"].startswith("Done")
+
+
+def held_turn(n8n: N8n, url: str, gate_name: str) -> tuple[Turn, int, bool]:
+    """A turn whose model holds its last token until the chat has shown the first chunk.
+    Returns the turn, how many tokens the model had sent by then, and whether it had finished."""
+    gate = n8n.models.gate(gate_name)
+
+    async def scenario() -> tuple[Turn, int, bool]:
+        turn = Turn()
+        marker = f"HOLD:{gate_name}"
+        reply = await start(make_pipe(url, n8n_bearer_token=TOKEN), marker, turn, f"e2e-{gate_name}")
+        try:
+            first = await asyncio.wait_for(reply.__anext__(), timeout=30)
+        finally:
+            [call] = n8n.models.calls_for(marker)
+            sent_before_first, finished_before_first = len(call.token_times), call.finished_at is not None
+            gate.set()
+        turn.chunks.append(first)
+        async for chunk in reply:
+            turn.chunks.append(chunk)
+        return turn, sent_before_first, finished_before_first
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("workflow", STREAMING)
+def test_first_chunk_arrives_before_the_model_sends_its_last_token(n8n: N8n, workflow: str) -> None:
+    turn, sent, finished = held_turn(n8n, n8n.url(workflow), f"first{workflow}")
+    assert not finished, "the model had finished before the chat saw any text"
+    assert sent < len(TOKENS)
+    assert turn.text == FULL_TEXT
+
+
+def test_two_chats_stream_side_by_side(n8n: N8n) -> None:
+    """Each reply reads in its own thread: one chat's slow answer does not hold up another's."""
+    gates = {name: n8n.models.gate(name) for name in ("sideA", "sideB")}
+
+    async def scenario() -> list[Turn]:
+        turns = [Turn(), Turn()]
+        replies = [
+            await start(make_pipe(n8n.url(wf), n8n_bearer_token=TOKEN), f"HOLD:{name}", turn, f"e2e-{name}")
+            for wf, name, turn in zip(STREAMING, gates, turns, strict=True)
+        ]
+        try:
+            for reply, turn in zip(replies, turns, strict=True):
+                turn.chunks.append(await asyncio.wait_for(reply.__anext__(), timeout=30))
+        finally:
+            for gate in gates.values():
+                gate.set()
+        for reply, turn in zip(replies, turns, strict=True):
+            turn.chunks += [chunk async for chunk in reply]
+        return turns
+
+    for turn in asyncio.run(scenario()):
+        assert turn.text == FULL_TEXT
+
+
+def test_stop_ends_the_read_at_once_and_n8n_finishes_on_its_own(n8n: N8n) -> None:
+    """Stop in the chat cancels the task iterating the pipe (as Open WebUI does)."""
+    gate = n8n.models.gate("stop")
+
+    async def scenario() -> tuple[list[str], float]:
+        turn = Turn()
+        reply = await start(make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN), "HOLD:stop", turn, "e2e-stop")
+        seen: list[str] = []
+        first = asyncio.Event()
+
+        async def iterate() -> None:
+            async for chunk in reply:
+                seen.append(chunk)
+                first.set()
+
+        task = asyncio.create_task(iterate())
+        await asyncio.wait_for(first.wait(), timeout=30)
+        stopped = time.monotonic()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await reply.aclose()
+        while any(t.name == "n8n-reply" for t in threading.enumerate()) and time.monotonic() - stopped < 5:
+            await asyncio.sleep(0.02)
+        return seen, time.monotonic() - stopped
+
+    try:
+        seen, took = asyncio.run(scenario())
+    finally:
+        gate.set()
+    assert seen and FULL_TEXT.startswith("".join(seen))
+    assert took < 2, f"the reader thread was still running {took:.1f} s after Stop"
+    [call] = n8n.models.calls_for("HOLD:stop")
+    deadline = time.monotonic() + 10
+    while call.finished_at is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert call.finished_at is not None, "n8n did not finish the workflow after the chat went away"
+    assert converse(n8n.url("ollama"), "after stop", n8n_bearer_token=TOKEN).text == FULL_TEXT
+
+
+def test_the_agent_remembers_the_chat_by_session_id(n8n: N8n) -> None:
+    """The pipe sends the chat id as sessionId; the workflow's memory is keyed by it."""
+    chat_id = f"e2e-memory-{uuid.uuid4().hex[:6]}"
+    converse(n8n.url("ollama"), "my name is MEMO-ALPHA", chat_id, n8n_bearer_token=TOKEN)
+    converse(n8n.url("ollama"), "what is my name? MEMO-BETA", chat_id, n8n_bearer_token=TOKEN)
+    converse(n8n.url("ollama"), "who am I? MEMO-GAMMA", None, n8n_bearer_token=TOKEN)
+    [second] = n8n.models.calls_for("MEMO-BETA")
+    [other_chat] = n8n.models.calls_for("MEMO-GAMMA")
+    history = [m.get("content") for m in second.body["messages"]]
+    assert "my name is MEMO-ALPHA" in history
+    assert FULL_TEXT in history, "the first answer is not in the agent's memory"
+    assert not any("MEMO-ALPHA" in str(m.get("content")) for m in other_chat.body["messages"])
+
+
+def test_header_auth_is_optional(n8n: N8n) -> None:
+    """The same workflow with the Webhook's Authentication set to the other choice."""
+    if "ollama-noauth" in n8n.webhooks:
+        turn = converse(n8n.url("ollama-noauth"), "hello without auth")
+    else:
+        turn = converse(n8n.url("ollama-auth"), "hello with auth", n8n_bearer_token=TOKEN)
+    assert turn.text == FULL_TEXT
+
+
+# -- classic (not streamed) ----------------------------------------------------------------------
+
+
+def test_classic_workflow_reply_arrives_through_the_fallback(n8n: N8n) -> None:
+    """Streaming asked for, n8n answers one complete `{"output": ...}`: the whole text, once."""
+    turn = converse(n8n.url("classic"), "classic please", n8n_bearer_token=TOKEN)
+    assert turn.text == FULL_TEXT
+    assert len(turn.chunks) == 1
+    assert turn.statuses[-1]["description"].startswith("Done")
+
+
+@pytest.mark.parametrize("workflow", ["classic", "ollama"])
+def test_stream_valve_off_still_gets_the_whole_text(n8n: N8n, workflow: str) -> None:
+    """The `stream` valve off asks for complete JSON; a streaming webhook streams anyway."""
+    turn = converse(n8n.url(workflow), "stream valve off", n8n_bearer_token=TOKEN, stream=False)
+    assert turn.text == FULL_TEXT
+
+
+def test_non_streaming_chat_gets_the_whole_text(n8n: N8n) -> None:
+    """Open WebUI asks with stream=false (e.g. the API): pipe() returns the text itself."""
+
+    async def scenario() -> Any:
+        return await start(make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN), "no stream", Turn(), "e2e-s", False)
+
+    assert asyncio.run(scenario()) == FULL_TEXT
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["wrong-token", ""])
+def test_header_auth_rejection_names_the_valves(n8n: N8n, token: str) -> None:
+    turn = converse(n8n.header_auth_url, "let me in", n8n_bearer_token=token)
+    assert "n8n rejected the request (HTTP 403" in turn.text
+    assert "n8n_bearer_token" in turn.text
+    assert "Authorization data is wrong!" in turn.text
+    assert token not in turn.text or not token
+    assert turn.statuses[-1]["done"] is True
+    assert "n8n_bearer_token" in turn.statuses[-1]["description"]
+    assert not n8n.models.calls_for("let me in"), "the workflow ran despite the wrong token"
+
+
+@pytest.mark.parametrize("workflow", STREAMING)
+def test_model_error_mid_stream_keeps_the_partial_text(n8n: N8n, workflow: str) -> None:
+    turn = converse(n8n.url(workflow), f"please BREAK {workflow}", n8n_bearer_token=TOKEN)
+    partial = "".join(TOKENS[:BREAK_AFTER])
+    assert turn.text.startswith(partial), turn.text
+    notice = turn.text[len(partial) :]
+    assert "n8n error in AI Agent" in notice, turn.text
+    assert turn.statuses[-1]["description"].startswith("n8n error in AI Agent")
+
+
+@pytest.mark.parametrize("workflow", STREAMING)
+def test_model_failing_before_any_token_shows_n8n_error(n8n: N8n, workflow: str) -> None:
+    turn = converse(n8n.url(workflow), f"please FAIL {workflow}", n8n_bearer_token=TOKEN)
+    assert turn.text.startswith("⚠️ n8n error in AI Agent"), turn.text
+    assert turn.statuses[-1]["description"].startswith("n8n error in AI Agent")
+
+
+def test_streaming_webhook_with_agent_streaming_off_explains_the_empty_reply(n8n: N8n) -> None:
+    turn = converse(n8n.url("agent-nostream"), "anyone there?", n8n_bearer_token=TOKEN)
+    assert "empty body" in turn.text
+    assert "Enable Streaming" in turn.text
+
+
+def test_unpublished_webhook_says_publish(n8n: N8n) -> None:
+    turn = converse(f"{n8n.base_url}/webhook/not-imported", "hello", n8n_bearer_token=TOKEN)
+    assert "webhook not found (HTTP 404)" in turn.text
+    assert "n8n_url" in turn.text
+
+
+# -- the webhook doctor: python pipe_n8n_stream.py check URL ---------------------------------------
+
+
+@pytest.mark.parametrize("workflow", STREAMING)
+def test_doctor_says_streaming_workflows_stream(n8n: N8n, workflow: str) -> None:
+    code, output = doctor(n8n.url(workflow), "--token", TOKEN, "--prompt", f"doctor {workflow}")
+    assert verdict_line(output).startswith("streams"), output
+    assert code == 0, output
+
+
+def test_doctor_says_classic_workflow_is_complete_json(n8n: N8n) -> None:
+    code, output = doctor(n8n.url("classic"), "--token", TOKEN, "--prompt", "doctor classic")
+    assert verdict_line(output).startswith("complete JSON"), output
+    assert code == 1, output
+
+
+def test_doctor_says_wrong_token(n8n: N8n) -> None:
+    code, output = doctor(n8n.header_auth_url, "--token", "wrong-token", "--prompt", "doctor auth")
+    assert "n8n_bearer_token" in verdict_line(output), output
+    assert code == 1, output
+
+
+def test_doctor_says_nothing_streams_when_the_agent_does_not_stream(n8n: N8n) -> None:
+    code, output = doctor(n8n.url("agent-nostream"), "--token", TOKEN, "--prompt", "doctor nostream")
+    assert verdict_line(output).startswith("streaming mode but nothing streams"), output
+    assert code == 1, output
+
+
+def test_doctor_says_webhook_not_found(n8n: N8n) -> None:
+    code, output = doctor(f"{n8n.base_url}/webhook/not-imported", "--prompt", "doctor 404")
+    assert "not found" in verdict_line(output), output
+    assert code == 1, output
+
+
+def test_everything_ran_on_loopback(n8n: N8n) -> None:
+    """n8n called only the fake models: its log shows no failed lookup of an outside host."""
+    assert n8n.models.calls, "n8n never called the fake models"
+    log = n8n.log.read_text(errors="replace")
+    assert "ENOTFOUND" not in log, n8n.log_tail()
+
+
+# -- proxies between the pipe and n8n ------------------------------------------------------------
+
+
+def behind(proxy: str, url: str) -> str:
+    return proxy + url[url.index("/webhook/") :]
+
+
+def test_shipped_nginx_conf_keeps_the_stream_flowing(n8n: N8n, nginx: str) -> None:
+    turn, sent, finished = held_turn(n8n, behind(nginx, n8n.url("ollama")), "nginx")
+    assert not finished, "behind deploy/nginx.conf the chat saw nothing before the model finished"
+    assert sent < len(TOKENS)
+    assert turn.text == FULL_TEXT
+
+
+def test_doctor_through_shipped_nginx_conf_says_streams(n8n: N8n, nginx: str) -> None:
+    code, output = doctor(behind(nginx, n8n.url("ollama")), "--token", TOKEN, "--prompt", "SLOW nginx")
+    assert verdict_line(output).startswith("streams"), output
+    assert code == 0, output
+
+
+def test_doctor_behind_a_buffering_proxy_says_buffered(n8n: N8n, buffering_proxy: str) -> None:
+    url = behind(buffering_proxy, n8n.url("ollama"))
+    code, output = doctor(url, "--token", TOKEN, "--prompt", "SLOW buffered")
+    verdict = verdict_line(output)
+    assert verdict.startswith("buffered"), output
+    assert "deploy/nginx.conf" in verdict
+    assert code == 1, output
+    assert converse(url, "SLOW buffered chat", n8n_bearer_token=TOKEN).text == FULL_TEXT

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The pipe inside a real Open WebUI 0.12.4, end to end (tests/owui/).
+#
+#   bash scripts/e2e-openwebui.sh                 install Open WebUI (once, cached), then run tests/owui
+#   bash scripts/e2e-openwebui.sh --install-only  only make sure the cached install exists
+#   bash scripts/e2e-openwebui.sh -- -k stop      extra arguments after -- go to pytest
+#
+# Open WebUI comes from the package registry, pinned in tests/owui/requirements.txt and installed
+# with --no-deps into a virtual environment cached OUTSIDE the repository, so every checkout on this
+# machine reuses it: ${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}/owui-0.12.4
+# (first install ~1-2 minutes, ~0.8 GB; OWUI_VENV overrides the place). The tests start it offline
+# on 127.0.0.1 with a throwaway data folder, install the pipe through the REST API and chat over
+# socket.io as the browser does. If Open WebUI cannot be installed or started this script fails
+# loudly: it never reports success without having run the end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUIREMENTS=tests/owui/requirements.txt
+CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
+VENV="${OWUI_VENV:-$CACHE_ROOT/owui-0.12.4}"
+STAMP="$VENV/.installed-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
+INSTALL_LOG="$VENV.install.log"
+WORK=.cache/e2e-openwebui
+
+loud() {
+    {
+        echo
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        echo "!! e2e-openwebui: $*"
+        echo "!! The end-to-end tests inside Open WebUI did NOT pass."
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        echo
+    } >&2
+}
+
+fail() {
+    loud "$*"
+    exit 1
+}
+
+find_python() {
+    local candidate
+    for candidate in ${OWUI_PYTHON:-} python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] < (3, 13)))' 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+check_install() {
+    "$VENV/bin/python" - <<'EOF'
+import importlib.metadata as md
+import importlib.util
+
+assert md.version("open-webui") == "0.12.4", md.version("open-webui")
+for module in ("open_webui", "uvicorn", "websockets", "fastapi", "socketio", "websocket", "pytest", "requests"):
+    assert importlib.util.find_spec(module), f"missing {module}"
+EOF
+}
+
+install_open_webui() {
+    local python
+    python="$(find_python)" || fail "Open WebUI 0.12.4 needs Python 3.11 or 3.12 and none was found (set OWUI_PYTHON)"
+    echo "e2e-openwebui: installing Open WebUI 0.12.4 into $VENV (first run only: a minute or two)"
+    rm -rf "$VENV"
+    "$python" -m venv "$VENV" >"$INSTALL_LOG" 2>&1 || fail "cannot create a virtual environment at $VENV"
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -r "$REQUIREMENTS" \
+        >>"$INSTALL_LOG" 2>&1; then
+        grep -v "is ignored: it is neither a file nor a directory" "$INSTALL_LOG" | tail -n 30 >&2
+        fail "cannot install $REQUIREMENTS from the package registry (log: $INSTALL_LOG)"
+    fi
+    check_install || fail "the installed environment at $VENV is incomplete"
+    touch "$STAMP"
+    echo "e2e-openwebui: installed ($(du -sh "$VENV" | cut -f1))"
+}
+
+install_only=false
+if [[ "${1:-}" == "--install-only" ]]; then
+    install_only=true
+    shift
+fi
+[[ "${1:-}" == "--" ]] && shift
+
+started=$SECONDS
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9 # one install at a time into the shared cache
+if [[ -f "$STAMP" ]] && check_install 2>/dev/null; then
+    echo "e2e-openwebui: reusing $VENV"
+else
+    install_open_webui
+fi
+flock -u 9
+echo "e2e-openwebui: environment ready in $((SECONDS - started)) s"
+$install_only && exit 0
+
+# The test session stops the server; this also stops it if pytest itself is killed.
+PIDFILE="$(mktemp)"
+cleanup() {
+    local pid
+    pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM -- "-$pid" 2>/dev/null || true
+    fi
+    rm -f "$PIDFILE"
+}
+trap cleanup EXIT
+
+mkdir -p "$(dirname "$WORK")"
+status=0
+OWUI_E2E=1 OWUI_VENV="$VENV" OWUI_PIDFILE="$PIDFILE" timeout -s INT -k 60 1500 \
+    "$VENV/bin/python" -m pytest -c tests/owui/pytest.ini --rootdir tests/owui -p no:cacheprovider \
+    --basetemp="$WORK" -v -rfEs tests/owui "$@" || status=$?
+if [[ "$status" -ne 0 ]]; then
+    fail "pytest exited with $status (Open WebUI's log: $WORK/owui0/open-webui.log)"
+fi
+echo "e2e-openwebui: passed in $((SECONDS - started)) s"

@@ -1,0 +1,350 @@
+"""A real Open WebUI 0.12.4 as a subprocess on 127.0.0.1, and a client that talks to it as the browser does.
+
+`OpenWebUI` starts the server offline with a throwaway data folder and its log in a file.
+`Admin` is the REST API an admin uses (install a function, set its valves, refresh models).
+`Browser` is one browser tab: a socket.io session that receives the chat's events, and
+`POST /api/chat/completions` with the fields the web app sends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+PIPE_ID = "n8n_stream"  # the function id an admin would give the pipe; its models are `n8n_stream.<entry>`
+PROBE_ID = "e2e_probe"
+
+OFFLINE_ENV = {
+    "WEBUI_AUTH": "False",
+    "OFFLINE_MODE": "true",
+    "HF_HUB_OFFLINE": "1",
+    "RAG_EMBEDDING_ENGINE": "openai",
+    "ENABLE_OLLAMA_API": "false",
+    "ENABLE_OPENAI_API": "false",
+    "ENABLE_VERSION_UPDATE_CHECK": "false",
+    "ENABLE_PIP_INSTALL_FRONTMATTER_REQUIREMENTS": "false",
+    "ANONYMIZED_TELEMETRY": "false",
+    "DO_NOT_TRACK": "true",
+    "SCARF_NO_ANALYTICS": "true",
+}
+
+# A second function, used only by the tests: it reports which threads are running code of
+# another function's module at this moment (Open WebUI execs each function into a module
+# named `function_<id>_<hex>`), so a test can see from inside the server that a reply's
+# worker thread is gone.
+PROBE_FUNCTION = '''"""
+title: e2e thread probe
+"""
+import json
+import sys
+import threading
+
+
+class Pipe:
+    def pipes(self):
+        return [{"id": "threads", "name": "e2e thread probe"}]
+
+    async def pipe(self, body, **kwargs):
+        prefix = "function_" + (body["messages"][-1]["content"] or "").strip() + "_"
+        busy = []
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            if ident == threading.get_ident():
+                continue
+            stack = []
+            while frame is not None:
+                if str(frame.f_globals.get("__name__", "")).startswith(prefix):
+                    stack.append(frame.f_code.co_name)
+                frame = frame.f_back
+            if stack:
+                busy.append({"thread": names.get(ident, str(ident)), "in": stack})
+        return json.dumps(busy)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OpenWebUI:
+    """`open-webui serve` on a free port of 127.0.0.1, offline, its output captured in a log file."""
+
+    def __init__(self, executable: Path, workdir: Path, pidfile: Path | None = None) -> None:
+        self.executable = executable
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "open-webui.log"
+        self.pidfile = pidfile
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 240) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            **OFFLINE_ENV,
+            "DATA_DIR": str(self.data_dir),
+            "STATIC_DIR": str(self.data_dir / "static"),
+            "HF_HOME": str(self.data_dir / "hf"),
+            "WEBUI_SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
+            "PYTHONUNBUFFERED": "1",
+        }
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(self.executable), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=self.data_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if self.pidfile:
+            self.pidfile.write_text(str(self.process.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"Open WebUI exited with {code} while starting:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"Open WebUI did not answer /health within {timeout:g} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        except ProcessLookupError:
+            pass
+
+    def log_text(self) -> str:
+        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+class Admin:
+    """The REST API as the admin uses it (with WEBUI_AUTH=False the only user is the admin)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = requests.Session()
+        signin = self.http.post(f"{base_url}/api/v1/auths/signin", json={"email": "", "password": ""}, timeout=30)
+        signin.raise_for_status()
+        self.token: str = signin.json()["token"]
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 30, ok: bool = True) -> Any:
+        response = self.http.request(method, f"{self.base_url}{path}", json=body, timeout=timeout)
+        if ok and not response.ok:
+            raise AssertionError(f"{method} {path} -> HTTP {response.status_code}: {response.text[:2000]}")
+        return response.json() if response.content else None
+
+    def install_function(self, function_id: str, name: str, content: str) -> None:
+        """Create, then switch on (new functions start inactive), as in Admin Panel > Functions."""
+        existing = self.call("GET", f"/api/v1/functions/id/{function_id}", ok=False)
+        if not (isinstance(existing, dict) and existing.get("id") == function_id):
+            self.call(
+                "POST",
+                "/api/v1/functions/create",
+                {"id": function_id, "name": name, "content": content, "meta": {"description": name}},
+            )
+            existing = self.call("GET", f"/api/v1/functions/id/{function_id}")
+        if not existing.get("is_active"):
+            self.call("POST", f"/api/v1/functions/id/{function_id}/toggle")
+
+    def set_valves(self, function_id: str, **valves: Any) -> dict[str, Any]:
+        """Replace the function's valves (unset ones fall back to their defaults) and refresh the models."""
+        saved = self.call("POST", f"/api/v1/functions/id/{function_id}/valves/update", valves)
+        self.models(refresh=True)
+        return saved
+
+    def models(self, refresh: bool = False) -> list[dict[str, Any]]:
+        return self.call("GET", "/api/models" + ("?refresh=true" if refresh else ""))["data"]
+
+    def new_chat(self, model: str) -> str:
+        chat = {"title": "New Chat", "models": [model], "messages": [], "history": {"messages": {}, "currentId": None}}
+        return self.call("POST", "/api/v1/chats/new", {"chat": chat})["id"]
+
+    def chat(self, chat_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/api/v1/chats/{chat_id}")
+
+    def stop(self, chat_id: str) -> Any:
+        return self.call("POST", f"/api/tasks/chat/{chat_id}/stop")
+
+    def complete(self, model: str, text: str, timeout: float = 60) -> dict[str, Any]:
+        """The API without streaming: one request, the whole answer in the response."""
+        body = {"model": model, "stream": False, "messages": [{"role": "user", "content": text}]}
+        return self.call("POST", "/api/chat/completions", body, timeout=timeout)
+
+    def threads_in(self, function_id: str) -> list[dict[str, Any]]:
+        """Threads of the server that are running the function's code right now (via the probe)."""
+        answer = self.complete(f"{PROBE_ID}.threads", function_id)
+        return json.loads(answer["choices"][0]["message"]["content"])
+
+
+@dataclass
+class Event:
+    at: float
+    payload: dict[str, Any]
+
+    @property
+    def chat_id(self) -> str | None:
+        return self.payload.get("chat_id")
+
+    @property
+    def message_id(self) -> str | None:
+        return self.payload.get("message_id")
+
+    @property
+    def type(self) -> str:
+        return (self.payload.get("data") or {}).get("type", "")
+
+    @property
+    def data(self) -> Any:
+        return (self.payload.get("data") or {}).get("data")
+
+
+@dataclass
+class Turn:
+    """One question sent from the browser and the events the server pushed for it."""
+
+    browser: Browser
+    chat_id: str
+    message_id: str
+    text: str
+    sent_at: float
+    response: dict[str, Any] = field(default_factory=dict)
+
+    def events(self) -> list[Event]:
+        return [e for e in self.browser.snapshot() if e.chat_id == self.chat_id and e.message_id == self.message_id]
+
+    def deltas(self) -> list[Event]:
+        return [
+            e
+            for e in self.events()
+            if e.type == "response:completion" and (e.data or {}).get("type") == "response.output_text.delta"
+        ]
+
+    def text_shown(self) -> str:
+        return "".join(e.data["delta"] for e in self.deltas())
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [e.data for e in self.events() if e.type == "status"]
+
+    def done(self) -> bool:
+        return any(e.type == "chat:completion" and (e.data or {}).get("done") is True for e in self.events())
+
+    def wait(self, condition: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+        return wait_for(condition, timeout, what or "chat event", self.events)
+
+    def wait_done(self, timeout: float = 30) -> None:
+        self.wait(self.done, timeout, "chat:completion with done: true")
+
+    def saved(self) -> dict[str, Any]:
+        """The assistant message as Open WebUI saved it in the chat."""
+        return self.browser.admin.chat(self.chat_id)["chat"]["history"]["messages"][self.message_id]
+
+
+class Browser:
+    """One browser tab: a socket.io session (receives `events`) plus the chat completion request."""
+
+    def __init__(self, admin: Admin) -> None:
+        import socketio  # installed in the Open WebUI environment only
+
+        self.admin = admin
+        self._events: list[Event] = []
+        self._lock = threading.Lock()
+        self.sio = socketio.Client(reconnection=False)
+        self.sio.on("events", self._on_event)
+        self.sio.connect(
+            admin.base_url, socketio_path="/ws/socket.io", auth={"token": admin.token}, transports=["websocket"]
+        )
+
+    def _on_event(self, payload: dict[str, Any]) -> None:
+        with self._lock:
+            self._events.append(Event(time.monotonic(), payload))
+
+    def snapshot(self) -> list[Event]:
+        with self._lock:
+            return list(self._events)
+
+    def close(self) -> None:
+        self.sio.disconnect()
+
+    def send(
+        self,
+        model: str,
+        text: str,
+        background_tasks: dict[str, bool] | None = None,
+        first_message: bool = False,
+    ) -> Turn:
+        """What the web app sends for a question. By default into a chat made first with POST /api/v1/chats/new;
+        `first_message` sends it as the web app sends a new chat's first question: no chat id, `parent_id: null`,
+        and Open WebUI creates the chat (and starts the title task) itself."""
+        chat_id = None if first_message else self.admin.new_chat(model)
+        user_message_id, message_id = str(uuid.uuid4()), str(uuid.uuid4())
+        body: dict[str, Any] = {
+            "model": model,
+            "stream": True,
+            "messages": [{"role": "user", "content": text}],
+            "session_id": self.sio.get_sid(),
+            "id": message_id,
+            "parent_id": None,
+            "user_message": {
+                "id": user_message_id,
+                "parentId": None,
+                "childrenIds": [message_id],
+                "role": "user",
+                "content": text,
+                "timestamp": int(time.time()),
+                "models": [model],
+            },
+            "params": {},
+            "features": {},
+        }
+        if chat_id:
+            body["chat_id"] = chat_id
+        if background_tasks is not None:
+            body["background_tasks"] = background_tasks
+        sent_at = time.monotonic()
+        response = self.admin.call("POST", "/api/chat/completions", body)
+        chat_id = chat_id or response["chat_id"]
+        return Turn(self, chat_id, message_id, text, sent_at, response)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, context: Callable[[], Any] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            seen = context() if context else None
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; seen: {seen!r}"[:4000])
+        time.sleep(0.02)

@@ -1,0 +1,322 @@
+"""The pipe inside a real Open WebUI 0.12.4, driven the way the browser drives it.
+
+The fake n8n webhook is a LoopbackServer in this process; Open WebUI runs as a subprocess
+(see conftest.py). Run with scripts/e2e-openwebui.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_reply
+from owui_host import PIPE_ID, Browser
+
+MODEL = f"{PIPE_ID}.n8n"
+STREAM_HEADERS = CAPTURE_HEADERS["n8n-stream"]
+# The characters that break weaker parsers, and a token that Open WebUI would take for an SSE line.
+TOKENS = [
+    "Grüße",
+    " aus",
+    " n8n",
+    " — ünïcødé 🎉 ✓",
+    "data: not an SSE line",
+    '\n\n"quotes",\ttabs',
+    " and\nlines",
+    " ende.",
+]
+
+
+def streamed(tokens: list[str], *steps_after_first: object, node: str = "AI Agent") -> Reply:
+    """n8n's stream: begin and the first token, then `steps_after_first`, then the rest and end."""
+    lines = n8n_reply(tokens, node=node)
+    return Reply(headers=STREAM_HEADERS, steps=[lines[0], lines[1], *steps_after_first, *lines[2:]])
+
+
+def test_reply_streams_as_deltas_and_is_saved_exactly(admin, browser):
+    gate = Gate()
+    lines = n8n_reply(TOKENS)
+    steps: list[object] = [lines[0], lines[1], gate]
+    for line in lines[2:-1]:
+        steps += [0.05, line]
+    with LoopbackServer([Reply(headers=STREAM_HEADERS, steps=[*steps, lines[-1]])]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        turn = browser.send(MODEL, "Sag hallo")
+        first = turn.wait(turn.deltas, 15, "the first delta while n8n still holds back the rest")
+        gate.open()
+        turn.wait_done()
+
+    assert first[0].data["delta"] == TOKENS[0]
+    deltas = turn.deltas()
+    assert len(deltas) >= len(TOKENS) - 1, [d.data["delta"] for d in deltas]
+    assert deltas[-1].at - deltas[0].at >= 0.05 * (len(TOKENS) - 2), "the deltas arrived all at once"
+    assert turn.text_shown() == "".join(TOKENS)
+    saved = turn.saved()
+    assert saved["content"] == "".join(TOKENS)
+    assert saved["done"] is True
+    assert len(n8n.requests) == 1
+    sent = n8n.requests[0].json()
+    assert sent["chatInput"] == "Sag hallo"
+    assert sent["sessionId"] == turn.chat_id
+
+
+def test_status_events_reach_the_chat_and_are_saved(admin, browser):
+    with LoopbackServer([streamed(["Hi", " there"], node="Support Agent")]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        turn = browser.send(MODEL, "status please")
+        turn.wait_done()
+
+    shown = turn.statuses()
+    descriptions = [s["description"] for s in shown]
+    assert descriptions[:2] == ["Waiting for n8n…", "Support Agent is answering"], descriptions
+    assert shown[-1]["done"] is True
+    assert descriptions[-1].startswith("Done"), descriptions
+    history = turn.saved().get("statusHistory")
+    assert history == shown, (history, shown)
+
+
+def test_stop_mid_stream_closes_the_webhook_and_keeps_the_text(admin, browser):
+    reply = Reply(headers=STREAM_HEADERS, steps=[*n8n_reply(["Erste Hälfte", " — gezeigt"])[:3], "hang"])
+    with LoopbackServer([reply]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        turn = browser.send(MODEL, "long answer please")
+        turn.wait(lambda: turn.text_shown() == "Erste Hälfte — gezeigt", 15, "the text n8n sent before it went quiet")
+        assert admin.threads_in(PIPE_ID), "expected the reply's worker thread to be reading"
+
+        stop_at = time.monotonic()
+        admin.stop(turn.chat_id)
+        assert n8n.client_gone.wait(5), "the webhook connection stayed open after Stop"
+        closed_after = n8n.requests[0].disconnected_at - stop_at
+        assert closed_after < 1.0, f"the webhook saw its connection closed {closed_after:.2f} s after Stop"
+
+        wait_until(lambda: not admin.threads_in(PIPE_ID), 3)
+        busy = admin.threads_in(PIPE_ID)
+        assert busy == [], f"threads still running the pipe after Stop: {busy}"
+        wait_until(lambda: turn.saved().get("content"), 5)
+        time.sleep(0.5)
+        assert len(n8n.requests) == 1, "the pipe called the webhook again after Stop"
+
+    saved = turn.saved()
+    assert saved["content"] == "Erste Hälfte — gezeigt"
+    assert any(e.type == "chat:tasks:cancel" for e in turn.events())
+    # The spinner under the message ends: the pipe's last status says it stopped, live and saved.
+    last = turn.wait(lambda: final_status_says_stopped(turn), 5, "a last status that says the reply stopped")
+    assert wait_until(lambda: turn.saved()["statusHistory"][-1] == last, 5), turn.saved()["statusHistory"]
+
+
+def test_stop_before_n8n_answers_leaves_no_thread_behind(admin, browser):
+    """A 'When Last Node Finishes' workflow sends nothing for a long time: Stop must not wait for it."""
+    release = Gate()
+
+    def script(seen: Seen) -> Reply:
+        release.wait(20)  # no status line, no headers, until the test lets go
+        return Reply(headers=STREAM_HEADERS, steps=n8n_reply(["too late"]))
+
+    with LoopbackServer(script) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        try:
+            turn = browser.send(MODEL, "a slow workflow")
+            wait_until(lambda: n8n.requests, 10)
+            assert admin.threads_in(PIPE_ID), "expected the reply's worker thread to wait for n8n"
+            stop_at = time.monotonic()
+            admin.stop(turn.chat_id)
+            wait_until(lambda: not admin.threads_in(PIPE_ID), 3)
+            gone_after = time.monotonic() - stop_at
+            busy = admin.threads_in(PIPE_ID)
+        finally:
+            release.open()
+
+    assert busy == [], f"threads still running the pipe after Stop: {busy}"
+    assert gone_after < 1.5, f"the worker thread ended {gone_after:.2f} s after Stop"
+    assert turn.text_shown() == ""
+    turn.wait(lambda: final_status_says_stopped(turn), 5, "a last status that says the reply stopped")
+
+
+def test_a_slow_chat_does_not_block_the_server(admin, browser):
+    """While one reply streams slowly, another tab's request and a second chat are answered promptly."""
+    slow_gate = Gate()
+
+    def script(seen: Seen) -> Reply:
+        if seen.json()["chatInput"] == "slow":
+            return streamed(["slow start", " and end"], slow_gate)
+        return Reply(headers=STREAM_HEADERS, steps=n8n_reply(["quick", " answer"]))
+
+    with LoopbackServer(script) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        slow = browser.send(MODEL, "slow")
+        slow.wait(slow.deltas, 15, "the slow reply's first delta")
+
+        health_times = []
+        for _ in range(5):
+            started = time.monotonic()
+            assert admin.call("GET", "/health")["status"] is True
+            health_times.append(time.monotonic() - started)
+            time.sleep(0.05)
+        other_tab = Browser(admin)
+        try:
+            started = time.monotonic()
+            quick = other_tab.send(MODEL, "quick")
+            quick.wait_done(10)
+            quick_time = time.monotonic() - started
+        finally:
+            other_tab.close()
+        assert not slow.done(), "the slow reply ended early; the test proves nothing"
+        slow_gate.open()
+        slow.wait_done()
+
+    assert max(health_times) < 0.5, f"/health took {max(health_times):.2f} s while a reply streamed"
+    assert quick_time < 5, f"a second chat took {quick_time:.2f} s while another reply streamed"
+    assert quick.saved()["content"] == "quick answer"
+    assert slow.saved()["content"] == "slow start and end"
+
+
+N8N_404 = {
+    "code": 404,
+    "message": 'The requested webhook "POST e2e-missing" is not registered.',
+    "hint": "The workflow must be active for a production URL to run successfully. You can activate the "
+    "workflow using the toggle in the top-right of the editor. Note that unlike test URL calls, production "
+    "URL calls aren't shown on the canvas (only in the executions list)",
+}
+
+
+def test_webhook_404_shows_n8ns_words_and_leaks_no_token(owui, admin, browser):
+    token = f"e2e-secret-{uuid.uuid4().hex}"
+    body = json.dumps(N8N_404, separators=(",", ":")).encode()
+    reply = Reply(
+        status=404,
+        headers=[("Content-Type", "application/json; charset=utf-8"), ("Connection", "keep-alive")],
+        steps=[body],
+        body_mode="length",
+    )
+    with LoopbackServer([reply]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url, n8n_bearer_token=token)
+        try:
+            turn = browser.send(MODEL, "hello?")
+            turn.wait_done()
+        finally:
+            admin.set_valves(PIPE_ID)
+    assert n8n.requests[0].headers.get("authorization") == f"Bearer {token}", "the token was not sent"
+
+    saved = turn.saved()
+    assert "HTTP 404" in saved["content"]
+    assert N8N_404["message"] in saved["content"]
+    assert N8N_404["hint"] in saved["content"]
+    assert "n8n_url" in saved["content"]
+    assert any(N8N_404["message"] in s["description"] for s in saved["statusHistory"])
+    everything = json.dumps(admin.chat(turn.chat_id), ensure_ascii=False)
+    assert token not in everything, "the token is in the saved chat"
+    assert token not in json.dumps([e.payload for e in turn.events()], ensure_ascii=False)
+    assert token not in owui.log_text(), "the token is in Open WebUI's log"
+
+
+@pytest.mark.parametrize("shape", ["n8n stream", "complete JSON"])
+def test_stream_false_returns_the_complete_text(admin, shape):
+    text = "Ganze Antwort — ünïcødé ✓ auf einmal"
+    if shape == "n8n stream":
+        reply = Reply(headers=STREAM_HEADERS, steps=n8n_reply(["Ganze Antwort", " — ünïcødé ✓", " auf einmal"]))
+    else:
+        body = json.dumps({"output": text}, ensure_ascii=False).encode()
+        reply = Reply(headers=[("Content-Type", "application/json; charset=utf-8")], steps=[body], body_mode="length")
+    with LoopbackServer([reply]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        answer = admin.complete(MODEL, "alles auf einmal")
+
+    assert answer["choices"][0]["message"]["content"] == text
+    assert len(n8n.requests) == 1
+    assert n8n.requests[0].json()["stream"] is False
+
+
+def test_manifold_two_workflows_each_answer_from_their_own_url(admin, browser):
+    with (
+        LoopbackServer([Reply(headers=STREAM_HEADERS, steps=n8n_reply(["Sales", " here"]))]) as sales,
+        LoopbackServer([Reply(headers=STREAM_HEADERS, steps=n8n_reply(["Support", " here"]))]) as support,
+    ):
+        admin.set_valves(PIPE_ID, models=f"Sales = {sales.url}\nSupport Bot = {support.url}")
+        try:
+            listed = {m["id"]: m["name"] for m in admin.models()}
+            sales_turn = browser.send(f"{PIPE_ID}.sales", "prices?")
+            sales_turn.wait_done()
+            support_turn = browser.send(f"{PIPE_ID}.support-bot", "help!")
+            support_turn.wait_done()
+        finally:
+            admin.set_valves(PIPE_ID)
+
+    assert listed.get(f"{PIPE_ID}.sales") == "Sales", listed
+    assert listed.get(f"{PIPE_ID}.support-bot") == "Support Bot", listed
+    assert sales_turn.saved()["content"] == "Sales here"
+    assert support_turn.saved()["content"] == "Support here"
+    assert [s.json()["chatInput"] for s in sales.requests] == ["prices?"]
+    assert [s.json()["chatInput"] for s in support.requests] == ["help!"]
+
+
+def test_thinking_becomes_open_webuis_reasoning_block(admin, browser):
+    """The pipe wraps a model's reasoning in <think> tags; Open WebUI must turn them into its reasoning block."""
+
+    def sse(delta: dict[str, str]) -> bytes:
+        return b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta}]}).encode() + b"\n\n"
+
+    steps = [
+        sse({"reasoning_content": "Erst nachdenken"}),
+        sse({"reasoning_content": " — gründlich."}),
+        sse({"content": "Die Antwort"}),
+        sse({"content": " ist 42."}),
+        b"data: [DONE]\n\n",
+    ]
+    with LoopbackServer([Reply(headers=[("Content-Type", "text/event-stream")], steps=steps)]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        turn = browser.send(MODEL, "denk nach")
+        turn.wait_done()
+
+    saved = turn.saved()
+    assert saved["content"] == "Die Antwort ist 42."
+    reasoning = [item for item in saved["output"] if item["type"] == "reasoning"]
+    assert [part["text"] for item in reasoning for part in item["content"]] == ["Erst nachdenken — gründlich."]
+
+
+BROWSER_TASKS = {"title_generation": True, "tags_generation": True, "follow_up_generation": True}
+
+
+@pytest.mark.parametrize("flow", ["first message of a new chat", "chat made first"])
+def test_background_tasks_do_not_run_the_workflow(admin, browser, flow):
+    """Title, tags and follow-ups are asked for as the web app asks; only the answer runs the workflow."""
+    question = "Wie wird das Wetter morgen in Berlin?"
+    with LoopbackServer([Reply(headers=STREAM_HEADERS, steps=n8n_reply(["Antwort", " eins"]))]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        turn = browser.send(MODEL, question, BROWSER_TASKS, first_message=flow.startswith("first"))
+        turn.wait_done()
+        title = wait_until(lambda: next((e.data for e in turn.events() if e.type == "chat:title"), None), 15)
+        wait_until(lambda: any(e.type == "chat:active" and e.data.get("active") is False for e in turn.events()), 15)
+        time.sleep(0.5)
+        requests_seen = [s.json() for s in n8n.requests]
+
+    assert len(requests_seen) == 1, requests_seen
+    assert "task" not in requests_seen[0]
+    assert turn.saved()["content"] == "Antwort eins"
+    assert title and title != "New Chat" and question.startswith(title), title
+    assert admin.chat(turn.chat_id)["title"] == title
+
+
+def test_server_log_shows_no_pipe_failure(owui):
+    """Runs last: nothing above made the pipe log an exception inside Open WebUI."""
+    log = owui.log_text()
+    assert "n8n exchange failed" not in log
+    assert "internal error in the n8n pipe" not in log
+    tracebacks = [block for block in log.split("Traceback (most recent call last)")[1:] if "function_n8n" in block]
+    assert not tracebacks, tracebacks[0][:3000]
+
+
+def final_status_says_stopped(turn) -> dict | None:
+    statuses = turn.statuses()
+    last = statuses[-1] if statuses else {}
+    return last if last.get("done") is True and "stop" in last.get("description", "").lower() else None
+
+
+def wait_until(condition, timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)

@@ -1,0 +1,71 @@
+"""The benchmark script must not rot: a tiny run (`python bench/run.py --quick`) prints all six
+sections and measures every one of them. Figures vary from run to run and machine to machine, so
+only their presence (and that no text went missing) is checked, never a speed or latency goal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = [
+    "1. Added latency per chunk",
+    "2. Time to first chunk",
+    "3. Throughput and CPU",
+    "4. Memory",
+    "5. Concurrency on one event loop",
+    "6. Stop",
+    "Goals (this pipe)",
+]
+
+
+def number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def test_quick_benchmark_prints_and_measures_every_section(tmp_path):
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for title in SECTIONS:
+        assert f"## {title}" in run.stdout
+
+    results = json.loads(out.read_text())
+
+    def pipe(section: str) -> list[dict]:
+        rows = [r for r in results[section] if r["reader"] == "pipe"]
+        assert rows, f"no figures for the pipe in {section}"
+        return rows
+
+    assert len(pipe("latency")) == 4  # n8n and SSE, chunked and close-delimited
+    for row in pipe("latency"):
+        assert row["tokens"] == row["expected_tokens"]
+        assert number(row["median_ms"]) and number(row["p99_ms"])
+    for row in pipe("first_chunk"):
+        assert number(row["first_chunk_ms"]) and number(row["added_ms"])
+    for row in pipe("throughput"):
+        assert row["complete"], "the pipe lost text"
+        assert number(row["mb_per_s"]) and number(row["cpu_s_per_mb"])
+    for row in pipe("memory"):
+        assert number(row["growth_mb"])
+    assert {r["streams"] for r in pipe("concurrency")} == set(results["config"]["streams"])
+    for row in pipe("concurrency"):
+        assert row["tokens"] == row["expected_tokens"]
+        assert number(row["worst_lag_ms"]) and number(row["total_s"])
+    for row in results["stop"]:
+        assert row["stop_ms"] is None or number(row["stop_ms"])
+    assert len(pipe("stop")) == 3
+    assert {g["goal"][:2] for g in results["goals"]} == {"1.", "2.", "3.", "4.", "5.", "6."}
+    assert all(isinstance(g["met"], bool) and g["figure"] for g in results["goals"])
+    # references: present and measured too (httpx only when installed)
+    readers = {r["reader"] for r in results["latency"]}
+    assert {"requests iter_lines", "requests iter_content(None)"} <= readers
+    assert ("httpx iter_lines" in readers) == (results["environment"]["httpx"] is not None)

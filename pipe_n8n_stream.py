@@ -875,11 +875,21 @@ WORKFLOW_STARTED = (
 
 
 def text_pieces(text: Any) -> list[Piece]:
-    return [Piece("text", text)] if isinstance(text, str) and text else []
+    return [Piece("text", well_formed(text))] if isinstance(text, str) and text else []
 
 
 def thinking_pieces(text: Any) -> list[Piece]:
-    return [Piece("thinking", text)] if isinstance(text, str) and text else []
+    return [Piece("thinking", well_formed(text))] if isinstance(text, str) and text else []
+
+
+def well_formed(text: str) -> str:
+    """JSON escapes can carry a lone surrogate ("\\ud800"), which no UTF-8 encoder downstream accepts:
+    it becomes U+FFFD, as invalid UTF-8 bytes do; an escaped pair becomes its one character."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def type_of(value: dict[str, Any]) -> str:

@@ -1,0 +1,477 @@
+"""The decoding stage, example by example: lines, server-sent events, sniffing, and the JSON shapes
+each producer sends. Bytes in, pieces out; no socket."""
+
+import json
+
+import pytest
+
+from pipe_n8n_stream import (
+    BOM,
+    MAX_LINE_BYTES,
+    READ_SIZE,
+    WORKFLOW_STARTED,
+    LineSplitter,
+    LineTooLong,
+    Piece,
+    ReplyDecoder,
+    ServerSentEvent,
+    SSEDecoder,
+    pieces_of_json,
+    sniff,
+)
+
+N8N_JSON = "application/json; charset=utf-8"
+META = {"nodeId": "171d4f55", "nodeName": "AI Agent", "itemIndex": 0, "runIndex": 0, "timestamp": 1795572226154}
+
+
+def decode(*reads: bytes, content_type: str = "", response_field: str = "output") -> list[Piece]:
+    decoder = ReplyDecoder(content_type, response_field)
+    pieces = [piece for data in reads for piece in decoder.feed(data)]
+    return pieces + decoder.finish()
+
+
+# --- LineSplitter -------------------------------------------------------------------------------
+
+
+def test_lines_end_at_lf_cr_or_crlf():
+    assert LineSplitter().feed(b"a\nb\rc\r\nd\n") == ["a", "b", "c", "d"]
+
+
+def test_crlf_split_across_two_reads_is_one_line_break():
+    lines = LineSplitter()
+    assert lines.feed(b"a\r") == ["a"]
+    assert lines.feed(b"\nb\n") == ["b"]
+
+
+def test_bare_cr_at_the_end_of_a_read_followed_by_text_is_a_line_break():
+    lines = LineSplitter()
+    assert lines.feed(b"a\r") == ["a"]
+    assert lines.feed(b"b\n") == ["b"]
+
+
+def test_blank_lines_are_kept():
+    assert LineSplitter().feed(b"\n\r\n\r") == ["", "", ""]
+
+
+def test_a_line_arrives_only_when_its_line_break_does():
+    lines = LineSplitter()
+    assert lines.feed(b"hel") == []
+    assert lines.feed(b"lo") == []
+    assert lines.feed(b"\n") == ["hello"]
+
+
+def test_a_character_cut_between_reads_is_decoded_whole():
+    data = "ü🎉\n".encode()
+    lines = LineSplitter()
+    assert lines.feed(data[:1]) == []
+    assert lines.feed(data[1:4]) == []
+    assert lines.feed(data[4:]) == ["ü🎉"]
+
+
+def test_invalid_utf8_becomes_replacement_characters():
+    assert LineSplitter().feed(b"a\xffb\xc3\n") == ["a\ufffdb\ufffd"]
+
+
+def test_unicode_line_separators_are_not_line_breaks():
+    assert LineSplitter().feed("a\u2028b\u0085c\n".encode()) == ["a\u2028b\u0085c"]
+
+
+def test_a_line_over_the_limit_raises_line_too_long():
+    with pytest.raises(LineTooLong):
+        LineSplitter(max_line_bytes=8).feed(b"123456789\n")
+
+
+def test_a_line_growing_over_the_limit_across_reads_raises_before_its_end():
+    lines = LineSplitter(max_line_bytes=8)
+    assert lines.feed(b"12345") == []
+    with pytest.raises(LineTooLong):
+        lines.feed(b"6789")
+
+
+def test_a_line_of_exactly_the_limit_is_fine():
+    assert LineSplitter(max_line_bytes=8).feed(b"12345678\n") == ["12345678"]
+
+
+def test_flush_returns_the_unterminated_last_line_once():
+    lines = LineSplitter()
+    lines.feed(b"a\nlast")
+    assert lines.flush() == "last"
+    assert lines.flush() is None
+
+
+def test_flush_without_a_partial_line_is_none():
+    lines = LineSplitter()
+    lines.feed(b"a\n")
+    assert lines.flush() is None
+
+
+# --- SSEDecoder (WHATWG event-stream rules) ------------------------------------------------------
+
+
+def events(*lines: str) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    return [event for line in lines if (event := decoder.decode(line)) is not None]
+
+
+def test_one_space_after_the_colon_is_dropped_and_no_more():
+    assert [e.data for e in events("data: a", "", "data:b", "", "data:  c", "")] == ["a", "b", " c"]
+
+
+def test_data_lines_are_joined_with_lf():
+    assert events("data: one", "data:", "data: three", "") == [ServerSentEvent("message", "one\n\nthree")]
+
+
+def test_an_empty_data_line_is_an_event_with_empty_data():
+    assert events("data", "") == [ServerSentEvent("message", "")]
+    assert events("data:", "") == [ServerSentEvent("message", "")]
+
+
+def test_event_names_the_next_event_only():
+    assert [e.event for e in events("event: add", "data: x", "", "data: y", "")] == ["add", "message"]
+
+
+def test_id_is_kept_for_later_events_unless_it_holds_nul():
+    found = events("id: 7", "data: x", "", "data: y", "", "id: 8\0", "data: z", "")
+    assert [e.id for e in found] == ["7", "7", "7"]
+
+
+def test_retry_comments_and_unknown_fields_make_no_event():
+    assert events("retry: 3000", ": keep-alive", "foo: bar", "") == []
+
+
+def test_comments_and_unknown_fields_do_not_touch_the_data():
+    assert events("data: a", ": comment", "foo: bar", "data: b", "") == [ServerSentEvent("message", "a\nb")]
+
+
+def test_an_event_is_dispatched_on_a_blank_line_only():
+    decoder = SSEDecoder()
+    assert decoder.decode("data: a") is None
+    assert decoder.decode("data: b") is None
+    assert decoder.decode("") == ServerSentEvent("message", "a\nb")
+
+
+def test_a_blank_line_without_data_dispatches_nothing_and_forgets_the_event_name():
+    assert events("event: add", "", "data: x", "") == [ServerSentEvent("message", "x")]
+
+
+def test_the_unterminated_last_event_is_discarded():
+    body = b'data: {"text":"kept"}\n\ndata: {"text":"lost"}\n'
+    assert decode(body, content_type="text/event-stream") == [Piece("text", "kept")]
+
+
+# --- sniff ---------------------------------------------------------------------------------------
+
+
+def test_n8n_stream_labelled_application_json_is_read_as_json_lines():
+    assert sniff(b'{"type":"begin","metadata":{}}\n', N8N_JSON, at_end=False) == "json"
+
+
+def test_sse_is_recognised_from_its_fields_without_a_content_type():
+    for head in (b"data: x", b"event: y", b"id: 1", b"retry: 5", b": comment"):
+        assert sniff(head, "", at_end=False) == "sse", head
+
+
+def test_event_stream_content_type_wins_over_the_bytes():
+    assert sniff(b'{"a": 1}', "text/event-stream", at_end=False) == "sse"
+
+
+def test_a_bom_is_looked_through():
+    assert sniff(BOM + b"data: x", "", at_end=False) == "sse"
+    assert sniff(BOM + b"  {", N8N_JSON, at_end=False) == "json"
+
+
+def test_waits_while_the_head_could_still_be_a_bom():
+    assert sniff(BOM[:1], "", at_end=False) is None
+    assert sniff(BOM[:2], "", at_end=False) is None
+    assert sniff(BOM[:2], "", at_end=True) == "text"
+
+
+def test_waits_while_the_head_could_still_be_an_sse_field():
+    assert sniff(b"da", "", at_end=False) is None
+    assert sniff(b"retry", "", at_end=False) is None
+    assert sniff(b"da", "", at_end=True) == "text"
+    assert sniff(b"dx", "", at_end=False) == "text"
+
+
+def test_waits_through_leading_whitespace_and_an_empty_body_is_empty():
+    assert sniff(b" \r\n\t", N8N_JSON, at_end=False) is None
+    assert sniff(b" \r\n\t", N8N_JSON, at_end=True) == "empty"
+    assert sniff(b"", N8N_JSON, at_end=True) == "empty"
+
+
+def test_anything_else_is_plain_text():
+    assert sniff(b"Authorization data is wrong!", "", at_end=False) == "text"
+
+
+def test_a_bom_cut_between_reads_is_still_dropped():
+    assert decode(BOM[:1], BOM[1:] + b"data: hi\n\n") == [Piece("text", "hi")]
+
+
+# --- pieces_of_json: n8n ----------------------------------------------------------------------
+
+
+def n8n(kind: str, **fields: object) -> dict:
+    return {"type": kind, **fields, "metadata": META}
+
+
+def test_n8n_begin_names_the_node():
+    assert pieces_of_json(n8n("begin"), "output") == [Piece("node", "AI Agent")]
+
+
+def test_n8n_item_is_text():
+    assert pieces_of_json(n8n("item", content='tab\tquote" ünï'), "output") == [Piece("text", 'tab\tquote" ünï')]
+
+
+def test_n8n_end_and_keepalive_are_nothing():
+    assert pieces_of_json(n8n("end"), "output") == []
+    assert pieces_of_json({"type": "keepalive"}, "output") == []
+
+
+def test_n8n_error_names_the_node_and_the_reason():
+    value = {"type": "error", "content": "Original error: TypeError", "metadata": {"nodeName": "AI Agent"}}
+    assert pieces_of_json(value, "output") == [Piece("error", "n8n error in AI Agent: Original error: TypeError")]
+
+
+def test_n8n_error_without_content_still_says_the_workflow_failed():
+    assert pieces_of_json({"type": "error", "metadata": {}}, "output") == [
+        Piece("error", "n8n error: the workflow failed")
+    ]
+
+
+def test_respond_to_webhook_item_is_a_json_string_read_at_the_response_field():
+    item = n8n("item", content='{"output":"Hello\\ntab\\tquote\\" END"}')
+    assert pieces_of_json(item, "output") == [Piece("text", 'Hello\ntab\tquote" END')]
+
+
+def test_respond_to_webhook_item_holding_a_list_is_read_in_its_first_entry():
+    item = n8n("item", content='[{"output":"first"}]')
+    assert pieces_of_json(item, "output") == [Piece("text", "first")]
+
+
+def test_item_content_that_only_looks_like_json_is_shown_as_it_is():
+    for content in ('{"other": 1}', "{not json", "[1, 2]"):
+        assert pieces_of_json(n8n("item", content=content), "output") == [Piece("text", content)]
+
+
+# --- pieces_of_json: model APIs ----------------------------------------------------------------
+
+
+def test_openai_delta_with_reasoning_content_is_thinking_then_text():
+    value = {"choices": [{"delta": {"reasoning_content": "hmm", "content": "Hi"}}]}
+    assert pieces_of_json(value, "output") == [Piece("thinking", "hmm"), Piece("text", "Hi")]
+
+
+def test_openai_reasoning_field_and_complete_message():
+    assert pieces_of_json({"choices": [{"delta": {"reasoning": "r"}}]}, "output") == [Piece("thinking", "r")]
+    assert pieces_of_json({"choices": [{"message": {"content": "whole"}}]}, "output") == [Piece("text", "whole")]
+
+
+def test_ollama_chat_message_with_thinking_and_done():
+    value = {"model": "m", "message": {"role": "assistant", "thinking": "t", "content": "c"}, "done": True}
+    assert pieces_of_json(value, "output") == [Piece("thinking", "t"), Piece("text", "c"), Piece("end")]
+
+
+def test_ollama_generate_response_not_done():
+    value = {"model": "m", "response": "word", "done": False}
+    assert pieces_of_json(value, "output") == [Piece("text", "word")]
+
+
+def test_anthropic_text_and_thinking_deltas():
+    text = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}
+    thinking = {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "t"}}
+    assert pieces_of_json(text, "output") == [Piece("text", "Hi")]
+    assert pieces_of_json(thinking, "output") == [Piece("thinking", "t")]
+
+
+def test_anthropic_bookkeeping_events_are_nothing_and_message_stop_ends():
+    for kind in ("ping", "message_start", "content_block_start", "content_block_stop", "message_delta"):
+        assert pieces_of_json({"type": kind}, "output") == [], kind
+    assert pieces_of_json({"type": "message_stop"}, "output") == [Piece("end")]
+
+
+def test_anthropic_error_event_is_an_error_not_an_n8n_line():
+    value = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert pieces_of_json(value, "output") == [Piece("error", "overloaded_error: Overloaded")]
+
+
+# --- errors, complete replies, response_field ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        ("boom", "boom"),
+        ({"message": "Bad key", "type": "invalid_request_error"}, "invalid_request_error: Bad key"),
+        ({"detail": "nope"}, "nope"),
+    ],
+)
+def test_an_error_object_is_an_error_in_every_format(error, message):
+    line = json.dumps({"error": error}).encode()
+    for body, content_type in (
+        (line, N8N_JSON),
+        (line + b"\n" + line + b"\n", "application/x-ndjson"),
+        (b"data: " + line + b"\n\n", "text/event-stream"),
+    ):
+        assert Piece("error", message) in decode(body, content_type=content_type), content_type
+
+
+def test_workflow_was_started_is_explained():
+    assert decode(b'{"message":"Workflow was started"}', content_type=N8N_JSON) == [Piece("error", WORKFLOW_STARTED)]
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "text"),
+    [
+        ({"output": "o"}, "output", "o"),
+        ([{"output": "first"}, {"output": "second"}], "0.output", "first"),
+        ([{"output": "a"}, {"output": "b"}], "output", "a\n\nb"),
+        ({"data": {"answer": "deep"}}, "data.answer", "deep"),
+        ({"data": [{"x": "in list"}]}, "data.0.x", "in list"),
+        ({"text": "fallback"}, "data.answer", "fallback"),
+        ({"choices": [{"message": {"content": "oai"}}]}, "output", "oai"),
+    ],
+)
+def test_response_field_dotted_paths(value, field, text):
+    assert pieces_of_json(value, field) == [Piece("text", text)]
+
+
+def test_a_complete_reply_without_text_says_which_valve_to_set():
+    pieces = decode(b'{"result": 42}', content_type=N8N_JSON)
+    assert len(pieces) == 1 and pieces[0].kind == "error"
+    assert "response_field" in pieces[0].value and '{"result": 42}' in pieces[0].value
+
+
+def test_a_pretty_printed_complete_reply_is_read_whole():
+    body = b'{\n  "output": "pretty\\nprinted"\n}\n'
+    assert decode(body[:7], body[7:], content_type=N8N_JSON) == [Piece("text", "pretty\nprinted")]
+
+
+def test_an_empty_body_is_empty():
+    decoder = ReplyDecoder(N8N_JSON)
+    assert decoder.finish() == []
+    assert decoder.format == "empty"
+
+
+def test_plain_text_comes_out_as_sent():
+    body = "Authorization data is wrong!\r\nünï 🎉".encode()
+    pieces = decode(body[:30], body[30:33], body[33:])
+    assert "".join(p.value for p in pieces) == body.decode()
+    assert {p.kind for p in pieces} == {"text"}
+
+
+# --- Regressions caught by the property tests and the fuzzer ------------------------------------
+
+
+def test_lf_alone_in_a_read_after_a_cr_does_not_swallow_the_next_blank_line():
+    """CR | LF | LF in three reads is a line break and a blank line; the second LF was dropped, so
+    an SSE event was not dispatched and merged with the next one."""
+    lines = LineSplitter()
+    assert lines.feed(b"a\r") == ["a"]
+    assert lines.feed(b"\n") == []
+    assert lines.feed(b"\n") == [""]
+    reads = [b"data: x\r", b"\n", b"\n", b"data: y\n\n"]
+    assert decode(*reads, content_type="text/event-stream") == [Piece("text", "x"), Piece("text", "y")]
+
+
+def test_nothing_after_the_end_marker_counts_even_in_the_same_read():
+    """The reader stops at the read that carries the end: text after it showed only when it came
+    in the same read."""
+    body = b'data: {"text":"a"}\n\ndata: [DONE]\n\ndata: {"text":"after"}\n\n'
+    expected = [Piece("text", "a"), Piece("end")]
+    assert decode(body, content_type="text/event-stream") == expected
+    assert decode(body[:40], body[40:], content_type="text/event-stream") == expected
+
+
+def test_a_list_or_object_as_type_is_no_type_not_a_crash():
+    """{"type": []} raised TypeError (unhashable) in is_n8n_chunk."""
+    assert pieces_of_json({"type": []}, "output") == []
+    assert pieces_of_json({"type": {"a": 1}, "metadata": {}}, "output") == []
+    assert pieces_of_json({"type": ["item"], "content": "x"}, "output") == [Piece("text", "x")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"type": "content_block_delta", "delta": "x"},
+        {"type": "content_block_delta", "delta": ["x"]},
+        {"choices": 5},
+        {"choices": {"a": 1}},
+        {"choices": [{"delta": "x"}]},
+        {"choices": [{"delta": {}, "message": "x"}]},
+        {"type": "begin", "metadata": "x"},
+        {"type": "error", "metadata": ["x"]},
+    ],
+)
+def test_odd_shapes_in_producer_fields_read_as_nothing_not_a_crash(value):
+    """A string or list where an object belongs raised AttributeError/TypeError/KeyError."""
+    assert all(p.kind in ("error", "text") for p in pieces_of_json(value, "output"))
+
+
+def test_non_string_thinking_or_node_name_is_ignored():
+    """A number as Anthropic's thinking became Piece("thinking", 5) and broke the renderer's str +;
+    a number as nodeName became a node piece that is no name."""
+    thinking = {"type": "content_block_delta", "delta": {"type": "thinking_delta", "thinking": 5}}
+    assert pieces_of_json(thinking, "output") == []
+    assert pieces_of_json({"type": "begin", "metadata": {"nodeName": 5}}, "output") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"[" * 100_000 + b"\n", N8N_JSON),
+        (b"data: " + b"[" * 100_000 + b"\n\n", "text/event-stream"),
+        (b'{"type":"item","content":"' + b"[" * 100_000 + b'"}\n', N8N_JSON),
+    ],
+    ids=["json-line", "sse-data", "n8n-item-content"],
+)
+def test_deeply_nested_json_is_not_json_rather_than_a_recursion_error(body, content_type):
+    """json.loads raises RecursionError (not ValueError) on deep nesting: it escaped the decoder."""
+    pieces = decode(body, content_type=content_type)
+    assert pieces and all(p.kind in ("text", "error") for p in pieces)
+
+
+def test_a_superscript_digit_in_response_field_is_a_key_not_a_crash():
+    """`²`.isdigit() is True but int('²') raises: the path walk used isdigit."""
+    assert pieces_of_json([{"output": "x"}], "²") == [Piece("text", "x")]
+    assert pieces_of_json({"²": "y"}, "²") == [Piece("text", "y")]
+
+
+def test_data_lines_that_never_meet_a_blank_line_stop_at_the_limit_instead_of_piling_up():
+    """SSEDecoder kept every data line until a blank line: an endless event grew without bound."""
+    decoder = SSEDecoder(max_event_bytes=16)
+    assert decoder.decode("data: 12345678") is None
+    with pytest.raises(LineTooLong):
+        decoder.decode("data: 12345678")
+
+
+def test_an_event_under_the_limit_resets_the_count_when_dispatched():
+    decoder = SSEDecoder(max_event_bytes=16)
+    for _ in range(3):
+        assert decoder.decode("data: 12345678") is None
+        assert decoder.decode("") == ServerSentEvent("message", "12345678")
+
+
+def test_a_long_blank_head_before_json_reads_the_same_in_one_read_or_many():
+    """Past MAX_LINE_BYTES of blank space the format was decided from what had come so far: JSON
+    when `{` came in the same read, plain text when the blank space came in reads of its own."""
+    body = b"\n" * (MAX_LINE_BYTES + READ_SIZE) + b'{"output":"hi"}\n'
+    one_read = decode(body, content_type=N8N_JSON)
+    many_reads = decode(*(body[i : i + READ_SIZE] for i in range(0, len(body), READ_SIZE)), content_type=N8N_JSON)
+    joined = "".join(p.value for p in many_reads)
+    assert [p.kind for p in one_read] == ["text"] and one_read[0].value == joined
+
+
+@pytest.mark.parametrize("data", ['"Rate limited"', "429", "true"])
+def test_an_sse_error_event_whose_data_is_a_json_number_or_string_is_still_an_error(data):
+    """A JSON scalar in an `event: error` came out as plain text: only non-JSON data kept the kind."""
+    body = f"event: error\ndata: {data}\n\n".encode()
+    assert decode(body, content_type="text/event-stream") == [Piece("error", data)]
+    assert decode(f"data: {data}\n\n".encode(), content_type="text/event-stream") == [Piece("text", data)]
+
+
+def test_a_lone_surrogate_from_a_json_escape_becomes_a_replacement_character():
+    # json.loads turns "\ud800" into a lone surrogate, which Open WebUI could not encode as UTF-8.
+    item = b'{"type":"item","content":"a\\ud800b \\ud83d\\ude00","metadata":{"nodeName":"AI Agent"}}\n'
+    pieces = decode(item, content_type=N8N_JSON)
+    assert pieces == [Piece("text", "a\ufffdb \U0001f600")]
+    pieces[0].value.encode("utf-8")

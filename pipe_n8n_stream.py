@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -1021,7 +1021,16 @@ class ExchangeReport:
     status_code: int | None = None
     format: str = ""
     retried: bool = False
-    chunk_times: list[float] = field(default_factory=list)
+    text_chunks: int = 0
+    first_text_at: float | None = None
+    last_text_at: float | None = None
+
+    def saw_text(self, now: float) -> None:
+        """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
+        self.text_chunks += 1
+        if self.first_text_at is None:
+            self.first_text_at = now
+        self.last_text_at = now
 
 
 class Exchange:
@@ -1296,7 +1305,7 @@ async def pieces_from_worker(exchange: Exchange) -> AsyncIterator[Piece]:
             now = time.monotonic()
             for piece in batch:
                 if piece.kind == "text":
-                    exchange.report.chunk_times.append(now)
+                    exchange.report.saw_text(now)
                 yield piece
     finally:
         exchange.stop()
@@ -1389,17 +1398,20 @@ class Checkup:
     failure: str = ""
 
     @property
-    def chunk_times(self) -> list[float]:
-        """When each piece of text reached the chat (errors and notices excluded)."""
-        return self.report.chunk_times
+    def chunks(self) -> int:
+        """Pieces of text that reached the chat (errors and notices excluded)."""
+        return self.report.text_chunks
 
     @property
     def first_chunk_after(self) -> float | None:
-        return self.chunk_times[0] - self.started if self.chunk_times else None
+        first = self.report.first_text_at
+        return first - self.started if first is not None else None
 
     @property
     def spread(self) -> float:
-        return self.chunk_times[-1] - self.chunk_times[0] if self.chunk_times else 0.0
+        """From the first piece of text to the last: near zero when a proxy held them all back."""
+        first, last = self.report.first_text_at, self.report.last_text_at
+        return last - first if first is not None and last is not None else 0.0
 
 
 def verdict(checkup: Checkup) -> tuple[bool, str]:
@@ -1419,12 +1431,12 @@ def verdict(checkup: Checkup) -> tuple[bool, str]:
             "(Webhook 'Respond: Streaming' and the AI Agent's 'Enable Streaming')"
         )
     first = checkup.first_chunk_after or 0.0
-    if len(checkup.chunk_times) >= 3 and checkup.spread < BUFFERED_SPREAD and first > 5 * BUFFERED_SPREAD:
+    if checkup.chunks >= 3 and checkup.spread < BUFFERED_SPREAD and first > 5 * BUFFERED_SPREAD:
         return False, (
             f"buffered: every chunk arrived within {checkup.spread * 1000:.0f} ms at the end — "
             "a proxy is buffering (see deploy/nginx.conf)"
         )
-    if report.format in STREAM_FORMATS and checkup.chunk_times:
+    if report.format in STREAM_FORMATS and checkup.chunks:
         return True, "streams" + (f" (the workflow reported: {checkup.failure})" if checkup.failure else "")
     return False, checkup.failure or f"no text arrived ({report.format})"
 
@@ -1453,9 +1465,9 @@ async def run_check(url: str, token: str, auth_header: str, prompt: str, read_ti
         f"format: {exchange.report.format or 'none'}"
         + (" (after retrying without streaming)" if exchange.report.retried else "")
     )
-    if checkup.chunk_times:
+    if checkup.chunks:
         print(f"time to first chunk: {checkup.first_chunk_after:.2f} s")
-        print(f"chunks: {len(checkup.chunk_times)}, arriving over {checkup.spread:.2f} s")
+        print(f"chunks: {checkup.chunks}, arriving over {checkup.spread:.2f} s")
     print(f"verdict: {plain}")
     return 0 if streamed else 1
 

@@ -1,0 +1,83 @@
+"""The webhook doctor (`python pipe_n8n_stream.py check URL`): the verdict and the exit code."""
+
+import pytest
+from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, n8n_reply
+
+from pipe_n8n_stream import main
+
+N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
+JSON = [("Content-Type", "application/json; charset=utf-8")]
+TOKENS = ["Hello", " from", " the", " agent"]
+
+
+def check(reply: Reply, *args: str) -> tuple[int, list]:
+    """Run the doctor against one scripted webhook: its exit code and the requests n8n saw."""
+    with LoopbackServer([reply]) as server:
+        return main(["check", server.url, *args]), list(server.requests)
+
+
+def verdict_line(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("verdict: "))
+
+
+def test_a_streaming_webhook_streams(capsys):
+    spaced = [step for line in n8n_reply(TOKENS) for step in (line, 0.05)]
+    code, _ = check(Reply(headers=N8N_STREAM, steps=spaced))
+    out = capsys.readouterr().out
+    assert out.startswith("Hello from the agent")
+    assert "format: n8n stream" in out
+    assert "chunks: 4, arriving over" in out
+    assert verdict_line(out) == "verdict: streams"
+    assert code == 0
+
+
+def test_a_proxy_that_holds_the_stream_back_is_called_buffered(capsys):
+    # Everything arrives in one write after a second: what nginx with proxy_buffering on does.
+    held_back = b"".join(n8n_reply(TOKENS))
+    code, _ = check(Reply(headers=N8N_STREAM, steps=[1.0, held_back]))
+    line = verdict_line(capsys.readouterr().out)
+    assert line.startswith("verdict: buffered: every chunk arrived within ")
+    assert line.endswith("a proxy is buffering (see deploy/nginx.conf)")
+    assert code == 1
+
+
+def test_a_last_node_webhook_is_complete_json(capsys):
+    body = b'{"output":"Hello from the fake model!"}'
+    code, _ = check(Reply(headers=JSON, steps=[body], body_mode="length"))
+    out = capsys.readouterr().out
+    assert "format: complete JSON" in out
+    assert verdict_line(out).startswith("verdict: complete JSON: the workflow is not set to stream")
+    assert code == 1
+
+
+def test_streaming_mode_with_no_streaming_node(capsys):
+    code, _ = check(Reply(headers=N8N_STREAM, steps=[]))
+    assert verdict_line(capsys.readouterr().out) == (
+        "verdict: streaming mode but nothing streams: enable streaming on the AI Agent"
+    )
+    assert code == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body"), [(401, b"Authorization is required!"), (403, b"Authorization data is wrong!")]
+)
+def test_an_auth_failure_names_the_token_and_never_prints_it(capsys, status, body):
+    code, requests = check(Reply(status=status, steps=[body]), "--token", "tok-doctor-5ecret")
+    out = capsys.readouterr().out
+    assert verdict_line(out).startswith("verdict: authentication failed")
+    assert "n8n_bearer_token" in out
+    assert "tok-doctor-5ecret" not in out
+    assert requests[0].headers["authorization"] == "Bearer tok-doctor-5ecret"
+    assert code == 1
+
+
+def test_an_unregistered_webhook_says_not_found_with_n8ns_hint(capsys):
+    body = (
+        b'{"code":404,"message":"The requested webhook \\"POST does-not-exist\\" is not registered.",'
+        b'"hint":"The workflow must be active for a production URL to run successfully."}'
+    )
+    code, _ = check(Reply(status=404, headers=JSON, steps=[body], body_mode="length"))
+    line = verdict_line(capsys.readouterr().out)
+    assert line.startswith("verdict: webhook not found: ")
+    assert "The workflow must be active" in line
+    assert code == 1

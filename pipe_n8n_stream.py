@@ -1233,9 +1233,14 @@ def http_failure(response: requests.Response, url: str) -> str:
             if test_url
             else "Production URLs (/webhook/) need the workflow to be active (published) in n8n."
         )
-        said = " ".join(part for part in (message, hint) if part)
-        return f"n8n: webhook not found (HTTP 404). {said} Check the `n8n_url` valve. {advice}".replace("  ", " ")
+        said = "".join(f"{sentence(part)} " for part in (message, hint) if part)
+        return f"n8n: webhook not found (HTTP 404). {said}Check the `n8n_url` valve. {advice}"
     return f"n8n answered HTTP {status}: {message or 'no details'}"
+
+
+def sentence(text: str) -> str:
+    """n8n's hints can end without a full stop ("...only in the executions list)"): ours follows them."""
+    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
 
 
 def read_bounded(response: requests.Response) -> str:

@@ -82,7 +82,7 @@ def test_404_on_a_test_url_says_the_editor_must_be_listening(chat):
     message = (
         'n8n: webhook not found (HTTP 404). The requested webhook "stream-ollama" is not registered. '
         "Click the 'Execute workflow' button on the canvas, then try again. (In test mode, the webhook only "
-        "works for one call after you click this button) Check the `n8n_url` valve. "
+        "works for one call after you click this button). Check the `n8n_url` valve. "
         "Test URLs (/webhook-test/) answer only while the n8n editor is listening ('Execute workflow')."
     )
     assert shown == [f"⚠️ {message}"]
@@ -98,7 +98,7 @@ def test_404_on_a_production_url_says_the_workflow_must_be_active(chat):
         'n8n: webhook not found (HTTP 404). The requested webhook "POST does-not-exist" is not registered. '
         "The workflow must be active for a production URL to run successfully. You can activate the workflow "
         "using the toggle in the top-right of the editor. Note that unlike test URL calls, production URL calls "
-        "aren't shown on the canvas (only in the executions list) Check the `n8n_url` valve. "
+        "aren't shown on the canvas (only in the executions list). Check the `n8n_url` valve. "
         "Production URLs (/webhook/) need the workflow to be active (published) in n8n."
     )
     assert shown == [f"⚠️ {message}"]

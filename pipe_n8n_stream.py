@@ -305,7 +305,7 @@ def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Presentation: pieces of the reply -> what the chat shows.
+# Decoding: pure, bytes in -> pieces out, testable without a socket.
 
 
 class Piece(NamedTuple):
@@ -314,136 +314,6 @@ class Piece(NamedTuple):
 
     kind: str
     value: str = ""
-
-
-class StatusReporter:
-    """Status lines under the message; silent without an emitter, never breaks the stream."""
-
-    def __init__(self, emitter: Callable[[dict[str, Any]], Any] | None) -> None:
-        self._emitter = emitter
-
-    async def show(self, description: str, done: bool = False) -> None:
-        if self._emitter is None:
-            return
-        try:
-            await self._emitter({"type": "status", "data": {"description": description, "done": done}})
-        except Exception as exc:  # the chat must go on even when the UI channel fails
-            log.warning("status event failed: %s", type(exc).__name__)
-
-
-class ChatRenderer:
-    """Turns pieces into chat text: thinking inside <think> tags, failures as visible notices."""
-
-    def __init__(self, show_thinking: bool) -> None:
-        self.show_thinking = show_thinking
-        self.chunks = 0
-        self.started = time.monotonic()
-        self.first_text_after: float | None = None
-        self._thinking = False
-        self._new_block = False
-
-    def render(self, piece: Piece) -> str:
-        if piece.kind == "node":
-            self._new_block = self.chunks > 0
-        if piece.kind == "thinking" and self.show_thinking and piece.value:
-            opening = "" if self._thinking else self.block_break() + "<think>\n"
-            self._thinking = True
-            return self._shown(opening + piece.value)
-        if piece.kind == "text" and piece.value:
-            return self._shown(self.close_thinking() + self.block_break() + piece.value)
-        if piece.kind in ("error", "dropped"):
-            return self.close_thinking() + self.notice(piece)
-        return ""
-
-    def block_break(self) -> str:
-        """A new n8n block (an agent's answer after a tool call) starts a new paragraph, not mid-sentence."""
-        if not self._new_block:
-            return ""
-        self._new_block = False
-        return "\n\n"
-
-    def close_thinking(self) -> str:
-        if not self._thinking:
-            return ""
-        self._thinking = False
-        return "\n</think>\n\n"
-
-    def notice(self, piece: Piece) -> str:
-        if piece.kind == "dropped" and self.chunks:
-            chunks = f"{self.chunks} chunk{'s' if self.chunks != 1 else ''}"
-            return f"\n\n[stream interrupted after {chunks}: {piece.value}]"
-        separator = "\n\n" if self.chunks else ""
-        return f"{separator}⚠️ {piece.value}"
-
-    def summary(self) -> str:
-        total = time.monotonic() - self.started
-        if self.first_text_after is None:
-            return f"Done in {total:.1f} s"
-        return f"Done: first text after {self.first_text_after:.1f} s, {total:.1f} s in all"
-
-    def _shown(self, text: str) -> str:
-        self.chunks += 1
-        if self.first_text_after is None:
-            self.first_text_after = time.monotonic() - self.started
-        return text
-
-
-async def chat_chunks(
-    exchange: Exchange, status: StatusReporter, show_thinking: bool, secrets: list[str]
-) -> AsyncIterator[str]:
-    """What the chat shows, chunk by chunk, with status events on the side."""
-    renderer = ChatRenderer(show_thinking)
-    failure = ""
-    await status.show("Waiting for n8n…")
-    try:
-        async with aclosing(pieces_from_worker(exchange)) as pieces:
-            async for piece in pieces:
-                if piece.kind in ("error", "dropped"):
-                    piece = Piece(piece.kind, redact(piece.value, secrets))
-                    failure = failure or piece.value
-                    log.warning("n8n reply failed: %s", piece.value)
-                elif piece.kind == "node":
-                    await status.show(f"{piece.value} is answering")
-                for chunk in open_webui_safe(renderer.render(piece)):
-                    yield chunk
-    except (GeneratorExit, asyncio.CancelledError):
-        await status.show("Stopped", done=True)  # else the last status spins on for ever after Stop
-        raise
-    for chunk in open_webui_safe(renderer.close_thinking()):
-        yield chunk
-    await status.show(failure or renderer.summary(), done=True)
-
-
-async def single_chunk(text: str, status: StatusReporter | None = None, failure: str = "") -> AsyncIterator[str]:
-    """A finished answer as a one-chunk stream, for chats that asked for a stream."""
-    if status is not None and failure:
-        await status.show(failure, done=True)
-    for chunk in open_webui_safe(text):
-        yield chunk
-
-
-def open_webui_safe(text: str) -> list[str]:
-    """Open WebUI forwards a yielded string that starts with `data:` as a raw SSE line, not as text.
-    Splitting off its first character keeps the joined text identical and the chunk plain text."""
-    if not text:
-        return []
-    if text.startswith("data:"):
-        return [text[:1], text[1:]]
-    return [text]
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Every secret becomes ***, also one that `cut` shortened: its start right before the `…` goes too."""
-    for secret in (s.strip() for s in secrets):
-        if secret:
-            text = text.replace(secret, "***")
-            for end in range(len(secret) - 1, SECRET_START_CHARS - 1, -1):
-                text = text.replace(secret[:end] + "…", "***…")
-    return text
-
-
-# ---------------------------------------------------------------------------
-# Decoding: pure, bytes in -> pieces out, testable without a socket.
 
 
 class LineTooLong(ValueError):
@@ -1314,6 +1184,136 @@ async def pieces_from_worker(exchange: Exchange) -> AsyncIterator[Piece]:
                 yield piece
     finally:
         exchange.stop()
+
+
+# ---------------------------------------------------------------------------
+# Presentation: pieces of the reply -> what the chat shows.
+
+
+class StatusReporter:
+    """Status lines under the message; silent without an emitter, never breaks the stream."""
+
+    def __init__(self, emitter: Callable[[dict[str, Any]], Any] | None) -> None:
+        self._emitter = emitter
+
+    async def show(self, description: str, done: bool = False) -> None:
+        if self._emitter is None:
+            return
+        try:
+            await self._emitter({"type": "status", "data": {"description": description, "done": done}})
+        except Exception as exc:  # the chat must go on even when the UI channel fails
+            log.warning("status event failed: %s", type(exc).__name__)
+
+
+class ChatRenderer:
+    """Turns pieces into chat text: thinking inside <think> tags, failures as visible notices."""
+
+    def __init__(self, show_thinking: bool) -> None:
+        self.show_thinking = show_thinking
+        self.chunks = 0
+        self.started = time.monotonic()
+        self.first_text_after: float | None = None
+        self._thinking = False
+        self._new_block = False
+
+    def render(self, piece: Piece) -> str:
+        if piece.kind == "node":
+            self._new_block = self.chunks > 0
+        if piece.kind == "thinking" and self.show_thinking and piece.value:
+            opening = "" if self._thinking else self.block_break() + "<think>\n"
+            self._thinking = True
+            return self._shown(opening + piece.value)
+        if piece.kind == "text" and piece.value:
+            return self._shown(self.close_thinking() + self.block_break() + piece.value)
+        if piece.kind in ("error", "dropped"):
+            return self.close_thinking() + self.notice(piece)
+        return ""
+
+    def block_break(self) -> str:
+        """A new n8n block (an agent's answer after a tool call) starts a new paragraph, not mid-sentence."""
+        if not self._new_block:
+            return ""
+        self._new_block = False
+        return "\n\n"
+
+    def close_thinking(self) -> str:
+        if not self._thinking:
+            return ""
+        self._thinking = False
+        return "\n</think>\n\n"
+
+    def notice(self, piece: Piece) -> str:
+        if piece.kind == "dropped" and self.chunks:
+            chunks = f"{self.chunks} chunk{'s' if self.chunks != 1 else ''}"
+            return f"\n\n[stream interrupted after {chunks}: {piece.value}]"
+        separator = "\n\n" if self.chunks else ""
+        return f"{separator}⚠️ {piece.value}"
+
+    def summary(self) -> str:
+        total = time.monotonic() - self.started
+        if self.first_text_after is None:
+            return f"Done in {total:.1f} s"
+        return f"Done: first text after {self.first_text_after:.1f} s, {total:.1f} s in all"
+
+    def _shown(self, text: str) -> str:
+        self.chunks += 1
+        if self.first_text_after is None:
+            self.first_text_after = time.monotonic() - self.started
+        return text
+
+
+async def chat_chunks(
+    exchange: Exchange, status: StatusReporter, show_thinking: bool, secrets: list[str]
+) -> AsyncIterator[str]:
+    """What the chat shows, chunk by chunk, with status events on the side."""
+    renderer = ChatRenderer(show_thinking)
+    failure = ""
+    await status.show("Waiting for n8n…")
+    try:
+        async with aclosing(pieces_from_worker(exchange)) as pieces:
+            async for piece in pieces:
+                if piece.kind in ("error", "dropped"):
+                    piece = Piece(piece.kind, redact(piece.value, secrets))
+                    failure = failure or piece.value
+                    log.warning("n8n reply failed: %s", piece.value)
+                elif piece.kind == "node":
+                    await status.show(f"{piece.value} is answering")
+                for chunk in open_webui_safe(renderer.render(piece)):
+                    yield chunk
+    except (GeneratorExit, asyncio.CancelledError):
+        await status.show("Stopped", done=True)  # else the last status spins on for ever after Stop
+        raise
+    for chunk in open_webui_safe(renderer.close_thinking()):
+        yield chunk
+    await status.show(failure or renderer.summary(), done=True)
+
+
+async def single_chunk(text: str, status: StatusReporter | None = None, failure: str = "") -> AsyncIterator[str]:
+    """A finished answer as a one-chunk stream, for chats that asked for a stream."""
+    if status is not None and failure:
+        await status.show(failure, done=True)
+    for chunk in open_webui_safe(text):
+        yield chunk
+
+
+def open_webui_safe(text: str) -> list[str]:
+    """Open WebUI forwards a yielded string that starts with `data:` as a raw SSE line, not as text.
+    Splitting off its first character keeps the joined text identical and the chunk plain text."""
+    if not text:
+        return []
+    if text.startswith("data:"):
+        return [text[:1], text[1:]]
+    return [text]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Every secret becomes ***, also one that `cut` shortened: its start right before the `…` goes too."""
+    for secret in (s.strip() for s in secrets):
+        if secret:
+            text = text.replace(secret, "***")
+            for end in range(len(secret) - 1, SECRET_START_CHARS - 1, -1):
+                text = text.replace(secret[:end] + "…", "***…")
+    return text
 
 
 # ---------------------------------------------------------------------------

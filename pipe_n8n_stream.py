@@ -154,7 +154,7 @@ class Pipe:
         stream = self.valves.stream and bool(body.get("stream"))
         return WebhookRequest(
             url=url,
-            payload=build_payload(self.valves, body, user, chat_id, task, url),
+            payload=build_payload(self.valves, body, user, chat_id, task, url, stream),
             headers=build_headers(self.valves, stream),
             connect_timeout=self.valves.connect_timeout,
             read_timeout=self.valves.read_timeout,
@@ -224,15 +224,16 @@ def build_payload(
     chat_id: str | None,
     task: str | None,
     url: str,
+    stream: bool,
 ) -> dict[str, Any]:
     """The JSON n8n receives: the last user message, a stable session id, and opt-in extras."""
     messages = body.get("messages") or []
     user = user or {}
     session_id = chat_id or (f"openwebui-{user['id']}" if user.get("id") else "openwebui")
     payload: dict[str, Any] = {
-        valves.input_field: last_user_text(messages),
+        valves.input_field: first_user_text(reversed(messages)),
         valves.session_field: session_id,
-        "stream": bool(valves.stream and body.get("stream")),
+        "stream": stream,
     }
     if url_path(url).rstrip("/").endswith("/chat"):
         payload["action"] = "sendMessage"
@@ -278,18 +279,9 @@ def message_text(message: dict[str, Any]) -> str:
     return ""
 
 
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return message_text(message)
-    return ""
-
-
-def first_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in messages:
-        if message.get("role") == "user":
-            return message_text(message)
-    return ""
+def first_user_text(messages: Iterable[dict[str, Any]]) -> str:
+    """The first user message's text; given the messages reversed, the last one's."""
+    return next((message_text(m) for m in messages if m.get("role") == "user"), "")
 
 
 def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
@@ -645,9 +637,11 @@ def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
     """Text, thinking, errors and markers from one JSON value, whatever produced it:
     n8n's stream, OpenAI, Ollama, Anthropic, or a complete n8n reply."""
     if isinstance(value, list):
-        texts = [t for item in value if (t := text_at(item, response_field) or common_text(item))]
         found = text_at(value, response_field)
-        return text_pieces(found if found is not None else "\n\n".join(texts))
+        if found is not None:
+            return text_pieces(found)
+        texts = (text_at(item, response_field) or common_text(item) for item in value)
+        return text_pieces("\n\n".join(t for t in texts if t))
     if not isinstance(value, dict):
         return text_pieces(value)
     kind = type_of(value)
@@ -680,14 +674,13 @@ def is_n8n_chunk(value: Any) -> bool:
 def n8n_stream_pieces(value: dict[str, Any], response_field: str) -> list[Piece]:
     kind = type_of(value)
     node = text_at(value, "metadata.nodeName") or ""
+    content = value.get("content")
     if kind == "begin":
         return [Piece("node", node)] if node else []
     if kind == "error":
-        content = value.get("content")
         reason = cut(content) if isinstance(content, str) and content.strip() else "the workflow failed"
         where = f" in {node}" if node else ""
         return [Piece("error", f"n8n error{where}: {reason}")]
-    content = value.get("content")
     if kind != "item" or not isinstance(content, str):
         return []
     return text_pieces(respond_node_text(content, response_field))
@@ -923,7 +916,7 @@ class Exchange:
             pass
         except Exception as exc:  # an exception would vanish in Open WebUI: the chat must say it
             log.exception("n8n exchange failed")
-            hand_over([Piece("error", f"internal error in the n8n pipe: {type(exc).__name__}")])
+            hand_over([internal_error(exc)])
 
     def _attempt(self, request: WebhookRequest, hand_over: Callable[[list[Piece]], None]) -> str:
         """One HTTP request; returns "retry" when streaming failed before any byte of the reply."""
@@ -971,7 +964,6 @@ class Exchange:
                 self._check_stopped()
                 received += len(data)
                 pieces = decoder.feed(data)
-                self.report.format = decoder.format
                 if pieces:
                     shown = shown or any(p.kind in ("text", "error") for p in pieces)
                     batch += pieces
@@ -993,7 +985,8 @@ class Exchange:
                 return "retry"
             hand_over([*batch, Piece("dropped", read_failure(exc, request))])
             return "done"
-        self.report.format = decoder.format
+        finally:
+            self.report.format = decoder.format
         if decoder.format == "empty":
             pieces = [Piece("error", EMPTY_REPLY)]
         elif not shown and not any(p.kind in ("text", "error") for p in pieces):
@@ -1025,6 +1018,11 @@ EMPTY_REPLY = (
     "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
     "'When Last Node Finishes'."
 )
+
+
+def internal_error(exc: BaseException) -> Piece:
+    """A bug in the pipe, said in the chat: an exception would vanish inside Open WebUI."""
+    return Piece("error", f"internal error in the n8n pipe: {type(exc).__name__}")
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -1064,7 +1062,7 @@ def connection_failure(exc: BaseException, request: WebhookRequest) -> str:
     if isinstance(exc, requests.ConnectTimeout):
         return f"Cannot reach n8n at {host}: no answer within {request.connect_timeout:g} s (connect_timeout)."
     if is_timeout(exc):
-        return f"n8n sent nothing for {request.read_timeout:g} s (read_timeout)."
+        return f"{read_failure(exc, request)}."
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(exc).lower():
         return f"Cannot reach n8n at {host}: connection refused. Is n8n running, and is `n8n_url` right?"
     return f"Cannot reach n8n at {host}: {read_failure_reason(exc)}."
@@ -1081,7 +1079,7 @@ def read_failure_reason(exc: BaseException) -> str:
     if any(isinstance(e, ConnectionResetError) for e in chain):
         return "connection reset"
     text = " ".join(str(e) for e in chain).lower()
-    if "incompleteread" in text or "incomplete" in text or "invalidchunklength" in text or "broken" in text:
+    if any(word in text for word in ("incomplete", "invalidchunklength", "broken")):
         return "connection closed before the reply ended"
     return "connection lost"
 
@@ -1165,8 +1163,7 @@ async def pieces_from_worker(exchange: Exchange) -> AsyncIterator[Piece]:
         except RuntimeError as exc:  # no thread left to give: the chat hears it instead of waiting forever
             log.error("cannot start the n8n reply thread: %s", exc)
             with suppress(RuntimeError):
-                failure = [Piece("error", "internal error in the n8n pipe: RuntimeError")]
-                loop.call_soon_threadsafe(batches.put_nowait, failure)
+                loop.call_soon_threadsafe(batches.put_nowait, [internal_error(exc)])
                 loop.call_soon_threadsafe(batches.put_nowait, None)
 
     try:

@@ -13,6 +13,7 @@ import multiprocessing
 import socket
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +28,7 @@ N8N_METADATA = {
 CONTENT_TYPES = {"n8n": "application/json; charset=utf-8", "sse": "text/event-stream; charset=utf-8"}
 BLOCK_BYTES = 1 << 20
 NONL_FRAME = 65536
+SEGMENT_GAP = 0.003  # body=segmented: pause between the TCP writes of one HTTP chunk
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +198,8 @@ def answer(conn: socket.socket, events: Any, framed_block: Any) -> None:
 def play(conn: socket.socket, params: dict[str, str], events: Any, framed_block: Any) -> None:
     kind = params.get("kind", "timed")
     fmt = params.get("fmt", "n8n")
-    chunked = params.get("body", "chunked") == "chunked"
+    segmented = params.get("body") == "segmented"
+    chunked = segmented or params.get("body", "chunked") == "chunked"
     if kind == "silent":  # accepted the request, never answers: the reader waits for headers
         wait_for_client(conn, params, events)
         return
@@ -205,7 +208,10 @@ def play(conn: socket.socket, params: dict[str, str], events: Any, framed_block:
     conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
 
     def send(data: bytes) -> None:
-        conn.sendall(frame(data, chunked))
+        if segmented:
+            send_segmented(conn, lambda: data, len(data), 1)
+        else:
+            conn.sendall(frame(data, chunked))
 
     for line in opening(fmt):
         send(line)
@@ -215,7 +221,11 @@ def play(conn: socket.socket, params: dict[str, str], events: Any, framed_block:
         for i in range(int(params.get("n", 10))):
             if i:
                 time.sleep(interval)
-            send(token(fmt, f"<{time.monotonic_ns()}>"))
+            if segmented:  # stamped as its data is written, whatever went out before it
+                size = len(token(fmt, f"<{0:020d}>"))
+                send_segmented(conn, lambda: token(fmt, f"<{time.monotonic_ns():020d}>"), size, i)
+            else:
+                send(token(fmt, f"<{time.monotonic_ns()}>"))
     elif kind == "bulk":
         token_bytes = int(params["token"])
         block = framed_block(fmt, token_bytes, chunked)
@@ -238,6 +248,24 @@ def play(conn: socket.socket, params: dict[str, str], events: Any, framed_block:
         conn.sendall(b"0\r\n\r\n")
     conn.shutdown(socket.SHUT_WR)
     wait_for_client(conn, {"cap": "5"}, None)
+
+
+def send_segmented(conn: socket.socket, data: Callable[[], bytes], size: int, way: int) -> None:
+    """One HTTP chunk in two or three TCP writes SEGMENT_GAP apart (TCP_NODELAY keeps them separate
+    segments), split the `way % 3`-th of three ways: the size line alone, then data + CRLF; size line,
+    data and CRLF each alone; size line + data, then the CRLF alone. `data` is made just before its write."""
+    head = b"%x\r\n" % size
+    way %= 3
+    if way != 2:
+        conn.sendall(head)
+        time.sleep(SEGMENT_GAP)
+    body = data()
+    if way == 0:
+        conn.sendall(body + b"\r\n")
+        return
+    conn.sendall(body if way == 1 else head + body)
+    time.sleep(SEGMENT_GAP)
+    conn.sendall(b"\r\n")
 
 
 def wait_for_client(conn: socket.socket, params: dict[str, str], events: Any) -> None:

@@ -7,6 +7,19 @@ description: Stream n8n workflow answers into the chat as they are generated, wi
 required_open_webui_version: 0.5.0
 """
 
+# Map of this file, in the order data flows:
+#   Pipe.pipe()         Open WebUI's entry: one chat turn -> Turn -> WebhookRequest (pure, no I/O)
+#   Exchange            the worker thread: POST, read the body with read1(), stop on Stop
+#     ReplyDecoder      bytes -> pieces; picks a WireFormat from the first bytes and says when the reply ended
+#       LineSplitter    bytes -> lines (CR, LF, CRLF; a line limit)
+#       SSEDecoder      lines -> server-sent events (WHATWG rules)
+#       pieces_of_json  one JSON value -> pieces, whatever produced it (n8n, OpenAI, Ollama, Anthropic)
+#   Handover            pieces from the worker thread to the event loop, one wake per drain
+#   ChatRenderer        pieces -> chat text (thinking block, notices); StatusReporter: the status line
+#   main()              command line: demo, check (the webhook doctor)
+# A new producer's JSON shape (another model API) is one more branch in pieces_of_json; a new framing
+# (how values are cut out of the bytes) is one more WireFormat, picked by sniff().
+
 from __future__ import annotations
 
 import argparse
@@ -15,17 +28,16 @@ import codecs
 import json
 import logging
 import re
-import select
 import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -37,7 +49,7 @@ log = logging.getLogger("pipe_n8n_stream")
 
 MAX_LINE_BYTES = 1024 * 1024
 READ_SIZE = 65536
-QUEUED_BATCHES = 64
+QUEUED_CHARS = 1024 * 1024  # text waiting for the event loop before the worker pauses reading
 ERROR_BODY_LIMIT = 64 * 1024
 ERROR_SNIPPET_CHARS = 300
 SECRET_START_CHARS = 4  # a cut-off secret's start is hidden from this length; shorter ones match plain words
@@ -125,36 +137,32 @@ class Pipe:
         __task__: str | None = None,
         __task_body__: dict[str, Any] | None = None,
         **kwargs: Any,
-    ) -> str | AsyncIterator[str]:
+    ) -> str | AsyncGenerator[str, None]:
         """Answer one chat turn: a text stream when the chat streams, else the whole text."""
-        wants_stream = bool(body.get("stream"))
-        if __task__ and not self.valves.forward_background_tasks:
-            answer = background_task_answer(__task__, __task_body__ or body)
-            return single_chunk(answer) if wants_stream else answer
+        turn = Turn.from_open_webui(body, __user__, __metadata__, __task__, kwargs.get("__chat_id__"))
+        if turn.task and not self.valves.forward_background_tasks:
+            answer = background_task_answer(turn.task, __task_body__ or body)
+            return single_chunk(answer) if turn.wants_stream else answer
 
-        status = StatusReporter(__event_emitter__ if self.valves.emit_status and not __task__ else None)
-        url = self.webhook_url(body.get("model", ""))
+        status = StatusReporter(__event_emitter__ if self.valves.emit_status and not turn.task else None)
+        url = self.webhook_url(turn.model)
         if not url:
             message = "No n8n webhook is set: fill in the `n8n_url` valve (Admin Panel > Functions > this pipe)."
-            return single_chunk(f"⚠️ {message}", status, message) if wants_stream else f"⚠️ {message}"
+            return single_chunk(f"⚠️ {message}", status, message) if turn.wants_stream else f"⚠️ {message}"
 
-        chat_id = (__metadata__ or {}).get("chat_id") or kwargs.get("__chat_id__")
-        request = self.webhook_request(url, body, __user__, chat_id, __task__)
         secrets = [self.valves.n8n_bearer_token]
-        chunks = chat_chunks(Exchange(request), status, self.valves.show_thinking, secrets)
-        if wants_stream:
+        chunks = chat_chunks(Exchange(self.webhook_request(url, turn)), status, self.valves.show_thinking, secrets)
+        if turn.wants_stream:
             return chunks
         async with aclosing(chunks):
             return "".join([chunk async for chunk in chunks])
 
-    def webhook_request(
-        self, url: str, body: dict[str, Any], user: dict[str, Any] | None, chat_id: str | None, task: str | None
-    ) -> WebhookRequest:
+    def webhook_request(self, url: str, turn: Turn) -> WebhookRequest:
         """The call to make for this turn, from the valves as they are now."""
-        stream = self.valves.stream and bool(body.get("stream"))
+        stream = self.valves.stream and turn.wants_stream
         return WebhookRequest(
             url=url,
-            payload=build_payload(self.valves, body, user, chat_id, task, url, stream),
+            payload=build_payload(self.valves, turn, url, stream),
             headers=build_headers(self.valves, stream),
             connect_timeout=self.valves.connect_timeout,
             read_timeout=self.valves.read_timeout,
@@ -176,6 +184,44 @@ class Pipe:
 
 # ---------------------------------------------------------------------------
 # Request: pure functions, no I/O.
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One chat turn's inputs as Open WebUI gave them: the request is built from this alone, so a new
+    input (files, say) is one more field here, not one more parameter on every function."""
+
+    messages: list[dict[str, Any]]
+    wants_stream: bool
+    model: str = ""
+    user: dict[str, Any] = field(default_factory=dict)
+    chat_id: str | None = None
+    task: str | None = None
+
+    @classmethod
+    def from_open_webui(
+        cls,
+        body: dict[str, Any],
+        user: dict[str, Any] | None,
+        metadata: dict[str, Any] | None,
+        task: str | None,
+        chat_id: str | None = None,
+    ) -> Turn:
+        return cls(
+            messages=body.get("messages") or [],
+            wants_stream=bool(body.get("stream")),
+            model=body.get("model") or "",
+            user=user or {},
+            chat_id=(metadata or {}).get("chat_id") or chat_id,
+            task=task,
+        )
+
+    @property
+    def session_id(self) -> str:
+        """The chat's id keeps the agent's memory per chat; without one, per user."""
+        if self.chat_id:
+            return self.chat_id
+        return f"openwebui-{self.user['id']}" if self.user.get("id") else "openwebui"
 
 
 @dataclass
@@ -217,32 +263,21 @@ def parse_models(models: str) -> dict[str, tuple[str, str]]:
     return workflows
 
 
-def build_payload(
-    valves: Pipe.Valves,
-    body: dict[str, Any],
-    user: dict[str, Any] | None,
-    chat_id: str | None,
-    task: str | None,
-    url: str,
-    stream: bool,
-) -> dict[str, Any]:
-    """The JSON n8n receives: the last user message, a stable session id, and opt-in extras."""
-    messages = body.get("messages") or []
-    user = user or {}
-    session_id = chat_id or (f"openwebui-{user['id']}" if user.get("id") else "openwebui")
+def build_payload(valves: Pipe.Valves, turn: Turn, url: str, stream: bool) -> dict[str, Any]:
+    """The fields n8n receives: the last user message, a stable session id, and opt-in extras."""
     payload: dict[str, Any] = {
-        valves.input_field: first_user_text(reversed(messages)),
-        valves.session_field: session_id,
+        valves.input_field: last_user_text(turn.messages),
+        valves.session_field: turn.session_id,
         "stream": stream,
     }
     if url_path(url).rstrip("/").endswith("/chat"):
         payload["action"] = "sendMessage"
     if valves.send_history:
-        payload["messages"] = [{"role": m.get("role"), "content": message_text(m)} for m in messages]
+        payload["messages"] = [{"role": m.get("role"), "content": message_text(m)} for m in turn.messages]
     if valves.send_user_info:
-        payload["user"] = {key: user.get(key) for key in ("id", "name", "email", "role")}
-    if task:
-        payload["task"] = task
+        payload["user"] = {key: turn.user.get(key) for key in ("id", "name", "email", "role")}
+    if turn.task:
+        payload["task"] = turn.task
     return payload
 
 
@@ -255,9 +290,9 @@ def url_path(url: str) -> str:
 
 
 def build_headers(valves: Pipe.Valves, stream: bool = True) -> dict[str, str]:
-    """Accept every stream format we read, refuse gzip (it holds a stream back), add auth."""
+    """Accept every stream format we read, refuse gzip (it holds a stream back), add auth. The body's
+    Content-Type is set by whoever encodes the body."""
     headers = {
-        "Content-Type": "application/json",
         "Accept": ACCEPT_STREAM if stream else ACCEPT_COMPLETE,
         "Accept-Encoding": "identity",
     }
@@ -279,9 +314,13 @@ def message_text(message: dict[str, Any]) -> str:
     return ""
 
 
-def first_user_text(messages: Iterable[dict[str, Any]]) -> str:
-    """The first user message's text; given the messages reversed, the last one's."""
+def first_user_text(messages: Sequence[dict[str, Any]]) -> str:
     return next((message_text(m) for m in messages if m.get("role") == "user"), "")
+
+
+def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
+    """The turn's question: the newest user message."""
+    return first_user_text(messages[::-1])
 
 
 def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
@@ -297,14 +336,19 @@ def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Decoding: pure, bytes in -> pieces out, testable without a socket.
+# Decoding: pure, bytes in -> pieces out, testable without a socket. Every decoder has the same pair:
+# feed() what arrived, finish() at the end of the body.
+
+PieceKind = Literal["text", "thinking", "node", "error", "dropped", "end"]
+SHOWN_KINDS = ("text", "error")  # what counts as an answer: a reply with neither says it had no text
 
 
 class Piece(NamedTuple):
-    """One meaningful thing in a reply. kind: text, thinking, node, error, dropped or end.
-    A NamedTuple, not a frozen dataclass: one is made per token, and this is three times cheaper."""
+    """One meaningful thing in a reply: text, thinking, a node starting (node), a failure the workflow
+    reported (error), the reply cut short (dropped), or its end marker (end). A NamedTuple: one is made
+    per token (bench/README.md)."""
 
-    kind: str
+    kind: PieceKind
     value: str = ""
 
 
@@ -339,7 +383,7 @@ class LineSplitter:
             self._check(max(len(self._partial), *(len(p) for p in pieces)))
         return [p.decode("utf-8", "replace") for p in pieces]
 
-    def flush(self) -> str | None:
+    def finish(self) -> str | None:
         """The last line when the body ended without a line break, else None."""
         if not self._partial:
             return None
@@ -359,8 +403,9 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    """The WHATWG event-stream rules, one line at a time; nothing more, but a cap on one event's data:
-    data lines that never meet a blank line would otherwise pile up for ever."""
+    """Lines -> server-sent events, by the WHATWG event-stream rules and nothing more, but a cap on one
+    event's data: data lines that never meet a blank line would otherwise pile up for ever. No finish():
+    an event still waiting for its blank line when the body ends is dropped, as the spec says."""
 
     def __init__(self, max_event_bytes: int = MAX_LINE_BYTES) -> None:
         self.max_event_bytes = max_event_bytes
@@ -369,7 +414,7 @@ class SSEDecoder:
         self._event = ""
         self._last_id = ""
 
-    def decode(self, line: str) -> ServerSentEvent | None:
+    def feed(self, line: str) -> ServerSentEvent | None:
         if not line:
             return self._dispatch()
         if line.startswith(":"):
@@ -395,7 +440,10 @@ class SSEDecoder:
         return ServerSentEvent(event or "message", "\n".join(data), self._last_id)
 
 
-def sniff(head: bytes, content_type: str, at_end: bool) -> str | None:
+WireFormatName = Literal["empty", "json", "sse", "text"]
+
+
+def sniff(head: bytes, content_type: str, at_end: bool) -> WireFormatName | None:
     """The wire format from the first bytes (n8n labels its stream application/json), or None to wait."""
     if not at_end and len(head) < len(BOM) and BOM.startswith(head):
         return None
@@ -417,73 +465,108 @@ def sniff(head: bytes, content_type: str, at_end: bool) -> str | None:
 
 
 class ReplyDecoder:
-    """Bytes of one reply in, pieces out; picks the decoder for the wire format from the first bytes."""
+    """Bytes of one reply in, pieces out. Picks the wire format from the first bytes, stops at the end
+    marker (`ended`), and at the end of the body says when the reply was empty or had no text."""
 
     def __init__(self, content_type: str = "", response_field: str = "output") -> None:
         self.content_type = content_type.lower()
         self.response_field = response_field
+        self.ended = False
         self._head = bytearray()
-        self._format: FormatDecoder | None = None
-        self._ended = False
+        self._format: WireFormat | None = None
+        self._shown = False
 
     @property
     def format(self) -> str:
         """What the reply turned out to be, in the user's words (for status and the doctor)."""
         return self._format.label if self._format else "empty"
 
+    @property
+    def streams(self) -> bool:
+        """Whether the reply came as a stream of parts rather than one complete body."""
+        return self._format is not None and self._format.streams
+
+    @property
+    def empty(self) -> bool:
+        return isinstance(self._format, EmptyFormat)
+
     def feed(self, data: bytes) -> list[Piece]:
-        if self._ended:
+        if self.ended:
             return []
-        if self._format is None:
+        wire = self._format
+        if wire is None:
             self._head += data
             # A blank read decides nothing; sniffing the whole head after each would be quadratic.
-            blank = not data.strip(BLANK) and len(self._head) <= MAX_LINE_BYTES
-            if blank or not self._decide(at_end=False):
+            if not data.strip(BLANK) and len(self._head) <= MAX_LINE_BYTES:
                 return []
+            kind = self._sniffed(at_end=False)
+            if kind is None:
+                return []
+            wire = self._start(kind)
             data, self._head = bytes(self._head), bytearray()
-        return self._until_end(self._format.feed(data))
+        return self._seen(wire.feed(data))
 
     def finish(self) -> list[Piece]:
-        if self._ended:
-            return []
-        if self._format is None:
-            self._decide(at_end=True)
+        """The rest of the body, then the verdict on the whole reply: empty, or no text in it."""
+        pieces: list[Piece] = []
+        wire = self._format
+        if wire is None:
+            wire = self._start(self._sniffed(at_end=True) or "text")
             data, self._head = bytes(self._head), bytearray()
-            return self._until_end(self._format.feed(data) + self._format.finish())
-        return self._until_end(self._format.finish())
+            pieces = self._seen(wire.feed(data))
+        if not self.ended:
+            pieces += self._seen(wire.finish())
+        self.ended = True
+        if not self._shown:
+            pieces.append(Piece("error", wire.no_text()))
+            self._shown = True
+        return pieces
 
-    def _until_end(self, pieces: list[Piece]) -> list[Piece]:
+    def _seen(self, pieces: list[Piece]) -> list[Piece]:
         """Nothing counts after the end marker. The reader stops at the read that carried it, so what
         followed it in that same read must go too, or the answer would depend on where reads fall."""
         for i, piece in enumerate(pieces):
             if piece.kind == "end":
-                self._ended = True
-                return pieces[: i + 1]
+                self.ended = True
+                pieces = pieces[: i + 1]
+                break
+        if not self._shown:
+            self._shown = any(p.kind in SHOWN_KINDS for p in pieces)
         return pieces
 
-    def _decide(self, at_end: bool) -> bool:
+    def _sniffed(self, at_end: bool) -> WireFormatName | None:
         """Sniff the first MAX_LINE_BYTES only, else a long blank head followed by `{` would be JSON in
         one read but text in many. Still undecided after them: plain text."""
         beyond = len(self._head) > MAX_LINE_BYTES
         kind = sniff(bytes(self._head[:MAX_LINE_BYTES]), self.content_type, at_end and not beyond)
-        if kind is None and beyond:
-            kind = "text"
-        if kind is None:
-            return False
+        return "text" if kind is None and beyond else kind
+
+    def _start(self, kind: WireFormatName) -> WireFormat:
         if self._head.startswith(BOM):
             self._head = self._head[len(BOM) :]
-        self._format = FORMAT_DECODERS[kind](self.response_field, "ndjson" in self.content_type)
-        return True
+        self._format = WIRE_FORMATS[kind](self.response_field, "ndjson" in self.content_type)
+        return self._format
 
 
-class FormatDecoder:
-    """One wire format: feed bytes, get pieces; finish() at the end of the body."""
+class WireFormat:
+    """One way of cutting a reply into values: feed bytes, get pieces; finish() at the end of the body."""
 
-    label = ""
+    LABEL = ""
+    STREAMS = True
 
     def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
         self.response_field = response_field
         self.labelled_ndjson = labelled_ndjson
+
+    @property
+    def label(self) -> str:
+        """The format in the user's words, for the status line and the doctor."""
+        return self.LABEL
+
+    @property
+    def streams(self) -> bool:
+        """Whether the reply comes in parts as it is made, rather than as one complete body."""
+        return self.STREAMS
 
     def feed(self, data: bytes) -> list[Piece]:
         raise NotImplementedError
@@ -491,18 +574,26 @@ class FormatDecoder:
     def finish(self) -> list[Piece]:
         return []
 
+    def no_text(self) -> str:
+        """What to say when the whole reply carried no text."""
+        return f"The workflow's reply ({self.label}) contained no text."
 
-class EmptyDecoder(FormatDecoder):
-    label = "empty"
+
+class EmptyFormat(WireFormat):
+    LABEL = "empty"
+    STREAMS = False
 
     def feed(self, data: bytes) -> list[Piece]:
         return []
 
+    def no_text(self) -> str:
+        return EMPTY_REPLY
 
-class TextDecoder(FormatDecoder):
+
+class TextFormat(WireFormat):
     """Plain text, shown as it arrives; UTF-8 decoded incrementally."""
 
-    label = "text"
+    LABEL = "text"
 
     def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
         super().__init__(response_field, labelled_ndjson)
@@ -515,7 +606,7 @@ class TextDecoder(FormatDecoder):
         return text_pieces(self._utf8.decode(b"", final=True))
 
 
-class JsonLinesDecoder(FormatDecoder):
+class JsonLinesFormat(WireFormat):
     """n8n's stream, NDJSON, or one complete JSON body: one JSON value per line.
     A first line that is not JSON on its own means a pretty-printed body: it is read whole."""
 
@@ -524,30 +615,38 @@ class JsonLinesDecoder(FormatDecoder):
         self._lines = LineSplitter()
         self._values = 0
         self._n8n = False
-        self._has_text = False
         self._body: list[str] | None = None
         self._body_bytes = 0
         self._first_value: Any = None
 
     @property
+    def streams(self) -> bool:
+        return self._n8n or self._values > 1 or self.labelled_ndjson
+
+    @property
     def label(self) -> str:
         if self._n8n:
             return "n8n stream"
-        if self._values > 1 or self.labelled_ndjson:
-            return "NDJSON"
-        return "complete JSON"
+        return "NDJSON" if self.streams else "complete JSON"
 
     def feed(self, data: bytes) -> list[Piece]:
         return [piece for line in self._lines.feed(data) for piece in self._line(line)]
 
     def finish(self) -> list[Piece]:
-        last = self._lines.flush()
+        last = self._lines.finish()
         pieces = self._line(last) if last is not None else []
         if self._body is not None:
             pieces += self._whole_body()
-        if self.label == "complete JSON" and not self._has_text and not any(p.kind == "error" for p in pieces):
-            pieces.append(Piece("error", no_text_message(self._first_value, self.response_field)))
         return pieces
+
+    def no_text(self) -> str:
+        if self.streams:
+            return super().no_text()
+        snippet = shorten(json.dumps(self._first_value, ensure_ascii=False))
+        return (
+            f"n8n's reply has no text at `{self.response_field}`: {snippet}. "
+            "Set the `response_field` valve to the field that holds the answer."
+        )
 
     def _line(self, line: str) -> list[Piece]:
         if self._body is not None:
@@ -565,7 +664,7 @@ class JsonLinesDecoder(FormatDecoder):
                 self._body = [line]
                 self._body_bytes = len(line)
                 return []
-            return self._counted(text_pieces(line + "\n"))
+            return text_pieces(line + "\n")
         return self._value(value)
 
     def _value(self, value: Any) -> list[Piece]:
@@ -574,7 +673,7 @@ class JsonLinesDecoder(FormatDecoder):
             self._first_value = value
         if not self._n8n:
             self._n8n = is_n8n_chunk(value)
-        return self._counted(pieces_of_json(value, self.response_field))
+        return pieces_of_json(value, self.response_field)
 
     def _whole_body(self) -> list[Piece]:
         text = "\n".join(self._body or [])
@@ -582,18 +681,14 @@ class JsonLinesDecoder(FormatDecoder):
         try:
             value = json.loads(text)
         except JSON_ERRORS:
-            return self._counted(text_pieces(text))
+            return text_pieces(text)
         return self._value(value)
 
-    def _counted(self, pieces: list[Piece]) -> list[Piece]:
-        self._has_text = self._has_text or any(p.kind == "text" for p in pieces)
-        return pieces
 
-
-class SSEStreamDecoder(FormatDecoder):
+class SSEFormat(WireFormat):
     """Server-sent events; JSON data goes through the chunk rules, `[DONE]` ends the reply."""
 
-    label = "SSE"
+    LABEL = "SSE"
 
     def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
         super().__init__(response_field, labelled_ndjson)
@@ -603,18 +698,24 @@ class SSEStreamDecoder(FormatDecoder):
     def feed(self, data: bytes) -> list[Piece]:
         pieces: list[Piece] = []
         for line in self._lines.feed(data):
-            event = self._events.decode(line)
+            event = self._events.feed(line)
             if event is not None:
                 pieces += pieces_of_event(event, self.response_field)
         return pieces
 
 
-FORMAT_DECODERS: dict[str, type[FormatDecoder]] = {
-    "empty": EmptyDecoder,
-    "json": JsonLinesDecoder,
-    "sse": SSEStreamDecoder,
-    "text": TextDecoder,
+WIRE_FORMATS: dict[WireFormatName, type[WireFormat]] = {
+    "empty": EmptyFormat,
+    "json": JsonLinesFormat,
+    "sse": SSEFormat,
+    "text": TextFormat,
 }
+
+EMPTY_REPLY = (
+    "n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "
+    "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
+    "'When Last Node Finishes'."
+)
 
 
 def pieces_of_event(event: ServerSentEvent, response_field: str) -> list[Piece]:
@@ -625,17 +726,22 @@ def pieces_of_event(event: ServerSentEvent, response_field: str) -> list[Piece]:
     except JSON_ERRORS:
         value = None
     if not isinstance(value, (dict, list)):  # plain words, or a JSON number or string: the data as it came
-        kind = "error" if event.event == "error" else "text"
-        return [Piece(kind, event.data)] if event.data else []
+        return [Piece("error" if event.event == "error" else "text", event.data)] if event.data else []
     pieces = pieces_of_json(value, response_field)
     if event.event == "error" and not any(p.kind == "error" for p in pieces):
-        return [Piece("error", common_text(value) or text_at(value, "message") or cut(event.data))]
+        return [Piece("error", common_text(value) or text_at(value, "message") or shorten(event.data))]
     return pieces
 
 
 def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
     """Text, thinking, errors and markers from one JSON value, whatever produced it:
-    n8n's stream, OpenAI, Ollama, Anthropic, or a complete n8n reply."""
+    n8n's stream, OpenAI, Ollama, Anthropic, or a complete n8n reply.
+
+    The order is most specific first. A list is n8n's classic `[{"output": ...}]`. n8n's stream lines and
+    Anthropic events are recognised by their `type` before any field lookup, so an item whose text sits
+    in `content` is never read as a generic `content` field. An `error` key means a failure whatever else
+    is there. Then the user's `response_field`, because the user named it, before guessing from OpenAI's
+    `choices`, Ollama's `done`/`model`, n8n's "Workflow was started" and finally the common field names."""
     if isinstance(value, list):
         found = text_at(value, response_field)
         if found is not None:
@@ -678,9 +784,9 @@ def n8n_stream_pieces(value: dict[str, Any], response_field: str) -> list[Piece]
     if kind == "begin":
         return [Piece("node", node)] if node else []
     if kind == "error":
-        reason = cut(content) if isinstance(content, str) and content.strip() else "the workflow failed"
-        where = f" in {node}" if node else ""
-        return [Piece("error", f"n8n error{where}: {reason}")]
+        reason = shorten(content) if isinstance(content, str) and content.strip() else "the workflow failed"
+        in_node = f" in {node}" if node else ""
+        return [Piece("error", f"n8n error{in_node}: {reason}")]
     if kind != "item" or not isinstance(content, str):
         return []
     return text_pieces(respond_node_text(content, response_field))
@@ -708,7 +814,8 @@ def openai_pieces(value: dict[str, Any]) -> list[Piece]:
 
 
 def ollama_pieces(value: dict[str, Any]) -> list[Piece]:
-    message = value.get("message") if isinstance(value.get("message"), dict) else value
+    inner = value.get("message")
+    message: dict[str, Any] = inner if isinstance(inner, dict) else value
     pieces = thinking_pieces(message.get("thinking"))
     pieces += text_pieces(message.get("content") if "content" in message else message.get("response"))
     return pieces + ([Piece("end")] if value.get("done") is True else [])
@@ -797,15 +904,7 @@ def error_message(error: Any) -> str:
     return str(error)
 
 
-def no_text_message(value: Any, response_field: str) -> str:
-    snippet = cut(json.dumps(value, ensure_ascii=False))
-    return (
-        f"n8n's reply has no text at `{response_field}`: {snippet}. "
-        "Set the `response_field` valve to the field that holds the answer."
-    )
-
-
-def cut(text: str, limit: int = ERROR_SNIPPET_CHARS) -> str:
+def shorten(text: str, limit: int = ERROR_SNIPPET_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -832,17 +931,17 @@ class Stopper:
             if not self.stopped:
                 self._sockets.append(sock)
                 return
-        shut(sock)
+        shut_down(sock)
 
     def stop(self) -> None:
         with self._lock:
             self.stopped = True
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            shut(sock)
+            shut_down(sock)
 
 
-def shut(sock: socket.socket) -> None:
+def shut_down(sock: socket.socket) -> None:
     with suppress(OSError):  # already closed by the other side
         sock.shutdown(socket.SHUT_RDWR)
 
@@ -878,22 +977,36 @@ class StoppableAdapter(HTTPAdapter):
 
 
 @dataclass
-class ExchangeReport:
-    """What happened on the wire, for the status line and the webhook doctor."""
+class Outcome:
+    """How one reply went, for the status line and the webhook doctor: the worker fills in the wire's
+    side, the chat its side (chunks shown, when, and the failure it said)."""
 
+    started: float = field(default_factory=time.monotonic)
     status_code: int | None = None
     format: str = ""
+    streamed: bool = False
+    empty: bool = False
     retried: bool = False
-    text_chunks: int = 0
-    first_text_at: float | None = None
-    last_text_at: float | None = None
+    failure: str = ""
+    chunks: int = 0
+    first_chunk_at: float | None = None
+    last_chunk_at: float | None = None
 
-    def saw_text(self, now: float) -> None:
+    def shown(self, now: float) -> None:
         """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
-        self.text_chunks += 1
-        if self.first_text_at is None:
-            self.first_text_at = now
-        self.last_text_at = now
+        self.chunks += 1
+        if self.first_chunk_at is None:
+            self.first_chunk_at = now
+        self.last_chunk_at = now
+
+
+class RawBody(Protocol):
+    """What the read loop needs of a body: urllib3's response, or bytes in memory in the tests."""
+
+    def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes: ...
+
+
+HandOver = Callable[[list[Piece]], None]
 
 
 class Exchange:
@@ -902,24 +1015,25 @@ class Exchange:
     def __init__(self, request: WebhookRequest) -> None:
         self.request = request
         self.stopper = Stopper()
-        self.report = ExchangeReport()
+        self.outcome = Outcome()
 
     def stop(self) -> None:
         self.stopper.stop()
 
-    def run(self, hand_over: Callable[[list[Piece]], None]) -> None:
+    def run(self, hand_over: HandOver) -> None:
         try:
-            if self._attempt(self.request, hand_over) == "retry":
-                self.report.retried = True
+            if self._attempt(self.request, hand_over):
+                self.outcome.retried = True
                 self._attempt(self.request.as_complete(), hand_over)
         except Stopped:
             pass
         except Exception as exc:  # an exception would vanish in Open WebUI: the chat must say it
             log.exception("n8n exchange failed")
-            hand_over([internal_error(exc)])
+            with suppress(Stopped):
+                hand_over([internal_error(exc)])
 
-    def _attempt(self, request: WebhookRequest, hand_over: Callable[[list[Piece]], None]) -> str:
-        """One HTTP request; returns "retry" when streaming failed before any byte of the reply."""
+    def _attempt(self, request: WebhookRequest, hand_over: HandOver) -> bool:
+        """One HTTP request. True when streaming failed before any byte of the reply: ask again for complete JSON."""
         with requests.Session() as session:
             adapter = StoppableAdapter(self.stopper)
             session.mount("http://", adapter)
@@ -935,89 +1049,53 @@ class Exchange:
                 )
             except requests.RequestException as exc:
                 self._check_stopped()
-                retry = request.stream and isinstance(exc, requests.ConnectionError) and not is_timeout(exc)
-                if retry:
-                    return "retry"
+                if request.stream and isinstance(exc, requests.ConnectionError) and not is_timeout(exc):
+                    return True
                 hand_over([Piece("error", connection_failure(exc, request))])
-                return "done"
+                return False
             with response:
-                return self._read(response, request, hand_over)
-
-    def _read(
-        self, response: requests.Response, request: WebhookRequest, hand_over: Callable[[list[Piece]], None]
-    ) -> str:
-        self._check_stopped()
-        self.report.status_code = response.status_code
-        if response.status_code >= 400:
-            if request.stream and response.status_code in RETRY_AS_COMPLETE_STATUSES:
-                return "retry"
-            hand_over([Piece("error", http_failure(response, request.url))])
-            return "done"
-        decoder = ReplyDecoder(response.headers.get("Content-Type", ""), request.response_field)
-        received = 0
-        shown = False
-        more_waiting = socket_has_data(response)
-        batch: list[Piece] = []  # one hand-over per burst, not per chunk: n8n sends each token as its own chunk
-        batch_bytes = 0
-        try:
-            while data := response.raw.read1(READ_SIZE, decode_content=True):
                 self._check_stopped()
-                received += len(data)
-                pieces = decoder.feed(data)
-                if pieces:
-                    shown = shown or any(p.kind in ("text", "error") for p in pieces)
-                    batch += pieces
-                batch_bytes = batch_bytes + len(data) if batch else 0
-                ended = any(p.kind == "end" for p in pieces)
-                if batch and (ended or batch_bytes >= READ_SIZE or not more_waiting()):
-                    hand_over(batch)
-                    batch, batch_bytes = [], 0
-                if ended:
-                    return "done"
+                self.outcome.status_code = response.status_code
+                if response.status_code >= 400:
+                    if request.stream and response.status_code in RETRY_AS_COMPLETE_STATUSES:
+                        return True
+                    hand_over([Piece("error", http_failure(response, request.url))])
+                    return False
+                decoder = ReplyDecoder(response.headers.get("Content-Type", ""), request.response_field)
+                return self.read_body(response.raw, decoder, hand_over, may_retry=request.stream)
+
+    def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver, may_retry: bool = False) -> bool:
+        """The read loop: read, decode, hand over what that read meant, until the reply ends. Every read's
+        pieces go at once: how the bytes were cut into segments never decides when text is shown.
+        True when the connection broke before any byte and `may_retry` allows asking again."""
+        received = False
+        try:
+            while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
+                self._check_stopped()
+                received = True
+                hand_over(decoder.feed(data))
             self._check_stopped()
-            pieces = batch + decoder.finish()
+            hand_over(decoder.finish())
         except LineTooLong as exc:
-            hand_over([*batch, Piece("dropped", str(exc))])
-            return "done"
+            hand_over([Piece("dropped", str(exc))])
         except NETWORK_ERRORS as exc:
             self._check_stopped()
-            if received == 0 and request.stream and not is_timeout(exc):
-                return "retry"
-            hand_over([*batch, Piece("dropped", read_failure(exc, request))])
-            return "done"
+            if may_retry and not received and not is_timeout(exc):
+                return True
+            hand_over([Piece("dropped", read_failure(exc, self.request))])
         finally:
-            self.report.format = decoder.format
-        if decoder.format == "empty":
-            pieces = [Piece("error", EMPTY_REPLY)]
-        elif not shown and not any(p.kind in ("text", "error") for p in pieces):
-            pieces.append(Piece("error", f"The workflow's reply ({decoder.format}) contained no text."))
-        hand_over(pieces)
-        return "done"
+            self.outcome.format = decoder.format
+            self.outcome.streamed = decoder.streams
+            self.outcome.empty = decoder.empty
+        return False
 
     def _check_stopped(self) -> None:
         if self.stopper.stopped:
             raise Stopped
 
 
-def socket_has_data(response: requests.Response) -> Callable[[], bool]:
-    """Whether more of the reply already waits in the socket, without blocking: the worker then reads on
-    before handing over. Handing over wakes the event loop; once per chunk costs half the CPU of a fast stream."""
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is None or not hasattr(select, "poll"):
-        return lambda: False
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return lambda: bool(poller.poll(0))
-
-
 # What a broken connection raises while reading; anything else is a bug and is reported as one.
 NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
-
-EMPTY_REPLY = (
-    "n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "
-    "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
-    "'When Last Node Finishes'."
-)
 
 
 def internal_error(exc: BaseException) -> Piece:
@@ -1044,7 +1122,7 @@ def causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def where(url: str) -> str:
+def host_and_port(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return f"{parts.hostname}:{port}"
@@ -1053,7 +1131,7 @@ def where(url: str) -> str:
 def connection_failure(exc: BaseException, request: WebhookRequest) -> str:
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.URLRequired | ValueError):
         return "The `n8n_url` valve is not a valid http(s) URL."
-    host = where(request.url)  # after the check above: an invalid URL (port 99999) has no host:port
+    host = host_and_port(request.url)  # after the check above: an invalid URL (port 99999) has no host:port
     chain = causes(exc)
     if any(isinstance(e, socket.gaierror) for e in chain) or "Name or service not known" in str(exc):
         return f"Cannot reach n8n at {host}: host name not found. Check the `n8n_url` valve."
@@ -1101,12 +1179,12 @@ def http_failure(response: requests.Response, url: str) -> str:
             if test_url
             else "Production URLs (/webhook/) need the workflow to be active (published) in n8n."
         )
-        said = "".join(f"{sentence(part)} " for part in (message, hint) if part)
+        said = "".join(f"{with_full_stop(part)} " for part in (message, hint) if part)
         return f"n8n: webhook not found (HTTP 404). {said}Check the `n8n_url` valve. {advice}"
     return f"n8n answered HTTP {status}: {message or 'no details'}"
 
 
-def sentence(text: str) -> str:
+def with_full_stop(text: str) -> str:
     """n8n's hints can end without a full stop ("...only in the executions list)"): ours follows them."""
     return text if text.endswith((".", "!", "?", "…")) else f"{text}."
 
@@ -1124,63 +1202,112 @@ def n8n_message(body: str) -> tuple[str, str]:
     try:
         value = json.loads(body)
     except JSON_ERRORS:
-        return cut(body.strip()), ""
+        return shorten(body.strip()), ""
     if isinstance(value, dict):
         message = value.get("message") or value.get("error") or ""
         if isinstance(message, dict):
             message = error_message(message)
-        return cut(str(message)), cut(str(value.get("hint") or ""))
-    return cut(body.strip()), ""
+        return shorten(str(message)), shorten(str(value.get("hint") or ""))
+    return shorten(body.strip()), ""
+
+
+class Handover:
+    """Pieces from the worker thread to the event loop. The worker adds every read's pieces at once; the
+    loop is woken only when it has no wake pending, so a fast stream costs one wake per drain, not one
+    per token (bench/README.md), and no piece ever waits for a later read. Too much text waiting pauses
+    the worker, so a stalled chat cannot grow memory."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ready = asyncio.Event()
+        self._lock = threading.Condition()
+        self._pieces: list[Piece] = []
+        self._queued_chars = 0
+        self._wake_pending = False
+        self._finished = False
+        self._abandoned = False
+
+    def put(self, pieces: list[Piece]) -> None:
+        """Worker side. Raises Stopped when the chat has gone."""
+        if not pieces:
+            return
+        size = sum(len(p.value) for p in pieces)
+        with self._lock:
+            while self._queued_chars > QUEUED_CHARS and not self._abandoned:
+                self._lock.wait()
+            if self._abandoned:
+                raise Stopped
+            self._pieces += pieces
+            self._queued_chars += size
+            self._wake()
+
+    def finish(self) -> None:
+        """Worker side: nothing more will come."""
+        with self._lock:
+            self._finished = True
+            self._wake()
+
+    async def drain(self) -> tuple[list[Piece], bool]:
+        """Loop side: everything handed over so far, and whether that is all."""
+        await self._ready.wait()
+        self._ready.clear()
+        with self._lock:
+            pieces, self._pieces, self._queued_chars = self._pieces, [], 0
+            self._wake_pending = False
+            self._lock.notify_all()
+            return pieces, self._finished
+
+    def abandon(self) -> None:
+        """Loop side, on Stop: a worker waiting for room leaves at once."""
+        with self._lock:
+            self._abandoned = True
+            self._lock.notify_all()
+
+    def _wake(self) -> None:
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        with suppress(RuntimeError):  # the event loop is gone: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self._ready.set)
 
 
 # Starts the reply threads, one at a time and off the event loop; it never runs a reply itself.
+# Thread.start() waits until the new thread runs, which stalls the loop when many replies start at
+# once (figures in bench/README.md).
 THREAD_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="n8n-starter")
 
 
-async def pieces_from_worker(exchange: Exchange) -> AsyncIterator[Piece]:
+async def pieces_from_worker(exchange: Exchange) -> AsyncGenerator[Piece, None]:
     """Runs the exchange in its own thread and hands its pieces to the event loop as they come.
     A thread per reply (not the shared executor): a slow workflow must not queue other chats."""
     loop = asyncio.get_running_loop()
-    batches: asyncio.Queue[list[Piece] | None] = asyncio.Queue()
-    credits = threading.Semaphore(QUEUED_BATCHES)
-
-    def hand_over(batch: list[Piece]) -> None:
-        while not credits.acquire(timeout=0.2):
-            if exchange.stopper.stopped:
-                raise Stopped
-        loop.call_soon_threadsafe(batches.put_nowait, batch)
+    handover = Handover(loop)
 
     def work() -> None:
         try:
-            exchange.run(hand_over)
+            exchange.run(handover.put)
         finally:
-            with suppress(RuntimeError):  # the event loop is gone: nobody is waiting any more
-                loop.call_soon_threadsafe(batches.put_nowait, None)
+            handover.finish()
 
     def start(worker: threading.Thread) -> None:
         try:
             worker.start()
         except RuntimeError as exc:  # no thread left to give: the chat hears it instead of waiting forever
             log.error("cannot start the n8n reply thread: %s", exc)
-            with suppress(RuntimeError):
-                loop.call_soon_threadsafe(batches.put_nowait, [internal_error(exc)])
-                loop.call_soon_threadsafe(batches.put_nowait, None)
+            handover.put([internal_error(exc)])
+            handover.finish()
 
     try:
-        # Thread.start() waits until the new thread runs: on the event loop, 100 replies starting at once
-        # stalled it 1.3 ms each, and their request setup piled up on the GIL (worst loop lag 140 ms in
-        # bench/). Started one at a time by THREAD_STARTER, the loop stays free (worst lag ~6 ms).
         worker = threading.Thread(target=work, name="n8n-reply", daemon=True)
         await loop.run_in_executor(THREAD_STARTER, start, worker)
-        while (batch := await batches.get()) is not None:
-            credits.release()
-            now = time.monotonic()
-            for piece in batch:
-                if piece.kind == "text":
-                    exchange.report.saw_text(now)
+        finished = False
+        while not finished:
+            pieces, finished = await handover.drain()
+            for piece in pieces:
                 yield piece
     finally:
         exchange.stop()
+        handover.abandon()
 
 
 # ---------------------------------------------------------------------------
@@ -1203,19 +1330,18 @@ class StatusReporter:
 
 
 class ChatRenderer:
-    """Turns pieces into chat text: thinking inside <think> tags, failures as visible notices."""
+    """Turns pieces into chat text: thinking inside <think> tags, failures as visible notices. Counts
+    what it shows into the reply's Outcome."""
 
-    def __init__(self, show_thinking: bool) -> None:
+    def __init__(self, show_thinking: bool, outcome: Outcome) -> None:
         self.show_thinking = show_thinking
-        self.chunks = 0
-        self.started = time.monotonic()
-        self.first_text_after: float | None = None
+        self.outcome = outcome
         self._thinking = False
         self._new_block = False
 
     def render(self, piece: Piece) -> str:
         if piece.kind == "node":
-            self._new_block = self.chunks > 0
+            self._new_block = self.outcome.chunks > 0
         if piece.kind == "thinking" and self.show_thinking and piece.value:
             opening = "" if self._thinking else self.block_break() + "<think>\n"
             self._thinking = True
@@ -1240,38 +1366,39 @@ class ChatRenderer:
         return "\n</think>\n\n"
 
     def notice(self, piece: Piece) -> str:
-        if piece.kind == "dropped" and self.chunks:
-            chunks = f"{self.chunks} chunk{'s' if self.chunks != 1 else ''}"
-            return f"\n\n[stream interrupted after {chunks}: {piece.value}]"
-        separator = "\n\n" if self.chunks else ""
+        chunks = self.outcome.chunks
+        if piece.kind == "dropped" and chunks:
+            return f"\n\n[stream interrupted after {chunks} chunk{'s' if chunks != 1 else ''}: {piece.value}]"
+        separator = "\n\n" if chunks else ""
         return f"{separator}⚠️ {piece.value}"
 
     def summary(self) -> str:
-        total = time.monotonic() - self.started
-        if self.first_text_after is None:
+        now = time.monotonic()
+        total = now - self.outcome.started
+        first = self.outcome.first_chunk_at
+        if first is None:
             return f"Done in {total:.1f} s"
-        return f"Done: first text after {self.first_text_after:.1f} s, {total:.1f} s in all"
+        return f"Done: first text after {first - self.outcome.started:.1f} s, {total:.1f} s in all"
 
     def _shown(self, text: str) -> str:
-        self.chunks += 1
-        if self.first_text_after is None:
-            self.first_text_after = time.monotonic() - self.started
+        self.outcome.shown(time.monotonic())
         return text
 
 
 async def chat_chunks(
     exchange: Exchange, status: StatusReporter, show_thinking: bool, secrets: list[str]
-) -> AsyncIterator[str]:
-    """What the chat shows, chunk by chunk, with status events on the side."""
-    renderer = ChatRenderer(show_thinking)
-    failure = ""
+) -> AsyncGenerator[str, None]:
+    """What the chat shows, chunk by chunk, with status events on the side; the first failure shown is
+    kept in the exchange's Outcome."""
+    outcome = exchange.outcome
+    renderer = ChatRenderer(show_thinking, outcome)
     await status.show("Waiting for n8n…")
     try:
         async with aclosing(pieces_from_worker(exchange)) as pieces:
             async for piece in pieces:
                 if piece.kind in ("error", "dropped"):
                     piece = Piece(piece.kind, redact(piece.value, secrets))
-                    failure = failure or piece.value
+                    outcome.failure = outcome.failure or piece.value
                     log.warning("n8n reply failed: %s", piece.value)
                 elif piece.kind == "node":
                     await status.show(f"{piece.value} is answering")
@@ -1282,10 +1409,10 @@ async def chat_chunks(
         raise
     for chunk in open_webui_safe(renderer.close_thinking()):
         yield chunk
-    await status.show(failure or renderer.summary(), done=True)
+    await status.show(outcome.failure or renderer.summary(), done=True)
 
 
-async def single_chunk(text: str, status: StatusReporter | None = None, failure: str = "") -> AsyncIterator[str]:
+async def single_chunk(text: str, status: StatusReporter | None = None, failure: str = "") -> AsyncGenerator[str, None]:
     """A finished answer as a one-chunk stream, for chats that asked for a stream."""
     if status is not None and failure:
         await status.show(failure, done=True)
@@ -1372,8 +1499,8 @@ async def run_demo(prompt: str, token_delay: float) -> int:
         started = time.monotonic()
         first: float | None = None
         count = 0
-        chunks = await pipe.pipe(body, __metadata__={"chat_id": "demo"})
-        async for chunk in chunks:
+        answer = await pipe.pipe(body, __metadata__={"chat_id": "demo"})
+        async for chunk in single_chunk(answer) if isinstance(answer, str) else answer:
             first = first if first is not None else time.monotonic() - started
             count += 1
             print(chunk, end="", flush=True)
@@ -1388,59 +1515,35 @@ async def run_demo(prompt: str, token_delay: float) -> int:
 # `check`: the webhook doctor. Calls a real webhook through the pipe and says why it does or does not stream.
 
 BUFFERED_SPREAD = 0.1
-STREAM_FORMATS = {"n8n stream", "SSE", "NDJSON", "text"}
 
 
-@dataclass
-class Checkup:
-    """What the doctor saw of one reply, as the chat saw it."""
-
-    started: float
-    report: ExchangeReport
-    failure: str = ""
-
-    @property
-    def chunks(self) -> int:
-        """Pieces of text that reached the chat (errors and notices excluded)."""
-        return self.report.text_chunks
-
-    @property
-    def first_chunk_after(self) -> float | None:
-        first = self.report.first_text_at
-        return first - self.started if first is not None else None
-
-    @property
-    def spread(self) -> float:
-        """From the first piece of text to the last: near zero when a proxy held them all back."""
-        first, last = self.report.first_text_at, self.report.last_text_at
-        return last - first if first is not None and last is not None else 0.0
-
-
-def verdict(checkup: Checkup) -> tuple[bool, str]:
+def verdict(outcome: Outcome) -> tuple[bool, str]:
     """(streamed, the plain verdict with its fix)."""
-    report, status = checkup.report, checkup.report.status_code
+    status = outcome.status_code
     if status in (401, 403):
         return False, "authentication failed: pass the webhook's token with --token (the `n8n_bearer_token` valve)"
     if status == 404:
-        return False, f"webhook not found: {checkup.failure}"
-    if status is None:
-        return False, checkup.failure or "no reply"
-    if report.format == "empty":
+        return False, f"webhook not found: {outcome.failure}"
+    if status is None or status >= 400:
+        return False, outcome.failure or "no reply"
+    if outcome.empty:
         return False, "streaming mode but nothing streams: enable streaming on the AI Agent"
-    if report.retried or report.format == "complete JSON":
+    if outcome.retried or not outcome.streamed:
         return False, (
             "complete JSON: the workflow is not set to stream "
             "(Webhook 'Respond: Streaming' and the AI Agent's 'Enable Streaming')"
         )
-    first = checkup.first_chunk_after or 0.0
-    if checkup.chunks >= 3 and checkup.spread < BUFFERED_SPREAD and first > 5 * BUFFERED_SPREAD:
-        return False, (
-            f"buffered: every chunk arrived within {checkup.spread * 1000:.0f} ms at the end — "
-            "a proxy is buffering (see deploy/nginx.conf)"
-        )
-    if report.format in STREAM_FORMATS and checkup.chunks:
-        return True, "streams" + (f" (the workflow reported: {checkup.failure})" if checkup.failure else "")
-    return False, checkup.failure or f"no text arrived ({report.format})"
+    first, last = outcome.first_chunk_at, outcome.last_chunk_at
+    if first is not None and last is not None and outcome.chunks >= 3:
+        spread = last - first
+        if spread < BUFFERED_SPREAD and first - outcome.started > 5 * BUFFERED_SPREAD:
+            return False, (
+                f"buffered: every chunk arrived within {spread * 1000:.0f} ms at the end — "
+                "a proxy is buffering (see deploy/nginx.conf)"
+            )
+    if outcome.chunks:
+        return True, "streams" + (f" (the workflow reported: {outcome.failure})" if outcome.failure else "")
+    return False, outcome.failure or f"no text arrived ({outcome.format})"
 
 
 async def run_check(url: str, token: str, auth_header: str, prompt: str, read_timeout: float) -> int:
@@ -1448,28 +1551,19 @@ async def run_check(url: str, token: str, auth_header: str, prompt: str, read_ti
     pipe.valves.n8n_bearer_token = token
     pipe.valves.auth_header_name = auth_header
     pipe.valves.read_timeout = read_timeout
-    body = {"stream": True, "messages": [{"role": "user", "content": prompt}]}
-    exchange = Exchange(pipe.webhook_request(url, body, None, f"webhook-doctor-{int(time.time())}", None))
-    statuses: list[dict[str, Any]] = []
-
-    async def keep_status(event: dict[str, Any]) -> None:
-        statuses.append(event["data"])
-
-    checkup = Checkup(time.monotonic(), exchange.report)
-    async for chunk in chat_chunks(exchange, StatusReporter(keep_status), True, [token]):
+    messages = [{"role": "user", "content": prompt}]
+    turn = Turn(messages, wants_stream=True, chat_id=f"webhook-doctor-{int(time.time())}")
+    exchange = Exchange(pipe.webhook_request(url, turn))
+    async for chunk in chat_chunks(exchange, StatusReporter(None), True, [token]):
         print(chunk, end="", flush=True)
-    final = statuses[-1]["description"] if statuses else ""
-    checkup.failure = "" if final.startswith("Done") else final
-    streamed, plain = verdict(checkup)
+    outcome = exchange.outcome
+    streamed, plain = verdict(outcome)
     print("\n")
-    print(f"HTTP status: {exchange.report.status_code or 'none'}")
-    print(
-        f"format: {exchange.report.format or 'none'}"
-        + (" (after retrying without streaming)" if exchange.report.retried else "")
-    )
-    if checkup.chunks:
-        print(f"time to first chunk: {checkup.first_chunk_after:.2f} s")
-        print(f"chunks: {checkup.chunks}, arriving over {checkup.spread:.2f} s")
+    print(f"HTTP status: {outcome.status_code or 'none'}")
+    print(f"format: {outcome.format or 'none'}" + (" (after retrying without streaming)" if outcome.retried else ""))
+    if outcome.first_chunk_at is not None and outcome.last_chunk_at is not None:
+        print(f"time to first chunk: {outcome.first_chunk_at - outcome.started:.2f} s")
+        print(f"chunks: {outcome.chunks}, arriving over {outcome.last_chunk_at - outcome.first_chunk_at:.2f} s")
     print(f"verdict: {plain}")
     return 0 if streamed else 1
 

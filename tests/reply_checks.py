@@ -1,7 +1,9 @@
-"""Read a reply the way the pipe's worker does, and what must not change with where the reads fall.
+"""Read a reply with the pipe's own read loop, and what must not change with where the reads fall.
 
-Shared by the property tests (tests/test_properties.py) and the fuzz target (tests/fuzz/), so
-both check the very same invariants.
+The reads come from memory instead of a socket, but the loop is `Exchange.read_body`, the one the
+worker thread runs: reading, decoding, the end marker, the line limit and the reply-level verdicts
+(empty, no text) are the product's, so these checks cannot drift from it. Shared by the property
+tests (tests/test_properties.py) and the fuzz target (tests/fuzz/), so both check the same invariants.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
-from pipe_n8n_stream import LineTooLong, Piece, ReplyDecoder
+from pipe_n8n_stream import Exchange, Piece, ReplyDecoder, WebhookRequest
 
 PIECE_KINDS = {"text", "thinking", "node", "error", "dropped", "end"}
 
@@ -24,6 +26,20 @@ class Answer:
     too_long: bool = False
 
 
+class MemoryBody:
+    """A response body whose reads return exactly the given chunks, then b"" for the end."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self.reads = 0
+
+    def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+        chunk = next(self._chunks, b"")
+        assert amt is None or len(chunk) <= amt, "a read never returns more than was asked for"
+        self.reads += 1
+        return chunk
+
+
 def reads(body: bytes, cuts: Iterable[int]) -> list[bytes]:
     """The body cut at the given offsets into consecutive reads (offsets outside the body are ignored)."""
     points = sorted({c for c in cuts if 0 < c < len(body)})
@@ -35,20 +51,21 @@ def one_byte_reads(body: bytes) -> list[bytes]:
     return [body[i : i + 1] for i in range(len(body))]
 
 
+def run_read_loop(body: MemoryBody, content_type: str = "", response_field: str = "output") -> tuple[list[Piece], str]:
+    """Exchange.read_body over an in-memory body: every piece handed over, and the format label."""
+    request = WebhookRequest("http://127.0.0.1/webhook/test", {}, {}, 10, 300, True, response_field, True)
+    handed: list[Piece] = []
+    exchange = Exchange(request)
+    exchange.read_body(body, ReplyDecoder(content_type, response_field), handed.extend)
+    return handed, exchange.outcome.format
+
+
 def read_reply(chunks: Iterable[bytes], content_type: str = "", response_field: str = "output") -> Answer:
-    """Exchange._read without the socket: feed each read, stop at the first end, else finish()."""
-    decoder = ReplyDecoder(content_type, response_field)
-    pieces: list[Piece] = []
-    try:
-        for chunk in chunks:
-            batch = decoder.feed(chunk)
-            pieces += batch
-            if any(p.kind == "end" for p in batch):
-                return Answer(tuple(pieces), decoder.format)
-        pieces += decoder.finish()
-    except LineTooLong:
-        return Answer(tuple(pieces), decoder.format, too_long=True)
-    return Answer(tuple(pieces), decoder.format)
+    """The reply as the worker reads it, from the given reads."""
+    handed, label = run_read_loop(MemoryBody(chunks), content_type, response_field)
+    # From memory no read can fail: a reply cut short ("dropped") can only be a line over the limit.
+    too_long = bool(handed) and handed[-1].kind == "dropped"
+    return Answer(tuple(handed), label, too_long)
 
 
 def meaning(answer: Answer) -> tuple[str, tuple[Piece, ...]]:
@@ -59,7 +76,9 @@ def meaning(answer: Answer) -> tuple[str, tuple[Piece, ...]]:
     label = "" if any(p.kind == "end" for p in answer.pieces) else answer.format
     if answer.format != "text":
         return label, answer.pieces
-    return label, (Piece("text", "".join(p.value for p in answer.pieces)),)
+    texts = [p for p in answer.pieces if p.kind == "text"]
+    rest = tuple(p for p in answer.pieces if p.kind != "text")
+    return label, (Piece("text", "".join(p.value for p in texts)), *rest) if texts else rest
 
 
 def check_well_formed(answer: Answer) -> None:

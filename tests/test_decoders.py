@@ -7,6 +7,7 @@ import pytest
 
 from pipe_n8n_stream import (
     BOM,
+    EMPTY_REPLY,
     MAX_LINE_BYTES,
     READ_SIZE,
     WORKFLOW_STARTED,
@@ -92,17 +93,17 @@ def test_a_line_of_exactly_the_limit_is_fine():
     assert LineSplitter(max_line_bytes=8).feed(b"12345678\n") == ["12345678"]
 
 
-def test_flush_returns_the_unterminated_last_line_once():
+def test_finish_returns_the_unterminated_last_line_once():
     lines = LineSplitter()
     lines.feed(b"a\nlast")
-    assert lines.flush() == "last"
-    assert lines.flush() is None
+    assert lines.finish() == "last"
+    assert lines.finish() is None
 
 
-def test_flush_without_a_partial_line_is_none():
+def test_finish_without_a_partial_line_is_none():
     lines = LineSplitter()
     lines.feed(b"a\n")
-    assert lines.flush() is None
+    assert lines.finish() is None
 
 
 # --- SSEDecoder (WHATWG event-stream rules) ------------------------------------------------------
@@ -110,7 +111,7 @@ def test_flush_without_a_partial_line_is_none():
 
 def events(*lines: str) -> list[ServerSentEvent]:
     decoder = SSEDecoder()
-    return [event for line in lines if (event := decoder.decode(line)) is not None]
+    return [event for line in lines if (event := decoder.feed(line)) is not None]
 
 
 def test_one_space_after_the_colon_is_dropped_and_no_more():
@@ -145,9 +146,9 @@ def test_comments_and_unknown_fields_do_not_touch_the_data():
 
 def test_an_event_is_dispatched_on_a_blank_line_only():
     decoder = SSEDecoder()
-    assert decoder.decode("data: a") is None
-    assert decoder.decode("data: b") is None
-    assert decoder.decode("") == ServerSentEvent("message", "a\nb")
+    assert decoder.feed("data: a") is None
+    assert decoder.feed("data: b") is None
+    assert decoder.feed("") == ServerSentEvent("message", "a\nb")
 
 
 def test_a_blank_line_without_data_dispatches_nothing_and_forgets_the_event_name():
@@ -346,10 +347,12 @@ def test_a_pretty_printed_complete_reply_is_read_whole():
     assert decode(body[:7], body[7:], content_type=N8N_JSON) == [Piece("text", "pretty\nprinted")]
 
 
-def test_an_empty_body_is_empty():
+def test_an_empty_body_is_empty_and_says_why():
     decoder = ReplyDecoder(N8N_JSON)
-    assert decoder.finish() == []
+    assert decoder.finish() == [Piece("error", EMPTY_REPLY)]
     assert decoder.format == "empty"
+    assert decoder.empty
+    assert decoder.ended
 
 
 def test_plain_text_comes_out_as_sent():
@@ -439,16 +442,16 @@ def test_a_superscript_digit_in_response_field_is_a_key_not_a_crash():
 def test_data_lines_that_never_meet_a_blank_line_stop_at_the_limit_instead_of_piling_up():
     """SSEDecoder kept every data line until a blank line: an endless event grew without bound."""
     decoder = SSEDecoder(max_event_bytes=16)
-    assert decoder.decode("data: 12345678") is None
+    assert decoder.feed("data: 12345678") is None
     with pytest.raises(LineTooLong):
-        decoder.decode("data: 12345678")
+        decoder.feed("data: 12345678")
 
 
 def test_an_event_under_the_limit_resets_the_count_when_dispatched():
     decoder = SSEDecoder(max_event_bytes=16)
     for _ in range(3):
-        assert decoder.decode("data: 12345678") is None
-        assert decoder.decode("") == ServerSentEvent("message", "12345678")
+        assert decoder.feed("data: 12345678") is None
+        assert decoder.feed("") == ServerSentEvent("message", "12345678")
 
 
 def test_a_long_blank_head_before_json_reads_the_same_in_one_read_or_many():

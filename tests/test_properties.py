@@ -22,9 +22,17 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from reply_checks import Answer, check_split_invariance, meaning, one_byte_reads, read_reply, reads
+from reply_checks import Answer, MemoryBody, check_split_invariance, meaning, one_byte_reads, reads, run_read_loop
 
-from pipe_n8n_stream import BOM, MAX_LINE_BYTES, READ_SIZE, LineTooLong, Piece, ReplyDecoder, cut
+from pipe_n8n_stream import (
+    BOM,
+    MAX_LINE_BYTES,
+    READ_SIZE,
+    LineTooLong,
+    Piece,
+    ReplyDecoder,
+    shorten,
+)
 
 # --- generated content ---------------------------------------------------------------------------
 
@@ -112,7 +120,7 @@ def n8n_replies(draw: st.DrawFn) -> Reply:
     if draw(st.booleans()):
         reason = draw(maybe_token)
         lines.append(as_json({"type": "error", "content": reason, "metadata": {"nodeName": node}}, ascii_only))
-        shown = cut(reason) if reason and reason.strip() else "the workflow failed"  # error reasons are shortened
+        shown = shorten(reason) if reason and reason.strip() else "the workflow failed"  # error reasons are shortened
         expected.append(Piece("error", f"n8n error in {node}: {shown}"))
     wire = lines_to_wire(lines, draw(line_endings), draw(st.booleans()), draw(st.booleans()))
     content_type = draw(st.sampled_from(("application/json; charset=utf-8", "")))
@@ -278,12 +286,20 @@ def random_reads(seed: int, wire: bytes) -> list[bytes]:
     return reads(wire, cuts[: rng.randint(1, 24)])
 
 
+def shown_by_the_chat(reply: Reply) -> tuple[Piece, ...]:
+    """What went in, and the pipe's verdict when none of it is text or an error: a reply the user can
+    read, never an empty message."""
+    if any(p.kind in ("text", "error") for p in reply.expected):
+        return reply.expected
+    return (*reply.expected, Piece("error", f"The workflow's reply ({reply.format}) contained no text."))
+
+
 def check_reply(reply: Reply, seed: int) -> None:
     """Same answer in one read, in random reads and byte by byte; and it is exactly what went in."""
     args = (reply.content_type, reply.response_field)
     whole = check_split_invariance(reply.wire, random_reads(seed, reply.wire), *args)
     check_split_invariance(reply.wire, one_byte_reads(reply.wire), *args)
-    assert meaning(whole) == meaning(Answer(reply.expected, reply.format))
+    assert meaning(whole) == meaning(Answer(shown_by_the_chat(reply), reply.format))
 
 
 @given(reply=n8n_replies(), seed=seeds)
@@ -392,7 +408,8 @@ def test_invalid_utf8_in_plain_text_becomes_replacement_characters(payload, seed
 def test_invalid_utf8_inside_an_n8n_item_becomes_replacement_characters(payload):
     line = b'{"type":"item","content":"' + payload + b'","metadata":{"nodeName":"AI Agent"}}\n'
     answer = check_split_invariance(line, one_byte_reads(line), "application/json")
-    assert answer.pieces == ((Piece("text", payload.decode("utf-8", "replace")),) if payload else ())
+    no_text = Piece("error", "The workflow's reply (n8n stream) contained no text.")
+    assert answer.pieces == ((Piece("text", payload.decode("utf-8", "replace")),) if payload else (no_text,))
 
 
 # --- the line limit --------------------------------------------------------------------------------
@@ -467,7 +484,9 @@ def test_a_byte_at_a_time_of_blank_space_does_not_slow_down():
     assert time.monotonic() - started < 5
 
 
-def test_read_reply_stops_at_the_end_like_the_worker():
-    """The helper the properties rely on reads as Exchange._read does."""
-    answer = read_reply([b"data: [DONE]\n\n", b"data: later\n\n"], "text/event-stream")
-    assert answer == Answer((Piece("end"),), "SSE")
+def test_the_read_loop_reads_no_further_than_the_end_marker():
+    """Exchange.read_body stops at the read that carried the end, and the reply had no text."""
+    body = MemoryBody([b"data: [DONE]\n\n", b"data: later\n\n"])
+    handed, _ = run_read_loop(body, "text/event-stream")
+    assert handed == [Piece("end"), Piece("error", "The workflow's reply (SSE) contained no text.")]
+    assert body.reads == 1

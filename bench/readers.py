@@ -8,8 +8,10 @@ plainly and correctly so they are a fair bar, not a straw man.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -18,9 +20,23 @@ from typing import Any
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+# BENCH_PIPE=path/to/pipe_n8n_stream.py benches another version of the pipe (say, `git show HEAD:...`)
+# against the same references; spawned processes inherit it.
+PIPE_FILE = Path(os.environ.get("BENCH_PIPE") or ROOT / "pipe_n8n_stream.py").resolve()
 
-from pipe_n8n_stream import Pipe
+
+def load_pipe() -> type:
+    """Import the pipe from PIPE_FILE under its own module name, as Open WebUI loads a function file."""
+    spec = importlib.util.spec_from_file_location("pipe_n8n_stream", PIPE_FILE)
+    assert spec is not None and spec.loader is not None, PIPE_FILE
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pipe_n8n_stream"] = module
+    spec.loader.exec_module(module)
+    return module.Pipe
+
+
+Pipe = load_pipe()
 
 logging.getLogger("pipe_n8n_stream").setLevel(logging.ERROR)  # the bench's bad bodies are meant to fail
 
@@ -33,6 +49,8 @@ PAYLOAD = {"chatInput": "benchmark", "sessionId": "bench", "stream": True}
 TIMEOUT = (10, 300)
 PIPE = "pipe"
 REFERENCES = ["requests iter_lines", "requests iter_content(None)", "httpx iter_lines"]
+# The pipe's own shape (a reading thread handing texts to the event loop) at its leanest: the CPU bar.
+THREAD_REFERENCE = "requests iter_lines + json.loads (thread)"
 HTTPX_MISSING = "httpx is not installed (pip install -e '.[bench]'): its rows are skipped"
 
 
@@ -178,6 +196,42 @@ async def thread_per_reply(url: str, fmt: str) -> AsyncIterator[str]:
         yield text
 
 
+async def decoding_thread(url: str, fmt: str) -> AsyncIterator[str]:
+    """The least any correct threaded pipe does, as a bar for the pipe's CPU: a thread of its own runs
+    the usual iter_lines + json.loads + field lookup and hands the texts to the event loop, waking it
+    only when no wake-up is pending (once per drain, as the pipe does) so no text waits for another."""
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+    lock = threading.Lock()
+    waiting: list[str | None] = []
+
+    def hand_over(text: str | None) -> None:
+        with lock:
+            waiting.append(text)
+            if len(waiting) > 1:  # the loop has been woken for this batch already
+                return
+        loop.call_soon_threadsafe(ready.set)
+
+    def work() -> None:
+        try:
+            for text in requests_iter_lines(url, fmt):
+                hand_over(text)
+        finally:
+            hand_over(None)
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        await ready.wait()
+        ready.clear()
+        with lock:
+            batch = waiting[:]
+            waiting.clear()
+        for text in batch:
+            if text is None:
+                return
+            yield text
+
+
 async def async_chunks(reader: str, url: str, fmt: str) -> AsyncIterator[str]:
     """Any reader as an async iterator of token texts (the pipe's own generator for the pipe)."""
     if reader == PIPE:
@@ -190,6 +244,7 @@ ASYNC_READERS = {
     "iter_lines on the loop (sync pipe)": sync_on_loop,
     "iter_lines via asyncio.to_thread": sync_in_to_thread,
     "iter_lines in a thread per reply": thread_per_reply,
+    THREAD_REFERENCE: decoding_thread,
 }
 
 

@@ -33,13 +33,14 @@ sys.path.insert(0, str(HERE))
 import readers  # noqa: E402
 import requests  # noqa: E402
 import wire  # noqa: E402
-from readers import PIPE, REFERENCES  # noqa: E402
+from readers import PIPE, REFERENCES, THREAD_REFERENCE  # noqa: E402
 
 STAMP = re.compile(r"<(\d+)>")
 MB = 1_000_000
 TICK = 0.005
 EXECUTOR_WARMUP = 32  # more than asyncio's default executor ever has (min(32, CPUs + 4))
 SETTLE = 0.1  # before a Stop: long enough for the reader to be blocked in its read
+CPU_BAR = 1.2  # the goal: the pipe's CPU per 5-byte token within this factor of THREAD_REFERENCE's
 
 
 @dataclass
@@ -134,8 +135,9 @@ def table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(head), rule, *(line(r) for r in rows)])
 
 
-def readers_in_run() -> list[str]:
-    return [PIPE, *(r for r in REFERENCES if readers.available(r))]
+def readers_in_run(thread_reference: bool = False) -> list[str]:
+    """The pipe and the references; with the thread reference (the pipe's shape) for latency and CPU."""
+    return [PIPE, *(r for r in REFERENCES if readers.available(r)), *([THREAD_REFERENCE] * thread_reference)]
 
 
 def say(text: str = "") -> None:
@@ -145,19 +147,16 @@ def say(text: str = "") -> None:
 # ---------------------------------------------------------------------------
 # 1. Added latency per chunk.
 
-ROWS = [("n8n", "chunked"), ("n8n", "close"), ("sse", "chunked"), ("sse", "close")]
-ROW_NAMES = {
-    ("n8n", "chunked"): "n8n NDJSON, chunked",
-    ("n8n", "close"): "n8n NDJSON, close-delimited",
-    ("sse", "chunked"): "SSE, chunked",
-    ("sse", "close"): "SSE, close-delimited",
-}
+BODIES = {"chunked": "chunked", "segmented": "segmented", "close": "close-delimited"}
+FORMATS = {"n8n": "n8n NDJSON", "sse": "SSE"}
+ROWS = [(fmt, body) for fmt in FORMATS for body in BODIES]
+ROW_NAMES = {(fmt, body): f"{FORMATS[fmt]}, {BODIES[body]}" for fmt, body in ROWS}
 
 
 def bench_latency(server: wire.Server, cfg: Config) -> list[dict[str, Any]]:
     results = []
     for fmt, body in ROWS:
-        for reader in readers_in_run():
+        for reader in readers_in_run(thread_reference=True):
             url = server.url(kind="timed", fmt=fmt, body=body, n=cfg.latency_tokens, interval=cfg.latency_interval)
             _, samples = collect(reader, url, fmt)
             delays = delays_ms(samples)
@@ -177,7 +176,7 @@ def bench_latency(server: wire.Server, cfg: Config) -> list[dict[str, Any]]:
 
 
 def show_latency(results: list[dict[str, Any]], cfg: Config) -> str:
-    names = readers_in_run()
+    names = readers_in_run(thread_reference=True)
     rows = []
     for fmt, body in ROWS:
         cells = {r["reader"]: r for r in results if (r["format"], r["body"]) == (fmt, body)}
@@ -191,7 +190,10 @@ def show_latency(results: list[dict[str, Any]], cfg: Config) -> str:
     head = ["stream", *names, "pipe ÷ best reference (median)"]
     note = (
         f"{cfg.latency_tokens} tokens {cfg.latency_interval * 1000:.0f} ms apart per cell; "
-        "delay from the server's write to the consumer, median / p99 in ms"
+        "delay from the server's write to the consumer, median / p99 in ms. Segmented: each HTTP chunk "
+        f"in 2 or 3 TCP writes {wire.SEGMENT_GAP * 1000:g} ms apart, in turn size line | data + CRLF, "
+        "size line | data | CRLF, size line + data | CRLF; the delay counts from the write that completes "
+        "the token's data"
     )
     return f"{table(head, rows)}\n\n{note}"
 
@@ -243,9 +245,10 @@ def bench_throughput(server: wire.Server, cfg: Config) -> list[dict[str, Any]]:
     results = []
     for token_bytes, size in cfg.throughput_bytes.items():
         plan = wire.bulk_plan("n8n", token_bytes, size)
-        runs: dict[str, list[dict[str, float]]] = {reader: [] for reader in readers_in_run()}
+        names = readers_in_run(thread_reference=True)
+        runs: dict[str, list[dict[str, float]]] = {reader: [] for reader in names}
         for _ in range(cfg.throughput_repeats):
-            for reader in readers_in_run():
+            for reader in names:
                 url = server.url(kind="bulk", fmt="n8n", body="chunked", token=token_bytes, size=size)
                 cpu, wall = time.process_time(), time.perf_counter()
                 chars, _ = readers.drain(reader, url, "n8n")
@@ -262,6 +265,7 @@ def bench_throughput(server: wire.Server, cfg: Config) -> list[dict[str, Any]]:
                     "complete": all(m["chars"] == plan["text_chars"] for m in measured),
                     "mb_per_s": megabytes / min(m["wall"] for m in measured),
                     "cpu_s_per_mb": min(m["cpu"] for m in measured) / megabytes,
+                    "cpu_us_per_token": min(m["cpu"] for m in measured) / plan["tokens"] * 1e6,
                     "tokens_per_s": plan["tokens"] / min(m["wall"] for m in measured),
                     "runs": measured,
                 }
@@ -270,7 +274,7 @@ def bench_throughput(server: wire.Server, cfg: Config) -> list[dict[str, Any]]:
 
 
 def show_throughput(results: list[dict[str, Any]], cfg: Config) -> str:
-    names = readers_in_run()
+    names = readers_in_run(thread_reference=True)
     rows = []
     for token_bytes in cfg.throughput_bytes:
         cells = {r["reader"]: r for r in results if r["token_bytes"] == token_bytes}
@@ -289,7 +293,16 @@ def show_throughput(results: list[dict[str, Any]], cfg: Config) -> str:
     head = ["stream", *names, "pipe ÷ fastest reference"]
     sizes = ", ".join(f"{size / MB:g} MB" for size in cfg.throughput_bytes.values())
     note = f"bodies of {sizes} as fast as the server can write; best of {cfg.throughput_repeats} runs, interleaved"
-    return f"{table(head, rows)}\n\n{note}"
+    per_token = "; ".join(
+        f"{token_bytes}-byte tokens: "
+        + ", ".join(
+            f"{r['reader']} {r['cpu_us_per_token']:.2f}"
+            for r in results
+            if r["token_bytes"] == token_bytes and r["reader"] in (PIPE, THREAD_REFERENCE)
+        )
+        for token_bytes in cfg.throughput_bytes
+    )
+    return f"{table(head, rows)}\n\n{note}. CPU per token (µs, whole process): {per_token}"
 
 
 # ---------------------------------------------------------------------------
@@ -602,7 +615,7 @@ def goals(results: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
         worst_added < 5,
         f"+{fmt_ms(worst_added)} ms after the write",
     )
-    names = readers_in_run()
+    names = readers_in_run(thread_reference=True)
     for token_bytes in cfg.throughput_bytes:
         cells = {r["reader"]: r for r in results["throughput"] if r["token_bytes"] == token_bytes}
         if len(names) < 2:
@@ -616,6 +629,13 @@ def goals(results: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
             f"{cells[PIPE]['mb_per_s']:.1f} MB/s = {fmt_ratio(ratio)} the fastest reference; "
             f"CPU/MB {fmt_ratio(cells[PIPE]['cpu_s_per_mb'] / leanest)} the leanest",
         )
+    smallest = {r["reader"]: r for r in results["throughput"] if r["token_bytes"] == min(cfg.throughput_bytes)}
+    pipe_cpu, bar_cpu = smallest[PIPE]["cpu_us_per_token"], smallest[THREAD_REFERENCE]["cpu_us_per_token"]
+    goal(
+        f"3. CPU per {min(cfg.throughput_bytes)}-byte token ≤ {CPU_BAR:g}× {THREAD_REFERENCE}",
+        pipe_cpu <= CPU_BAR * bar_cpu and smallest[PIPE]["complete"],
+        f"pipe {pipe_cpu:.2f} µs/token, reference {bar_cpu:.2f} µs/token = {fmt_ratio(pipe_cpu / bar_cpu)}",
+    )
     memory = {r["body"]: r for r in results["memory"] if r["reader"] == PIPE}
     for body, label in (("lines", "flat"), ("newline-free", "bounded, newline-free body")):
         growth = memory[body]["growth_mb"]

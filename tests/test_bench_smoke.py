@@ -1,6 +1,7 @@
 """The benchmark script must not rot: a tiny run (`python bench/run.py --quick`) prints all six
-sections and measures every one of them. Figures vary from run to run and machine to machine, so
-only their presence (and that no text went missing) is checked, never a speed or latency goal."""
+sections and measures every one of them, the segmented-chunk rows and the threaded decoding reference
+included. Figures vary from run to run and machine to machine, so only their presence (and that no
+text went missing) is checked, never a speed or latency goal."""
 
 from __future__ import annotations
 
@@ -45,15 +46,19 @@ def test_quick_benchmark_prints_and_measures_every_section(tmp_path):
         assert rows, f"no figures for the pipe in {section}"
         return rows
 
-    assert len(pipe("latency")) == 4  # n8n and SSE, chunked and close-delimited
-    for row in pipe("latency"):
-        assert row["tokens"] == row["expected_tokens"]
+    thread_reference = "requests iter_lines + json.loads (thread)"
+    rows = {(r["format"], r["body"]) for r in pipe("latency")}  # n8n and SSE: chunked, segmented, close-delimited
+    assert rows == {(fmt, body) for fmt in ("n8n", "sse") for body in ("chunked", "segmented", "close")}
+    for row in pipe("latency") + [r for r in results["latency"] if r["reader"] == thread_reference]:
+        assert row["tokens"] == row["expected_tokens"], row
         assert number(row["median_ms"]) and number(row["p99_ms"])
     for row in pipe("first_chunk"):
         assert number(row["first_chunk_ms"]) and number(row["added_ms"])
-    for row in pipe("throughput"):
-        assert row["complete"], "the pipe lost text"
-        assert number(row["mb_per_s"]) and number(row["cpu_s_per_mb"])
+    bar = [r for r in results["throughput"] if r["reader"] == thread_reference]
+    assert len(bar) == len(results["config"]["throughput_bytes"])
+    for row in pipe("throughput") + bar:
+        assert row["complete"], f"{row['reader']} lost text"
+        assert number(row["mb_per_s"]) and number(row["cpu_s_per_mb"]) and number(row["cpu_us_per_token"])
     for row in pipe("memory"):
         assert number(row["growth_mb"])
     assert {r["streams"] for r in pipe("concurrency")} == set(results["config"]["streams"])
@@ -65,6 +70,7 @@ def test_quick_benchmark_prints_and_measures_every_section(tmp_path):
     assert len(pipe("stop")) == 3
     assert {g["goal"][:2] for g in results["goals"]} == {"1.", "2.", "3.", "4.", "5.", "6."}
     assert all(isinstance(g["met"], bool) and g["figure"] for g in results["goals"])
+    assert any("CPU per 5-byte token" in g["goal"] and "µs/token" in g["figure"] for g in results["goals"])
     # references: present and measured too (httpx only when installed)
     readers = {r["reader"] for r in results["latency"]}
     assert {"requests iter_lines", "requests iter_content(None)"} <= readers

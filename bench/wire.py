@@ -11,20 +11,21 @@ from __future__ import annotations
 import json
 import multiprocessing
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-N8N_METADATA = {
-    "nodeId": "629320cd-49df-552c-8b95-e61233e0ae56",
-    "nodeName": "AI Agent",
-    "itemIndex": 0,
-    "runIndex": 0,
-    "timestamp": 1795572217527,
-}
+TESTS = str(Path(__file__).resolve().parents[1] / "tests")
+if TESTS not in sys.path:
+    sys.path.append(TESTS)  # after bench/: the tests' n8n encoder and request reader are shared, not copied
+
+from n8n_wire import n8n_line, read_request  # noqa: E402
+
 CONTENT_TYPES = {"n8n": "application/json; charset=utf-8", "sse": "text/event-stream; charset=utf-8"}
 BLOCK_BYTES = 1 << 20
 NONL_FRAME = 65536
@@ -33,15 +34,6 @@ SEGMENT_GAP = 0.003  # body=segmented: pause between the TCP writes of one HTTP 
 
 # ---------------------------------------------------------------------------
 # Wire formats (shared with the client side, which needs the exact body sizes).
-
-
-def n8n_line(kind: str, content: str | None = None) -> bytes:
-    """One line of n8n 2.41's streaming reply (Webhook "Streaming" + AI Agent)."""
-    line: dict[str, Any] = {"type": kind}
-    if content is not None:
-        line["content"] = content
-    line["metadata"] = N8N_METADATA
-    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
 def sse_event(content: str | None) -> bytes:
@@ -165,32 +157,13 @@ def serve(ready: Any, events: Any) -> None:
         threading.Thread(target=answer, args=(conn, events, framed_block), daemon=True).start()
 
 
-def read_request(conn: socket.socket) -> dict[str, str] | None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    target = lines[0].split(" ")[1]
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        more = conn.recv(65536)
-        if not more:
-            break
-        body += more
-    return {key: values[-1] for key, values in parse_qs(urlsplit(target).query).items()}
-
-
 def answer(conn: socket.socket, events: Any, framed_block: Any) -> None:
     with conn:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        params = read_request(conn)
-        if params is None:
+        request = read_request(conn)
+        if request is None:
             return
+        params = {key: values[-1] for key, values in parse_qs(urlsplit(request.target).query).items()}
         with suppress(OSError):  # the client went away: the reader under test stopped early
             play(conn, params, events, framed_block)
 

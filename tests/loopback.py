@@ -16,6 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from n8n_wire import n8n_line as n8n_line  # re-exported: a test builds its fake n8n from this module alone
+from n8n_wire import n8n_reply as n8n_reply
+from n8n_wire import read_request
+
+# The headers of n8n 2.41.1's streaming reply, as in tests/data/n8n-wire/stream-ollama.txt
+# (Transfer-Encoding is added by `play`, Date left out).
 CAPTURE_HEADERS = {
     "n8n-stream": [
         ("Content-Type", "application/json; charset=utf-8"),
@@ -119,9 +125,10 @@ class LoopbackServer:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
-            seen = read_request(conn)
-            if seen is None:
+            request = read_request(conn)
+            if request is None:
                 return
+            seen = Seen(request.method, request.target, request.headers, request.body)
             self.requests.append(seen)
             self.request_seen.set()
             reply = self._next_reply(seen)
@@ -138,23 +145,6 @@ class LoopbackServer:
                 pass
             wait_for_close(conn, seen)
             self.client_gone.set()
-
-
-def read_request(conn: socket.socket) -> Seen | None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    method, path, _ = lines[0].split(" ", 2)
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        body += conn.recv(65536)
-    return Seen(method, path, headers, body)
 
 
 def play(conn: socket.socket, reply: Reply) -> str:
@@ -221,22 +211,3 @@ def wait_for_close(conn: socket.socket, seen: Seen, limit: float = 30) -> None:
     except OSError:
         pass
     seen.disconnected_at = time.monotonic()
-
-
-def n8n_line(kind: str, content: str | None = None, node: str = "AI Agent") -> bytes:
-    """One line exactly as n8n 2.41 writes its stream (see shared/n8n-wire)."""
-    line: dict[str, Any] = {"type": kind}
-    if content is not None:
-        line["content"] = content
-    line["metadata"] = {
-        "nodeId": "629320cd-49df-552c-8b95-e61233e0ae56",
-        "nodeName": node,
-        "itemIndex": 0,
-        "runIndex": 0,
-        "timestamp": 1795572217527,
-    }
-    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-
-def n8n_reply(tokens: list[str], node: str = "AI Agent") -> list[bytes]:
-    return [n8n_line("begin", node=node), *(n8n_line("item", t, node) for t in tokens), n8n_line("end", node=node)]

@@ -53,15 +53,15 @@ def answered_with(reply: Reply, chat: Any, path: str = "/webhook/test", **valves
 
 
 # ---------------------------------------------------------------------------
-# HTTP errors, answered byte for byte as n8n 2.41.1 answers them (shared/n8n-wire).
+# HTTP errors, answered byte for byte as n8n 2.41.1 answers them (tests/data/n8n-wire, file named per test).
 
 
 @pytest.mark.parametrize(
     ("status", "said"),
     [
-        (401, "Authorization is required!"),
-        (401, "Authentication data is wrong!"),
-        (403, "Authorization data is wrong!"),
+        (401, "Authorization is required!"),  # basicauth-missing.txt
+        (401, "Authentication data is wrong!"),  # basicauth-wrong.txt
+        (403, "Authorization data is wrong!"),  # headerauth-missing.txt, headerauth-wrong.txt
     ],
 )
 def test_auth_failure_names_the_auth_valves_and_quotes_n8n(chat, status, said):
@@ -75,6 +75,7 @@ def test_auth_failure_names_the_auth_valves_and_quotes_n8n(chat, status, said):
 
 
 def test_404_on_a_test_url_says_the_editor_must_be_listening(chat):
+    # tests/data/n8n-wire/404-test-url.txt
     reply = Reply(status=404, headers=N8N_JSON, steps=[NOT_REGISTERED_TEST], body_mode="length")
 
     shown, final = answered_with(reply, chat, path="/webhook-test/stream-ollama")
@@ -90,6 +91,7 @@ def test_404_on_a_test_url_says_the_editor_must_be_listening(chat):
 
 
 def test_404_on_a_production_url_says_the_workflow_must_be_active(chat):
+    # tests/data/n8n-wire/404-unregistered.txt
     reply = Reply(status=404, headers=N8N_JSON, steps=[NOT_REGISTERED_PRODUCTION], body_mode="length")
 
     shown, final = answered_with(reply, chat, path="/webhook/does-not-exist")
@@ -106,6 +108,7 @@ def test_404_on_a_production_url_says_the_workflow_must_be_active(chat):
 
 
 def test_workflow_error_500_shows_the_code_and_n8n_message(chat):
+    # tests/data/n8n-wire/lastnode-error-model500.txt
     reply = Reply(status=500, headers=N8N_JSON, steps=[b'{"message":"Error in workflow"}'], body_mode="length")
 
     shown, final = answered_with(reply, chat)

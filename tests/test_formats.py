@@ -27,7 +27,7 @@ SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cach
 NDJSON_HEADERS = [("Content-Type", "application/x-ndjson")]
 TEXT_HEADERS = [("Content-Type", "text/plain; charset=utf-8")]
 
-# shared/n8n-wire/stream-ollama.txt, token by token, and the same answer as lastnode-ollama.txt.
+# tests/data/n8n-wire/stream-ollama.txt, token by token, and the same answer as lastnode-ollama.txt.
 CAPTURED_TOKENS = ["Hello", " from", " the", " fake", " model", "!", " Line2\n", 'tab\tquote"', " ünïcødé", " END"]
 CAPTURED_TEXT = "".join(CAPTURED_TOKENS)
 CAPTURED_JSON = json.dumps({"output": CAPTURED_TEXT}, separators=(",", ":"), ensure_ascii=False).encode()
@@ -154,7 +154,7 @@ def test_chat_that_does_not_stream_gets_the_n8n_stream_as_one_text(chat):
 
 
 def test_agent_with_a_tool_shows_every_begin_end_block(chat):
-    # shared/n8n-wire/stream-openai-tool.txt: the first `end` is not the end of the reply.
+    # tests/data/n8n-wire/stream-openai-tool.txt: the first `end` is not the end of the reply.
     first = n8n_reply(["Let me", " calculate."])
     steps, gates = gated(first[:2], [first[2]], [*first[3:], n8n_line("begin"), n8n_line("item", "Hello")])
     second = [n8n_line("item", t) for t in CAPTURED_TOKENS[1:]]
@@ -169,7 +169,7 @@ def test_agent_with_a_tool_shows_every_begin_end_block(chat):
 
 
 def test_respond_to_webhook_stream_shows_only_the_output_text(chat):
-    # shared/n8n-wire/stream-rtw.txt: the whole body as ONE item whose content is a JSON string.
+    # tests/data/n8n-wire/stream-rtw.txt: the whole body as ONE item whose content is a JSON string.
     lines = n8n_reply([json.dumps({"output": CAPTURED_TEXT}, ensure_ascii=False)], node="Respond to Webhook")
     outcome = talk(chat, [Reply(headers=N8N_HEADERS, steps=lines)])
 
@@ -179,7 +179,7 @@ def test_respond_to_webhook_stream_shows_only_the_output_text(chat):
 
 
 def test_n8n_error_mid_stream_keeps_the_text_and_shows_the_error(chat):
-    # shared/n8n-wire/stream-error-midstream.txt: HTTP 200, no `end` after the error.
+    # tests/data/n8n-wire/stream-error-midstream.txt: HTTP 200, no `end` after the error.
     begin, *items, _ = n8n_reply(["Hello", " from", " the"])
     error = n8n_line("error", "Original error: TypeError")
     reply = Reply(headers=N8N_HEADERS, steps=[begin, *items, error])
@@ -196,7 +196,7 @@ def test_n8n_error_mid_stream_keeps_the_text_and_shows_the_error(chat):
 
 
 def test_n8n_error_without_content_after_the_end_is_shown(chat):
-    # shared/n8n-wire/stream-then-fail.txt: a later node fails after the agent's `end`; no `content`.
+    # tests/data/n8n-wire/stream-then-fail.txt: a later node fails after the agent's `end`; no `content`.
     error = json.dumps({"type": "error", "metadata": {"nodeName": "Stop and Error", "runIndex": 0, "itemIndex": 0}})
     reply = Reply(headers=N8N_HEADERS, steps=[*n8n_reply(CAPTURED_TOKENS), error.encode() + b"\n"])
 
@@ -207,7 +207,7 @@ def test_n8n_error_without_content_after_the_end_is_shown(chat):
 
 
 def test_n8n_error_before_any_text_is_the_whole_message(chat):
-    # shared/n8n-wire/stream-error-model500.txt
+    # tests/data/n8n-wire/stream-error-model500.txt
     reply = Reply(headers=N8N_HEADERS, steps=[n8n_line("begin"), n8n_line("error", "Original error: ResponseError")])
 
     outcome = talk(chat, [reply])
@@ -218,7 +218,7 @@ def test_n8n_error_before_any_text_is_the_whole_message(chat):
 
 
 def test_keepalive_lines_show_nothing_and_keep_a_quiet_stream_alive(chat):
-    # shared/n8n-wire/stream-keepalive-hang.txt with 0.5 s instead of 30 s: four keepalives span
+    # tests/data/n8n-wire/stream-keepalive-hang.txt with 0.5 s instead of 30 s: four keepalives span
     # 2 s without text, longer than read_timeout; no single silence comes near it.
     keepalive = b'{"type":"keepalive"}\n'
     begin, hello, there, end = n8n_reply(["Hello", " there"])
@@ -232,7 +232,7 @@ def test_keepalive_lines_show_nothing_and_keep_a_quiet_stream_alive(chat):
 
 
 def test_empty_streaming_reply_explains_how_to_turn_streaming_on(chat):
-    # shared/n8n-wire/stream-no-streaming-node.txt: 200, chunked, no body at all.
+    # tests/data/n8n-wire/stream-no-streaming-node.txt: 200, chunked, no body at all.
     outcome = talk(chat, [Reply(headers=N8N_HEADERS, steps=[])])
 
     advice = (

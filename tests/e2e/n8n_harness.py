@@ -16,7 +16,6 @@ import copy
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 import pytest
 import requests
 from fake_models import FakeModels
+from process_group import stop_process_group
 
 E2E = os.environ.get("N8N_E2E") == "1"
 HERE = Path(__file__).resolve().parent
@@ -239,20 +239,6 @@ def wait_until_registered(n8n: N8n, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.25)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """n8n and its task runner share a process group of their own: end exactly that group."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-    except ProcessLookupError:
-        pass
-
-
 @contextmanager
 def running_n8n() -> Iterator[N8n]:
     home = n8n_install()
@@ -293,7 +279,7 @@ def running_n8n() -> Iterator[N8n]:
         yield n8n
     finally:
         if process is not None:
-            stop(process)
+            stop_process_group(process)
         models.close()
         if os.environ.get("N8N_E2E_KEEP") == "1":
             print(f"\nn8n folder kept: {folder}")
@@ -360,7 +346,7 @@ def running_nginx(n8n_port: int) -> Iterator[str]:
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{ports[0]}"
     finally:
-        stop(process)
+        stop_process_group(process)
         shutil.rmtree(folder, ignore_errors=True)
 
 

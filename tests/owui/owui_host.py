@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from process_group import stop_process_group
 
 PIPE_ID = "n8n_stream"  # the function id an admin would give the pipe; its models are `n8n_stream.<entry>`
 PROBE_ID = "e2e_probe"
@@ -129,17 +129,7 @@ class OpenWebUI:
         raise RuntimeError(f"Open WebUI did not answer /health within {timeout:g} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process)
 
     def log_text(self) -> str:
         return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""

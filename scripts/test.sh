@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test run, as the README gives it and as CI runs it:
-# install, lint, the suite (unit + real sockets + properties), a 60 s fuzz run,
+# install, lint, type-check the pipe, the suite (unit + real sockets + properties), a 60 s fuzz run,
 # then end to end against a real n8n 2.41.1 and inside a real Open WebUI 0.12.4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 pip install -e '.[test]'
 ruff check .
 ruff format --check .
+mypy
 python -m pytest
 
 if pip install atheris; then

@@ -312,9 +312,11 @@ def drain(reader: str, url: str, fmt: str) -> tuple[int, str]:
     return asyncio.run(run())
 
 
-def memory_child(reader: str, warm_url: str, bodies: list[tuple[str, str]], fmt: str, cap: float, conn: Any) -> None:
+def memory_child(
+    reader: str, warm_url: str, bodies: list[tuple[str, str]], caps: dict[str, float], fmt: str, conn: Any
+) -> None:
     """Runs in a spawned process: warm up, then for each body note RSS, stream it, report the peak growth.
-    A body still being read after `cap` seconds is reported as unfinished and ends the process."""
+    A body still being read after its cap (seconds) is reported as unfinished and ends the process."""
     import gc
     import os
     import time
@@ -362,7 +364,7 @@ def memory_child(reader: str, warm_url: str, bodies: list[tuple[str, str]], fmt:
                     conn.close()
                     os._exit(0)
 
-        watchdog = threading.Timer(cap, report, kwargs={"finished": False})
+        watchdog = threading.Timer(caps[body], report, kwargs={"finished": False})
         watchdog.start()
         try:
             chars, last = drain(reader, url, fmt)

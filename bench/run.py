@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import math
 import multiprocessing
@@ -19,6 +20,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -696,6 +698,23 @@ SECTIONS: list[tuple[str, str, Callable[..., Any], Callable[..., str]]] = [
 ]
 
 
+def pipe_version() -> str:
+    """Which pipe was measured: the file, its git commit and whether it differs from it, a hash of its
+    text. The pipe may change between runs (or during one), so a figure must say what it is of."""
+    path = readers.PIPE_FILE
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    try:
+        git = ["git", "-C", str(path.parent)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        changed = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", path.name], capture_output=True, timeout=10)
+        where = f"HEAD {commit.stdout.strip()}{' + uncommitted changes' if changed.returncode else ''}"
+        if commit.returncode:
+            where = "not in a git work tree"
+    except (OSError, subprocess.SubprocessError):
+        where = "git not available"
+    return f"{path} ({where}, sha256 {digest})"
+
+
 def environment() -> dict[str, Any]:
     try:
         import httpx
@@ -712,6 +731,7 @@ def environment() -> dict[str, Any]:
         "requests": requests.__version__,
         "urllib3": urllib3.__version__,
         "httpx": httpx_version,
+        "pipe": pipe_version(),
     }
 
 
@@ -731,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {env['python']}, {env['cpus']} CPUs, requests {env['requests']}, urllib3 {env['urllib3']}, "
         f"httpx {env['httpx'] or 'not installed'}"
     )
+    say(f"pipe: {env['pipe']}")
     if env["httpx"] is None:
         say(f"note: {readers.HTTPX_MISSING}")
     started = time.perf_counter()

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -57,6 +57,7 @@ ACCEPT_STREAM = "text/event-stream, application/x-ndjson, application/json"
 ACCEPT_COMPLETE = "application/json"
 BOM = b"\xef\xbb\xbf"
 BLANK = b" \t\r\n"
+JSON_OPENINGS = ("{", "[")
 LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 SSE_FIELD_PREFIXES = (b"data:", b"event:", b"id:", b"retry:", b":")
 N8N_STREAM_TYPES = {"begin", "item", "end", "error", "keepalive"}
@@ -352,6 +353,9 @@ class Piece(NamedTuple):
     value: str = ""
 
 
+END = Piece("end")
+
+
 class LineTooLong(ValueError):
     """A line grew past MAX_LINE_BYTES without a line break."""
 
@@ -525,11 +529,9 @@ class ReplyDecoder:
     def _seen(self, pieces: list[Piece]) -> list[Piece]:
         """Nothing counts after the end marker. The reader stops at the read that carried it, so what
         followed it in that same read must go too, or the answer would depend on where reads fall."""
-        for i, piece in enumerate(pieces):
-            if piece.kind == "end":
-                self.ended = True
-                pieces = pieces[: i + 1]
-                break
+        if END in pieces:
+            self.ended = True
+            pieces = pieces[: pieces.index(END) + 1]
         if not self._shown:
             self._shown = any(p.kind in SHOWN_KINDS for p in pieces)
         return pieces
@@ -779,22 +781,22 @@ def is_n8n_chunk(value: Any) -> bool:
 
 def n8n_stream_pieces(value: dict[str, Any], response_field: str) -> list[Piece]:
     kind = type_of(value)
-    node = text_at(value, "metadata.nodeName") or ""
     content = value.get("content")
+    if kind == "item":  # first: one per token
+        return text_pieces(respond_node_text(content, response_field)) if isinstance(content, str) else []
+    node = text_at(value, "metadata.nodeName") or ""
     if kind == "begin":
         return [Piece("node", node)] if node else []
     if kind == "error":
         reason = shorten(content) if isinstance(content, str) and content.strip() else "the workflow failed"
         in_node = f" in {node}" if node else ""
         return [Piece("error", f"n8n error{in_node}: {reason}")]
-    if kind != "item" or not isinstance(content, str):
-        return []
-    return text_pieces(respond_node_text(content, response_field))
+    return []
 
 
 def respond_node_text(content: str, response_field: str) -> str:
     """Respond to Webhook streams its whole body as one item whose content is a JSON string."""
-    if not content.lstrip().startswith(("{", "[")):
+    if ("{" not in content and "[" not in content) or not content.lstrip().startswith(JSON_OPENINGS):
         return content
     try:
         value = json.loads(content)
@@ -855,6 +857,8 @@ def thinking_pieces(text: Any) -> list[Piece]:
 def well_formed(text: str) -> str:
     """JSON escapes can carry a lone surrogate ("\\ud800"), which no UTF-8 encoder downstream accepts:
     it becomes U+FFFD, as invalid UTF-8 bytes do; an escaped pair becomes its one character."""
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -1006,6 +1010,96 @@ class RawBody(Protocol):
     def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes: ...
 
 
+class ChunkedFraming:
+    """HTTP/1.1 chunked transfer coding removed from raw socket bytes: feed() what the socket gave,
+    get the body's bytes back at once, even a chunk's data cut in pieces (the rest follows in later
+    reads), so no text waits for its chunk's end. Strict: a size line that is not hex is an error."""
+
+    def __init__(self) -> None:
+        self.ended = False
+        self._pending = b""  # an unfinished size line, trailer line or CRLF
+        self._left = 0  # bytes of the current chunk's data still to come
+        self._after_data = False  # the CRLF after a chunk's data is next
+        self._in_trailer = False
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._pending + data if self._pending else data
+        self._pending = b""
+        body: list[bytes] = []
+        at, size = 0, len(buffer)
+        while at < size and not self.ended:
+            if self._left:
+                end = min(size, at + self._left)
+                body.append(buffer[at:end])
+                self._left -= end - at
+                self._after_data = not self._left
+                at = end
+                continue
+            if self._after_data and buffer.startswith(b"\r\n", at):  # the usual end of a chunk, taken whole
+                self._after_data = False
+                at += 2
+                continue
+            line_end = buffer.find(b"\n", at)
+            if line_end < 0:
+                self._pending = buffer[at:]
+                if len(self._pending) > CHUNK_LINE_BYTES:
+                    raise urllib3.exceptions.ProtocolError("invalid chunk: a line without its end")
+                break
+            self._line(buffer[at:line_end].rstrip(b"\r"))
+            at = line_end + 1
+        return b"".join(body)
+
+    def _line(self, line: bytes) -> None:
+        if self._after_data:
+            if line:
+                raise urllib3.exceptions.ProtocolError("invalid chunk: data longer than its size")
+            self._after_data = False
+        elif self._in_trailer:
+            self.ended = not line
+        elif CHUNK_SIZE.fullmatch(line):
+            self._left = int(line.split(b";", 1)[0], 16)
+            self._in_trailer = not self._left
+        else:
+            raise urllib3.exceptions.ProtocolError(f"invalid chunk size line {line[:40]!r}")
+
+
+CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,15}[ \t]*(;.*)?")
+CHUNK_LINE_BYTES = 4096
+
+
+class ChunkedBody:
+    """A chunked reply read straight from the socket's buffer, the framing removed here: urllib3's
+    read1() walks a call chain per HTTP chunk, and n8n sends every token as its own chunk."""
+
+    def __init__(self, socket_file: Any) -> None:
+        self._socket_file = socket_file
+        self._framing = ChunkedFraming()
+
+    def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+        """The body's next bytes, as soon as one socket read brought any; b"" at the body's end."""
+        while not self._framing.ended:
+            data = self._socket_file.read1(amt or READ_SIZE)
+            if not data:
+                raise urllib3.exceptions.ProtocolError("incomplete chunked read: the connection closed")
+            body = self._framing.feed(data)
+            if body:
+                return body
+        return b""
+
+
+def reply_body(response: requests.Response) -> RawBody:
+    """The fastest faithful reader of this reply's body: the socket itself for a chunked, uncompressed
+    body nobody has read yet, else urllib3 (lengths, close-delimited bodies, gzip)."""
+    raw = response.raw
+    http_response = getattr(raw, "_fp", None)
+    socket_file = getattr(http_response, "fp", None)
+    identity = response.headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
+    untouched = getattr(http_response, "chunked", False) and getattr(http_response, "chunk_left", 0) is None
+    if identity and untouched and hasattr(socket_file, "read1"):
+        return ChunkedBody(socket_file)
+    return cast(RawBody, raw)
+
+
 HandOver = Callable[[list[Piece]], None]
 
 
@@ -1062,7 +1156,7 @@ class Exchange:
                     hand_over([Piece("error", http_failure(response, request.url))])
                     return False
                 decoder = ReplyDecoder(response.headers.get("Content-Type", ""), request.response_field)
-                return self.read_body(response.raw, decoder, hand_over, may_retry=request.stream)
+                return self.read_body(reply_body(response), decoder, hand_over, may_retry=request.stream)
 
     def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver, may_retry: bool = False) -> bool:
         """The read loop: read, decode, hand over what that read meant, until the reply ends. Every read's
@@ -1220,7 +1314,7 @@ class Handover:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._ready = asyncio.Event()
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())
         self._pieces: list[Piece] = []
         self._queued_chars = 0
         self._wake_pending = False
@@ -1239,12 +1333,16 @@ class Handover:
                 raise Stopped
             self._pieces += pieces
             self._queued_chars += size
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
             self._wake()
 
     def finish(self) -> None:
         """Worker side: nothing more will come."""
         with self._lock:
             self._finished = True
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
             self._wake()
 
     async def drain(self) -> tuple[list[Piece], bool]:
@@ -1264,9 +1362,7 @@ class Handover:
             self._lock.notify_all()
 
     def _wake(self) -> None:
-        if self._wake_pending:
-            return
-        self._wake_pending = True
+        """Outside the lock: the loop's drain must not wait for the worker's call into the loop."""
         with suppress(RuntimeError):  # the event loop is gone: nobody is waiting any more
             self._loop.call_soon_threadsafe(self._ready.set)
 
@@ -1277,8 +1373,9 @@ class Handover:
 THREAD_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="n8n-starter")
 
 
-async def pieces_from_worker(exchange: Exchange) -> AsyncGenerator[Piece, None]:
-    """Runs the exchange in its own thread and hands its pieces to the event loop as they come.
+async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Piece], None]:
+    """Runs the exchange in its own thread and hands its pieces to the event loop as they come, all
+    that arrived since the last look in one batch.
     A thread per reply (not the shared executor): a slow workflow must not queue other chats."""
     loop = asyncio.get_running_loop()
     handover = Handover(loop)
@@ -1303,8 +1400,8 @@ async def pieces_from_worker(exchange: Exchange) -> AsyncGenerator[Piece, None]:
         finished = False
         while not finished:
             pieces, finished = await handover.drain()
-            for piece in pieces:
-                yield piece
+            if pieces:
+                yield pieces
     finally:
         exchange.stop()
         handover.abandon()
@@ -1394,15 +1491,21 @@ async def chat_chunks(
     renderer = ChatRenderer(show_thinking, outcome)
     await status.show("Waiting for n8n…")
     try:
-        async with aclosing(pieces_from_worker(exchange)) as pieces:
-            async for piece in pieces:
-                if piece.kind in ("error", "dropped"):
-                    piece = Piece(piece.kind, redact(piece.value, secrets))
-                    outcome.failure = outcome.failure or piece.value
-                    log.warning("n8n reply failed: %s", piece.value)
-                elif piece.kind == "node":
-                    await status.show(f"{piece.value} is answering")
-                for chunk in open_webui_safe(renderer.render(piece)):
+        async with aclosing(batches_from_worker(exchange)) as batches:
+            async for batch in batches:
+                shown: list[str] = []  # one chat chunk per batch: a fast stream must not cost a chunk per token
+                for piece in batch:
+                    if piece.kind in ("error", "dropped"):
+                        piece = Piece(piece.kind, redact(piece.value, secrets))
+                        outcome.failure = outcome.failure or piece.value
+                        log.warning("n8n reply failed: %s", piece.value)
+                    elif piece.kind == "node":
+                        for chunk in open_webui_safe("".join(shown)):
+                            yield chunk
+                        shown.clear()
+                        await status.show(f"{piece.value} is answering")
+                    shown.append(renderer.render(piece))
+                for chunk in open_webui_safe("".join(shown)):
                     yield chunk
     except (GeneratorExit, asyncio.CancelledError):
         await status.show("Stopped", done=True)  # else the last status spins on for ever after Stop

@@ -17,49 +17,51 @@ TOKENS = ["Hello", " from", " the", " fake", " model", "!", " Line2\n", 'tab\tqu
 TEXT = "".join(TOKENS)
 AUTH_ADVICE = "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
 NOT_FOUND = "n8n: webhook not found (HTTP 404). The requested webhook"
+# The whole text the chat shows. Replayed without its pauses, a reply's lines arrive together, so how
+# they fall into chat chunks is the network's doing; tests/test_formats.py proves token-by-token arrival.
 SHOWN = {
-    "stream-ollama.txt": TOKENS,
-    "stream-keepalive-hang.txt": TOKENS,
-    "stream-openai-tool.txt": ["Let me", " calculate.", "\n\nHello", *TOKENS[1:]],
-    "stream-rtw.txt": [TEXT],
-    "stream-then-fail.txt": [*TOKENS, "\n\n⚠️ n8n error in Stop and Error: the workflow failed"],
-    "stream-error-midstream.txt": [*TOKENS[:3], "\n\n⚠️ n8n error in AI Agent: Original error: TypeError"],
-    "stream-error-model500.txt": ["⚠️ n8n error in AI Agent: Original error: ResponseError"],
-    "stream-no-streaming-node.txt": [
+    "stream-ollama.txt": TEXT,
+    "stream-keepalive-hang.txt": TEXT,
+    "stream-openai-tool.txt": "Let me calculate.\n\n" + TEXT,
+    "stream-rtw.txt": TEXT,
+    "stream-then-fail.txt": TEXT + "\n\n⚠️ n8n error in Stop and Error: the workflow failed",
+    "stream-error-midstream.txt": "Hello from the\n\n⚠️ n8n error in AI Agent: Original error: TypeError",
+    "stream-error-model500.txt": "⚠️ n8n error in AI Agent: Original error: ResponseError",
+    "stream-no-streaming-node.txt": (
         "⚠️ n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "
         "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
         "'When Last Node Finishes'."
-    ],
-    "lastnode-ollama.txt": [TEXT],
-    "lastnode-allentries.txt": [TEXT],
-    "onreceived.txt": [
+    ),
+    "lastnode-ollama.txt": TEXT,
+    "lastnode-allentries.txt": TEXT,
+    "onreceived.txt": (
         "⚠️ n8n answered 'Workflow was started': the webhook replies before the workflow runs. "
         "In the Webhook node set Respond to 'Streaming' (or 'When Last Node Finishes')."
-    ],
-    "lastnode-error-model500.txt": ["⚠️ n8n answered HTTP 500: Error in workflow"],
-    "basicauth-missing.txt": [f"⚠️ n8n rejected the request (HTTP 401: Authorization is required!). {AUTH_ADVICE}"],
-    "basicauth-wrong.txt": [f"⚠️ n8n rejected the request (HTTP 401: Authentication data is wrong!). {AUTH_ADVICE}"],
-    "headerauth-missing.txt": [f"⚠️ n8n rejected the request (HTTP 403: Authorization data is wrong!). {AUTH_ADVICE}"],
-    "headerauth-wrong.txt": [f"⚠️ n8n rejected the request (HTTP 403: Authorization data is wrong!). {AUTH_ADVICE}"],
-    "404-test-url.txt": [
+    ),
+    "lastnode-error-model500.txt": "⚠️ n8n answered HTTP 500: Error in workflow",
+    "basicauth-missing.txt": f"⚠️ n8n rejected the request (HTTP 401: Authorization is required!). {AUTH_ADVICE}",
+    "basicauth-wrong.txt": f"⚠️ n8n rejected the request (HTTP 401: Authentication data is wrong!). {AUTH_ADVICE}",
+    "headerauth-missing.txt": f"⚠️ n8n rejected the request (HTTP 403: Authorization data is wrong!). {AUTH_ADVICE}",
+    "headerauth-wrong.txt": f"⚠️ n8n rejected the request (HTTP 403: Authorization data is wrong!). {AUTH_ADVICE}",
+    "404-test-url.txt": (
         f'⚠️ {NOT_FOUND} "stream-ollama" is not registered. '
         "Click the 'Execute workflow' button on the canvas, then try again. (In test mode, the webhook only "
         "works for one call after you click this button). Check the `n8n_url` valve. "
         "Test URLs (/webhook-test/) answer only while the n8n editor is listening ('Execute workflow')."
-    ],
-    "404-unregistered.txt": [
+    ),
+    "404-unregistered.txt": (
         f'⚠️ {NOT_FOUND} "POST does-not-exist" is not registered. '
         "The workflow must be active for a production URL to run successfully. You can activate the workflow "
         "using the toggle in the top-right of the editor. Note that unlike test URL calls, production URL calls "
         "aren't shown on the canvas (only in the executions list). Check the `n8n_url` valve. "
         "Production URLs (/webhook/) need the workflow to be active (published) in n8n."
-    ],
+    ),
 }
 
 
 def replayed(capture: Capture) -> Reply:
     """The capture's status, headers and body lines, one write per line as n8n wrote them; without
-    its pauses, which change when text appears but not what it says."""
+    its pauses, which change when text appears and how it is cut into chunks, but not what it says."""
     names = {name for name, _ in capture.headers}
     mode = "chunked" if "Transfer-Encoding" in names else "length" if "Content-Length" in names else "close"
     headers = [(k, v) for k, v in capture.headers if k not in ("Transfer-Encoding", "Content-Length")]
@@ -76,7 +78,7 @@ def test_a_captured_reply_shows_exactly_this_text(chat, name):
         shown = asyncio.run(turn.reply())
         assert len(server.requests) == 1
 
-    assert shown == SHOWN[name]
+    assert "".join(shown) == SHOWN[name]
     assert turn.statuses[-1]["data"]["done"] is True
 
 

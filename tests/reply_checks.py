@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
-from pipe_n8n_stream import Exchange, Piece, ReplyDecoder, WebhookRequest
+from pipe_n8n_stream import ChunkedBody, Exchange, Piece, RawBody, ReplyDecoder, WebhookRequest
 
 PIECE_KINDS = {"text", "thinking", "node", "error", "dropped", "end"}
 
@@ -51,7 +51,7 @@ def one_byte_reads(body: bytes) -> list[bytes]:
     return [body[i : i + 1] for i in range(len(body))]
 
 
-def run_read_loop(body: MemoryBody, content_type: str = "", response_field: str = "output") -> tuple[list[Piece], str]:
+def run_read_loop(body: RawBody, content_type: str = "", response_field: str = "output") -> tuple[list[Piece], str]:
     """Exchange.read_body over an in-memory body: every piece handed over, and the format label."""
     request = WebhookRequest("http://127.0.0.1/webhook/test", {}, {}, 10, 300, True, response_field, True)
     handed: list[Piece] = []
@@ -60,9 +60,19 @@ def run_read_loop(body: MemoryBody, content_type: str = "", response_field: str 
     return handed, exchange.outcome.format
 
 
-def read_reply(chunks: Iterable[bytes], content_type: str = "", response_field: str = "output") -> Answer:
-    """The reply as the worker reads it, from the given reads."""
-    handed, label = run_read_loop(MemoryBody(chunks), content_type, response_field)
+def chunk_encoded(body: bytes, cuts: Iterable[int]) -> bytes:
+    """The body as HTTP/1.1 chunked transfer coding, one chunk between each two cuts."""
+    parts = reads(body, cuts)
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+
+
+def read_reply(
+    chunks: Iterable[bytes], content_type: str = "", response_field: str = "output", framed: bool = False
+) -> Answer:
+    """The reply as the worker reads it, from the given reads; `framed`: the reads carry the body in
+    chunked transfer coding, which the pipe removes itself (ChunkedBody) before decoding."""
+    body: RawBody = ChunkedBody(MemoryBody(chunks)) if framed else MemoryBody(chunks)
+    handed, label = run_read_loop(body, content_type, response_field)
     # From memory no read can fail: a reply cut short ("dropped") can only be a line over the limit.
     too_long = bool(handed) and handed[-1].kind == "dropped"
     return Answer(tuple(handed), label, too_long)

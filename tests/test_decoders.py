@@ -4,6 +4,7 @@ each producer sends. Bytes in, pieces out; no socket."""
 import json
 
 import pytest
+import urllib3
 
 from pipe_n8n_stream import (
     BOM,
@@ -11,6 +12,7 @@ from pipe_n8n_stream import (
     MAX_LINE_BYTES,
     READ_SIZE,
     WORKFLOW_STARTED,
+    ChunkedFraming,
     LineSplitter,
     LineTooLong,
     Piece,
@@ -478,3 +480,50 @@ def test_a_lone_surrogate_from_a_json_escape_becomes_a_replacement_character():
     pieces = decode(item, content_type=N8N_JSON)
     assert pieces == [Piece("text", "a\ufffdb \U0001f600")]
     pieces[0].value.encode("utf-8")
+
+
+# --- ChunkedFraming (HTTP/1.1 chunked transfer coding, read straight from the socket) ---------------
+
+
+def chunked(*chunks: bytes, trailer: bytes = b"") -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n" + trailer + b"\r\n"
+
+
+def test_chunked_framing_gives_the_body_whatever_the_reads():
+    wire = chunked(b'{"type":"item"}\n', b"\r\n", b"x" * 300, trailer=b"X-Trailer: 1\r\n")
+    body = b'{"type":"item"}\n\r\n' + b"x" * 300
+    for cut in range(len(wire) + 1):
+        framing = ChunkedFraming()
+        got = framing.feed(wire[:cut]) + framing.feed(wire[cut:])
+        assert got == body, cut
+        assert framing.ended, cut
+
+
+def test_chunked_framing_hands_over_a_chunks_data_before_the_chunk_is_complete():
+    framing = ChunkedFraming()
+    assert framing.feed(b"a\r\nHello") == b"Hello"
+    assert framing.feed(b" wor") == b" wor"
+    assert framing.feed(b"l\r\n") == b"l"
+    assert not framing.ended
+
+
+def test_chunked_framing_takes_extensions_and_upper_case_hex():
+    framing = ChunkedFraming()
+    assert framing.feed(b"1A;name=value\r\n" + b"z" * 26 + b"\r\n0\r\n\r\n") == b"z" * 26
+    assert framing.ended
+
+
+def test_chunked_framing_ignores_what_follows_the_end():
+    framing = ChunkedFraming()
+    assert framing.feed(chunked(b"done") + b"HTTP/1.1 200 OK\r\n") == b"done"
+    assert framing.ended
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [b"zz\r\nabc\r\n", b"-1\r\n", b"0x5\r\nhello\r\n", b"1_0\r\n", b"\r\n", b"3\r\nabcdef\r\n", b"1" * 5000],
+    ids=["not-hex", "negative", "0x-prefix", "underscore", "empty-size", "data-longer-than-size", "endless-size"],
+)
+def test_broken_chunked_framing_is_a_protocol_error(wire):
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        ChunkedFraming().feed(wire)

@@ -22,7 +22,17 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from reply_checks import Answer, MemoryBody, check_split_invariance, meaning, one_byte_reads, reads, run_read_loop
+from reply_checks import (
+    Answer,
+    MemoryBody,
+    check_split_invariance,
+    chunk_encoded,
+    meaning,
+    one_byte_reads,
+    read_reply,
+    reads,
+    run_read_loop,
+)
 
 from pipe_n8n_stream import (
     BOM,
@@ -295,11 +305,15 @@ def shown_by_the_chat(reply: Reply) -> tuple[Piece, ...]:
 
 
 def check_reply(reply: Reply, seed: int) -> None:
-    """Same answer in one read, in random reads and byte by byte; and it is exactly what went in."""
+    """Same answer in one read, in random reads and byte by byte, and in HTTP chunks cut anywhere read
+    in random reads; and it is exactly what went in."""
     args = (reply.content_type, reply.response_field)
     whole = check_split_invariance(reply.wire, random_reads(seed, reply.wire), *args)
     check_split_invariance(reply.wire, one_byte_reads(reply.wire), *args)
     assert meaning(whole) == meaning(Answer(shown_by_the_chat(reply), reply.format))
+    rng = random.Random(seed)
+    framed = chunk_encoded(reply.wire, [rng.randint(1, max(1, len(reply.wire))) for _ in range(8)])
+    assert meaning(read_reply(random_reads(seed + 1, framed), *args, framed=True)) == meaning(whole)
 
 
 @given(reply=n8n_replies(), seed=seeds)

@@ -35,7 +35,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, NamedTuple, Protocol, cast
 from urllib.parse import urlsplit
@@ -62,7 +62,6 @@ LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 SSE_FIELD_PREFIXES = (b"data:", b"event:", b"id:", b"retry:", b":")
 N8N_STREAM_TYPES = {"begin", "item", "end", "error", "keepalive"}
 COMMON_TEXT_FIELDS = ("output", "text", "response", "content", "message.content", "choices.0.message.content")
-RETRY_AS_COMPLETE_STATUSES = {406, 415, 502, 503, 504}
 TITLE_WORDS = 6
 TITLE_CHARS = 60
 # What json.loads raises on bytes that are no usable JSON: a line of 100 000 `[` is a RecursionError.
@@ -237,15 +236,6 @@ class WebhookRequest:
     verify_ssl: bool
     response_field: str
     stream: bool
-
-    def as_complete(self) -> WebhookRequest:
-        """The same turn asked for as one complete JSON reply (the fallback when streaming fails)."""
-        return replace(
-            self,
-            payload={**self.payload, "stream": False},
-            headers={**self.headers, "Accept": ACCEPT_COMPLETE},
-            stream=False,
-        )
 
 
 def parse_models(models: str) -> dict[str, tuple[str, str]]:
@@ -990,7 +980,6 @@ class Outcome:
     format: str = ""
     streamed: bool = False
     empty: bool = False
-    retried: bool = False
     failure: str = ""
     chunks: int = 0
     first_chunk_at: float | None = None
@@ -1115,10 +1104,10 @@ class Exchange:
         self.stopper.stop()
 
     def run(self, hand_over: HandOver) -> None:
+        """One request per chat turn, never repeated: n8n may have received it, and a workflow's side
+        effects (emails, tickets, payments) must not happen twice."""
         try:
-            if self._attempt(self.request, hand_over):
-                self.outcome.retried = True
-                self._attempt(self.request.as_complete(), hand_over)
+            self._call(self.request, hand_over)
         except Stopped:
             pass
         except Exception as exc:  # an exception would vanish in Open WebUI: the chat must say it
@@ -1126,8 +1115,7 @@ class Exchange:
             with suppress(Stopped):
                 hand_over([internal_error(exc)])
 
-    def _attempt(self, request: WebhookRequest, hand_over: HandOver) -> bool:
-        """One HTTP request. True when streaming failed before any byte of the reply: ask again for complete JSON."""
+    def _call(self, request: WebhookRequest, hand_over: HandOver) -> None:
         with requests.Session() as session:
             adapter = StoppableAdapter(self.stopper)
             session.mount("http://", adapter)
@@ -1143,30 +1131,23 @@ class Exchange:
                 )
             except requests.RequestException as exc:
                 self._check_stopped()
-                if request.stream and isinstance(exc, requests.ConnectionError) and not is_timeout(exc):
-                    return True
                 hand_over([Piece("error", connection_failure(exc, request))])
-                return False
+                return
             with response:
                 self._check_stopped()
                 self.outcome.status_code = response.status_code
                 if response.status_code >= 400:
-                    if request.stream and response.status_code in RETRY_AS_COMPLETE_STATUSES:
-                        return True
                     hand_over([Piece("error", http_failure(response, request.url))])
-                    return False
+                    return
                 decoder = ReplyDecoder(response.headers.get("Content-Type", ""), request.response_field)
-                return self.read_body(reply_body(response), decoder, hand_over, may_retry=request.stream)
+                self.read_body(reply_body(response), decoder, hand_over)
 
-    def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver, may_retry: bool = False) -> bool:
+    def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver) -> None:
         """The read loop: read, decode, hand over what that read meant, until the reply ends. Every read's
-        pieces go at once: how the bytes were cut into segments never decides when text is shown.
-        True when the connection broke before any byte and `may_retry` allows asking again."""
-        received = False
+        pieces go at once: how the bytes were cut into segments never decides when text is shown."""
         try:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
                 self._check_stopped()
-                received = True
                 hand_over(decoder.feed(data))
             self._check_stopped()
             hand_over(decoder.finish())
@@ -1174,14 +1155,11 @@ class Exchange:
             hand_over([Piece("dropped", str(exc))])
         except NETWORK_ERRORS as exc:
             self._check_stopped()
-            if may_retry and not received and not is_timeout(exc):
-                return True
             hand_over([Piece("dropped", read_failure(exc, self.request))])
         finally:
             self.outcome.format = decoder.format
             self.outcome.streamed = decoder.streams
             self.outcome.empty = decoder.empty
-        return False
 
     def _check_stopped(self) -> None:
         if self.stopper.stopped:
@@ -1631,7 +1609,7 @@ def verdict(outcome: Outcome) -> tuple[bool, str]:
         return False, outcome.failure or "no reply"
     if outcome.empty:
         return False, "streaming mode but nothing streams: enable streaming on the AI Agent"
-    if outcome.retried or not outcome.streamed:
+    if not outcome.streamed:
         return False, (
             "complete JSON: the workflow is not set to stream "
             "(Webhook 'Respond: Streaming' and the AI Agent's 'Enable Streaming')"
@@ -1663,7 +1641,7 @@ async def run_check(url: str, token: str, auth_header: str, prompt: str, read_ti
     streamed, plain = verdict(outcome)
     print("\n")
     print(f"HTTP status: {outcome.status_code or 'none'}")
-    print(f"format: {outcome.format or 'none'}" + (" (after retrying without streaming)" if outcome.retried else ""))
+    print(f"format: {outcome.format or 'none'}")
     if outcome.first_chunk_at is not None and outcome.last_chunk_at is not None:
         print(f"time to first chunk: {outcome.first_chunk_at - outcome.started:.2f} s")
         print(f"chunks: {outcome.chunks}, arriving over {outcome.last_chunk_at - outcome.first_chunk_at:.2f} s")

@@ -57,6 +57,8 @@ class Reply:
     that has not answered yet; a client that closes meanwhile is seen at once.
     reset_before_headers: reset the connection right after reading the request, before any byte
     of the reply (status line included), like a proxy whose upstream died.
+    raw_head: bytes sent instead of the status line and headers (a broken header block, say), then the
+    server closes its side.
     """
 
     status: int = 200
@@ -65,6 +67,7 @@ class Reply:
     body_mode: str = "chunked"
     head_gate: Gate | None = None
     reset_before_headers: bool = False
+    raw_head: bytes | None = None
 
 
 @dataclass
@@ -150,6 +153,10 @@ class LoopbackServer:
 def play(conn: socket.socket, reply: Reply) -> str:
     if reply.reset_before_headers:
         return reset(conn)
+    if reply.raw_head is not None:
+        conn.sendall(reply.raw_head)
+        conn.shutdown(socket.SHUT_WR)
+        return "done"
     reasons = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
     head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}"]
     head += [f"{k}: {v}" for k, v in reply.headers]

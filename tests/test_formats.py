@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_line, n8n_reply
 
-from pipe_n8n_stream import ACCEPT_COMPLETE, ACCEPT_STREAM
+from pipe_n8n_stream import ACCEPT_COMPLETE
 
 CHUNK_WAIT = 5.0
 N8N_HEADERS = CAPTURE_HEADERS["n8n-stream"]
@@ -483,52 +483,35 @@ def test_plain_text_is_shown_as_it_arrives(chat):
 
 
 # ---------------------------------------------------------------------------
-# Falling back to one complete request, and when not to
+# Once per message: a request that may have reached n8n is never sent again
 
 
 def complete_reply() -> Reply:
     return Reply(headers=JSON_HEADERS, steps=[CAPTURED_JSON], body_mode="length")
 
 
-def assert_retried_as_complete(outcome: Outcome) -> None:
-    first, retry = outcome.requests
-    assert first.json()["stream"] is True
-    assert first.headers["accept"] == ACCEPT_STREAM
-    assert retry.json() == {**first.json(), "stream": False}
-    assert retry.headers["accept"] == ACCEPT_COMPLETE
+GZIP_HEADERS = [*N8N_HEADERS, ("Content-Encoding", "gzip")]
+MAY_HAVE_RUN = {
+    "proxy 502": Reply(status=502, headers=TEXT_HEADERS, steps=[b"Bad Gateway"], body_mode="length"),
+    "proxy 503": Reply(status=503, headers=TEXT_HEADERS, steps=[b"Service Unavailable"], body_mode="length"),
+    "proxy 504": Reply(status=504, headers=TEXT_HEADERS, steps=[b"Gateway Time-out"], body_mode="length"),
+    "406": Reply(status=406, headers=TEXT_HEADERS, steps=[b"Not Acceptable"], body_mode="length"),
+    "415": Reply(status=415, headers=TEXT_HEADERS, steps=[b"Unsupported Media Type"], body_mode="length"),
+    "reset after the request": Reply(reset_before_headers=True),
+    "200 then reset": Reply(headers=N8N_HEADERS, steps=["drop"]),
+    "broken gzip body": Reply(headers=GZIP_HEADERS, steps=[b"\x1f\x8b\x08\x00not gzip at all"]),
+    "malformed header block": Reply(raw_head=b"HTTP/1.1 2x0 OK\r\nContent-Type: application/json\r\n\r\n{}"),
+}
 
 
-@pytest.mark.parametrize("status", [502, 406, 415])
-def test_stream_refused_before_any_byte_is_asked_again_as_complete_json(chat, status):
-    refused = Reply(status=status, headers=TEXT_HEADERS, steps=[b"Bad Gateway"], body_mode="length")
+@pytest.mark.parametrize("failure", sorted(MAY_HAVE_RUN))
+def test_a_failure_after_the_request_left_is_shown_and_never_sent_again(chat, failure):
+    outcome = talk(chat, [MAY_HAVE_RUN[failure], complete_reply()])
 
-    outcome = talk(chat, [refused, complete_reply()])
-
-    assert outcome.answer == [CAPTURED_TEXT]
-    assert_retried_as_complete(outcome)
-    assert_done(outcome, "Done: first text after")
-
-
-def test_retry_that_fails_too_is_shown_and_not_retried_again(chat):
-    refused = Reply(status=502, headers=TEXT_HEADERS, steps=[b"Bad Gateway"], body_mode="length")
-
-    outcome = talk(chat, [refused, refused, refused])
-
-    assert outcome.answer == ["⚠️ n8n answered HTTP 502: Bad Gateway"]
-    assert_retried_as_complete(outcome)
-    assert_done(outcome, "n8n answered HTTP 502: Bad Gateway")
-
-
-@pytest.mark.parametrize(
-    "reset",
-    [Reply(reset_before_headers=True), Reply(headers=N8N_HEADERS, steps=["drop"])],
-    ids=["before-headers", "after-headers"],
-)
-def test_connection_reset_before_any_byte_is_asked_again_as_complete_json(chat, reset):
-    outcome = talk(chat, [reset, complete_reply()])
-
-    assert outcome.answer == [CAPTURED_TEXT]
-    assert_retried_as_complete(outcome)
+    assert len(outcome.requests) == 1
+    assert outcome.text.startswith("⚠️ "), outcome.text
+    assert CAPTURED_TEXT not in outcome.text
+    assert outcome.final_status["done"] is True
 
 
 def test_connection_reset_after_text_keeps_it_and_is_not_retried(chat):
@@ -551,15 +534,6 @@ def test_stream_valve_off_asks_once_for_complete_json(chat):
     assert request.json()["stream"] is False
     assert request.headers["accept"] == ACCEPT_COMPLETE
     assert_done(outcome, "Done: first text after")
-
-
-def test_stream_valve_off_does_not_retry_a_refusal(chat):
-    refused = Reply(status=502, headers=TEXT_HEADERS, steps=[b"Bad Gateway"], body_mode="length")
-
-    outcome = talk(chat, [refused, complete_reply()], stream=False)
-
-    assert outcome.answer == ["⚠️ n8n answered HTTP 502: Bad Gateway"]
-    assert len(outcome.requests) == 1
 
 
 # ---------------------------------------------------------------------------

@@ -47,7 +47,8 @@ from requests.adapters import HTTPAdapter
 
 log = logging.getLogger("pipe_n8n_stream")
 
-MAX_LINE_BYTES = 1024 * 1024
+MIB = 1024 * 1024
+MAX_LINE_BYTES = MIB
 READ_SIZE = 65536
 QUEUED_CHARS = 1024 * 1024  # text waiting for the event loop before the worker pauses reading
 ERROR_BODY_LIMIT = 64 * 1024
@@ -117,6 +118,19 @@ class Pipe:
             description="Send Open WebUI's title/tags/follow-up tasks to n8n too (with a `task` field). "
             "Off: they are answered here and never run the workflow.",
         )
+        max_reply_mb: float = Field(
+            default=16,
+            gt=0,
+            allow_inf_nan=False,
+            description="Largest reply shown, in MB (after decompression); a longer one is cut there, "
+            "keeping what was shown.",
+        )
+        max_reply_minutes: float = Field(
+            default=30,
+            gt=0,
+            allow_inf_nan=False,
+            description="Longest a reply may keep streaming, in minutes; then it is cut, keeping what was shown.",
+        )
 
     def __init__(self) -> None:
         self.valves = self.Valves()
@@ -169,6 +183,8 @@ class Pipe:
             verify_ssl=self.valves.verify_ssl,
             response_field=self.valves.response_field,
             stream=stream,
+            max_reply_bytes=int(self.valves.max_reply_mb * MIB),
+            max_reply_seconds=self.valves.max_reply_minutes * 60,
         )
 
     def webhook_url(self, model_id: str) -> str:
@@ -236,6 +252,8 @@ class WebhookRequest:
     verify_ssl: bool
     response_field: str
     stream: bool
+    max_reply_bytes: int = 16 * MIB
+    max_reply_seconds: float = 30 * 60
 
 
 def parse_models(models: str) -> dict[str, tuple[str, str]]:
@@ -346,16 +364,21 @@ class Piece(NamedTuple):
 END = Piece("end")
 
 
-class LineTooLong(ValueError):
-    """A line grew past MAX_LINE_BYTES without a line break."""
+class ReplyCut(ValueError):
+    """The reply passed a limit: reading stops, what was shown stays, and the message names the limit."""
+
+
+class LineTooLong(ReplyCut):
+    """A line grew past its limit without a line break."""
 
 
 class LineSplitter:
     """Splits bytes on CR, LF or CRLF (also split across reads) into UTF-8 decoded lines.
     Works on bytes so a character cut between two reads is decoded whole."""
 
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES, too_long: str = "") -> None:
         self.max_line_bytes = max_line_bytes
+        self.too_long = too_long or f"n8n sent a line longer than {max_line_bytes // 1024} KiB without a line break"
         self._partial = bytearray()
         self._after_cr = False
 
@@ -386,7 +409,7 @@ class LineSplitter:
 
     def _check(self, length: int) -> None:
         if length > self.max_line_bytes:
-            raise LineTooLong(f"n8n sent a line longer than {self.max_line_bytes // 1024} KiB without a line break")
+            raise LineTooLong(self.too_long)
 
 
 @dataclass(frozen=True)
@@ -462,9 +485,12 @@ class ReplyDecoder:
     """Bytes of one reply in, pieces out. Picks the wire format from the first bytes, stops at the end
     marker (`ended`), and at the end of the body says when the reply was empty or had no text."""
 
-    def __init__(self, content_type: str = "", response_field: str = "output") -> None:
+    def __init__(
+        self, content_type: str = "", response_field: str = "output", max_json_bytes: int = MAX_LINE_BYTES
+    ) -> None:
         self.content_type = content_type.lower()
         self.response_field = response_field
+        self.max_json_bytes = max_json_bytes
         self.ended = False
         self._head = bytearray()
         self._format: WireFormat | None = None
@@ -536,7 +562,7 @@ class ReplyDecoder:
     def _start(self, kind: WireFormatName) -> WireFormat:
         if self._head.startswith(BOM):
             self._head = self._head[len(BOM) :]
-        self._format = WIRE_FORMATS[kind](self.response_field, "ndjson" in self.content_type)
+        self._format = WIRE_FORMATS[kind](self.response_field, "ndjson" in self.content_type, self.max_json_bytes)
         return self._format
 
 
@@ -546,9 +572,12 @@ class WireFormat:
     LABEL = ""
     STREAMS = True
 
-    def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
+    def __init__(
+        self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
+    ) -> None:
         self.response_field = response_field
         self.labelled_ndjson = labelled_ndjson
+        self.max_json_bytes = max_json_bytes
 
     @property
     def label(self) -> str:
@@ -587,8 +616,10 @@ class TextFormat(WireFormat):
 
     LABEL = "text"
 
-    def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
-        super().__init__(response_field, labelled_ndjson)
+    def __init__(
+        self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
+    ) -> None:
+        super().__init__(response_field, labelled_ndjson, max_json_bytes)
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
 
     def feed(self, data: bytes) -> list[Piece]:
@@ -600,11 +631,15 @@ class TextFormat(WireFormat):
 
 class JsonLinesFormat(WireFormat):
     """n8n's stream, NDJSON, or one complete JSON body: one JSON value per line.
-    A first line that is not JSON on its own means a pretty-printed body: it is read whole."""
+    A first line that is not JSON on its own means a pretty-printed body: it is read whole. A line or
+    body may be as large as the reply may be (a complete answer with a base64 image is one line)."""
 
-    def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
-        super().__init__(response_field, labelled_ndjson)
-        self._lines = LineSplitter()
+    def __init__(
+        self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
+    ) -> None:
+        super().__init__(response_field, labelled_ndjson, max_json_bytes)
+        self._lines = LineSplitter(max_json_bytes, json_too_long(max_json_bytes))
+        self._blocks = N8nBlocks(response_field)
         self._values = 0
         self._n8n = False
         self._body: list[str] | None = None
@@ -629,7 +664,7 @@ class JsonLinesFormat(WireFormat):
         pieces = self._line(last) if last is not None else []
         if self._body is not None:
             pieces += self._whole_body()
-        return pieces
+        return pieces + self._blocks.finish()
 
     def no_text(self) -> str:
         if self.streams:
@@ -644,8 +679,8 @@ class JsonLinesFormat(WireFormat):
         if self._body is not None:
             self._body.append(line)
             self._body_bytes += len(line)
-            if self._body_bytes > MAX_LINE_BYTES:
-                raise LineTooLong(f"n8n sent a JSON body over {MAX_LINE_BYTES // 1024} KiB")
+            if self._body_bytes > self.max_json_bytes:
+                raise LineTooLong(json_too_long(self.max_json_bytes))
             return []
         if not line.strip():
             return []
@@ -663,8 +698,9 @@ class JsonLinesFormat(WireFormat):
         self._values += 1
         if self._values == 1:
             self._first_value = value
-        if not self._n8n:
-            self._n8n = is_n8n_chunk(value)
+        if self._n8n or is_n8n_chunk(value):
+            self._n8n = True
+            return self._blocks.feed(value)
         return pieces_of_json(value, self.response_field)
 
     def _whole_body(self) -> list[Piece]:
@@ -677,14 +713,81 @@ class JsonLinesFormat(WireFormat):
         return self._value(value)
 
 
+SSE_LINE_TOO_LONG = (
+    f"n8n sent an event-stream line longer than {MAX_LINE_BYTES // 1024} KiB without a line break: "
+    "that is no event stream a chat can read"
+)
+
+
+def json_too_long(limit: int) -> str:
+    return f"n8n's reply holds a JSON value over {limit / MIB:g} MB, the limit set by the `max_reply_mb` valve"
+
+
+class N8nBlocks:
+    """n8n's stream lines: begin, item, end, error, keepalive. Items are a model's words, shown byte for
+    byte, JSON-looking or not. Only Respond to Webhook's body is unwrapped: a block whose one item is a
+    whole JSON document (`{"output": ...}`) shows that document's `response_field`. So a block's first
+    item is held back while it could be such a body, until the next line says which it is."""
+
+    def __init__(self, response_field: str) -> None:
+        self.response_field = response_field
+        self._held: str | None = None
+        self._block_start = False
+
+    def feed(self, value: dict[str, Any]) -> list[Piece]:
+        kind = type_of(value)
+        content = value.get("content")
+        if kind == "item":  # first: one per token
+            if not isinstance(content, str):
+                return []
+            if self._block_start and is_json_document(content):
+                self._block_start, self._held = False, content
+                return []
+            self._block_start = False
+            return self.finish() + text_pieces(content) if self._held is not None else text_pieces(content)
+        if kind == "keepalive":
+            return []
+        if kind == "end" and self._held is not None:
+            held, self._held = self._held, None
+            return text_pieces(respond_node_text(held, self.response_field))
+        pieces = self.finish()
+        self._block_start = kind == "begin"
+        node = text_at(value, "metadata.nodeName") or ""
+        if kind == "begin" and node:
+            pieces.append(Piece("node", node))
+        elif kind == "error":
+            reason = shorten(content) if isinstance(content, str) and content.strip() else "the workflow failed"
+            in_node = f" in {node}" if node else ""
+            pieces.append(Piece("error", f"n8n error{in_node}: {reason}"))
+        return pieces
+
+    def finish(self) -> list[Piece]:
+        """A held item whose block did not end right after it was a model's words: shown as they came."""
+        held, self._held = self._held, None
+        return text_pieces(held) if held is not None else []
+
+
+def is_json_document(text: str) -> bool:
+    """A JSON object or list, whole: what Respond to Webhook streams as its one item."""
+    if not text.lstrip().startswith(JSON_OPENINGS):
+        return False
+    try:
+        json.loads(text)
+    except JSON_ERRORS:
+        return False
+    return True
+
+
 class SSEFormat(WireFormat):
     """Server-sent events; JSON data goes through the chunk rules, `[DONE]` ends the reply."""
 
     LABEL = "SSE"
 
-    def __init__(self, response_field: str = "output", labelled_ndjson: bool = False) -> None:
-        super().__init__(response_field, labelled_ndjson)
-        self._lines = LineSplitter()
+    def __init__(
+        self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
+    ) -> None:
+        super().__init__(response_field, labelled_ndjson, max_json_bytes)
+        self._lines = LineSplitter(too_long=SSE_LINE_TOO_LONG)
         self._events = SSEDecoder()
 
     def feed(self, data: bytes) -> list[Piece]:
@@ -743,8 +846,8 @@ def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
     if not isinstance(value, dict):
         return text_pieces(value)
     kind = type_of(value)
-    if is_n8n_chunk(value):
-        return n8n_stream_pieces(value, response_field)
+    if is_n8n_chunk(value):  # met outside n8n's own stream (inside SSE data, say): read on its own
+        return N8nBlocks(response_field).feed(value)
     if kind in ANTHROPIC_EVENTS:
         return ANTHROPIC_EVENTS[kind](value)
     if value.get("error"):
@@ -769,25 +872,8 @@ def is_n8n_chunk(value: Any) -> bool:
     )
 
 
-def n8n_stream_pieces(value: dict[str, Any], response_field: str) -> list[Piece]:
-    kind = type_of(value)
-    content = value.get("content")
-    if kind == "item":  # first: one per token
-        return text_pieces(respond_node_text(content, response_field)) if isinstance(content, str) else []
-    node = text_at(value, "metadata.nodeName") or ""
-    if kind == "begin":
-        return [Piece("node", node)] if node else []
-    if kind == "error":
-        reason = shorten(content) if isinstance(content, str) and content.strip() else "the workflow failed"
-        in_node = f" in {node}" if node else ""
-        return [Piece("error", f"n8n error{in_node}: {reason}")]
-    return []
-
-
 def respond_node_text(content: str, response_field: str) -> str:
     """Respond to Webhook streams its whole body as one item whose content is a JSON string."""
-    if ("{" not in content and "[" not in content) or not content.lstrip().startswith(JSON_OPENINGS):
-        return content
     try:
         value = json.loads(content)
     except JSON_ERRORS:
@@ -1092,6 +1178,26 @@ def reply_body(response: requests.Response) -> RawBody:
 HandOver = Callable[[list[Piece]], None]
 
 
+class ReplyLimits:
+    """The `max_reply_mb` and `max_reply_minutes` valves, checked after every read: a gzip bomb, an
+    endless reply or one that drips a byte a second for ever ends with what was shown. A reply that
+    sends nothing at all is `read_timeout`'s."""
+
+    def __init__(self, request: WebhookRequest) -> None:
+        self.max_bytes = request.max_reply_bytes
+        self.max_seconds = request.max_reply_seconds
+        self.deadline = time.monotonic() + request.max_reply_seconds
+        self.received = 0
+
+    def check(self, size: int) -> None:
+        self.received += size
+        if self.received > self.max_bytes:
+            raise ReplyCut(f"the reply passed {self.max_bytes / MIB:g} MB, the limit set by the `max_reply_mb` valve")
+        if time.monotonic() > self.deadline:
+            minutes = f"{self.max_seconds / 60:g} min"
+            raise ReplyCut(f"the reply went on for over {minutes}, the limit set by the `max_reply_minutes` valve")
+
+
 class Exchange:
     """One call to the webhook, run in a worker thread: open, read with read1(), decode, hand over."""
 
@@ -1139,19 +1245,22 @@ class Exchange:
                 if response.status_code >= 400:
                     hand_over([Piece("error", http_failure(response, request.url))])
                     return
-                decoder = ReplyDecoder(response.headers.get("Content-Type", ""), request.response_field)
+                content_type = response.headers.get("Content-Type", "")
+                decoder = ReplyDecoder(content_type, request.response_field, request.max_reply_bytes)
                 self.read_body(reply_body(response), decoder, hand_over)
 
     def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver) -> None:
         """The read loop: read, decode, hand over what that read meant, until the reply ends. Every read's
         pieces go at once: how the bytes were cut into segments never decides when text is shown."""
+        limits = ReplyLimits(self.request)
         try:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
                 self._check_stopped()
                 hand_over(decoder.feed(data))
+                limits.check(len(data))
             self._check_stopped()
             hand_over(decoder.finish())
-        except LineTooLong as exc:
+        except ReplyCut as exc:
             hand_over([Piece("dropped", str(exc))])
         except NETWORK_ERRORS as exc:
             self._check_stopped()

@@ -241,19 +241,50 @@ def test_n8n_error_without_content_still_says_the_workflow_failed():
     ]
 
 
+def n8n_block(*contents: str) -> bytes:
+    """One begin/item.../end block as n8n streams it."""
+    lines = [n8n("begin"), *(n8n("item", content=c) for c in contents), n8n("end")]
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def texts(body: bytes) -> list[str]:
+    return [p.value for p in decode(body, content_type=N8N_JSON) if p.kind == "text"]
+
+
 def test_respond_to_webhook_item_is_a_json_string_read_at_the_response_field():
-    item = n8n("item", content='{"output":"Hello\\ntab\\tquote\\" END"}')
-    assert pieces_of_json(item, "output") == [Piece("text", 'Hello\ntab\tquote" END')]
+    # tests/data/n8n-wire/stream-rtw.txt: a block whose one item is the whole body as a JSON string.
+    assert texts(n8n_block('{"output":"Hello\\ntab\\tquote\\" END"}')) == ['Hello\ntab\tquote" END']
 
 
 def test_respond_to_webhook_item_holding_a_list_is_read_in_its_first_entry():
-    item = n8n("item", content='[{"output":"first"}]')
-    assert pieces_of_json(item, "output") == [Piece("text", "first")]
+    assert texts(n8n_block('[{"output":"first"}]')) == ["first"]
 
 
-def test_item_content_that_only_looks_like_json_is_shown_as_it_is():
-    for content in ('{"other": 1}', "{not json", "[1, 2]"):
-        assert pieces_of_json(n8n("item", content=content), "output") == [Piece("text", content)]
+def test_a_json_document_without_the_response_field_is_shown_as_it_is():
+    for content in ('{"other": 1}', "[1, 2]"):
+        assert texts(n8n_block(content)) == [content]
+
+
+def test_a_model_streaming_json_looking_text_is_shown_byte_for_byte():
+    # A model's words are never unwrapped: only a block whose one item is a JSON document is a body.
+    streamed = ['{"output": "inner", "score": 0.9}', ' and [{"output":"a"}]']
+    assert texts(n8n_block(*streamed)) == streamed
+    assert texts(n8n_block("{not json", '{"output":"x"}')) == ["{not json", '{"output":"x"}']
+
+
+def test_a_held_first_item_is_shown_as_it_came_when_the_stream_stops_after_it():
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in (n8n("begin"), n8n("item", content='{"output":"x"}')))
+    assert texts(body) == ['{"output":"x"}']
+
+
+def test_a_held_first_item_is_shown_as_it_came_before_an_error():
+    lines = (n8n("begin"), n8n("item", content='{"output":"x"}'), n8n("error", content="boom"))
+    pieces = decode(b"".join(json.dumps(line).encode() + b"\n" for line in lines), content_type=N8N_JSON)
+    assert pieces == [
+        Piece("node", "AI Agent"),
+        Piece("text", '{"output":"x"}'),
+        Piece("error", "n8n error in AI Agent: boom"),
+    ]
 
 
 # --- pieces_of_json: model APIs ----------------------------------------------------------------

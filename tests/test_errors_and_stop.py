@@ -212,16 +212,16 @@ def test_a_dropped_connection_keeps_every_chunk_and_is_never_resent(chat):
     assert "".join(shown) == "Hello world\n\n[stream interrupted after 2 chunks: connection reset]"
 
 
-def test_a_line_without_end_stops_the_reading(chat):
+def test_a_line_without_end_stops_the_reading_at_the_reply_limit(chat):
     endless = [b"x" * 65536] * 128  # 8 MiB without a line break
     reply = Reply(headers=N8N_STREAM, steps=[*n8n_reply(["Hi"])[:2], *endless, "hang"])
 
     with LoopbackServer([reply]) as server:
-        shown, final = shown_and_final_status(chat, server.url, read_timeout=10)
+        shown, final = shown_and_final_status(chat, server.url, read_timeout=10, max_reply_mb=1)
         assert server.client_gone.wait(5)
         assert len(server.requests) == 1
 
-    too_long = "n8n sent a line longer than 1024 KiB without a line break"
+    too_long = "n8n's reply holds a JSON value over 1 MB, the limit set by the `max_reply_mb` valve"
     assert "".join(shown) == f"Hi\n\n[stream interrupted after 1 chunk: {too_long}]"
     assert final == {"description": too_long, "done": True}
 

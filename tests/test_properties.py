@@ -49,6 +49,7 @@ from pipe_n8n_stream import (
 # Characters that break weaker parsers, mixed in so they show up often; openings that do too.
 AWKWARD_CHARS = '{}"\\\n\r\u2028\u2029\x85\x00\t🎉ü\ufeff:'
 AWKWARD_STARTS = ["data: ", "data:", "[DONE]", '{"output":', "\r\n", "👩‍👩‍👧", "event: x", " ", "0", "null", '"q"']
+AWKWARD_STARTS += ['{"output": "inner", "score": 0.9}', '[{"output":"a"}]', "{}", "[]"]
 # Two plain alphabets, concatenated: a text() over a one_of() alphabet is ten times slower to draw.
 unicode_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
 awkward_text = st.text(AWKWARD_CHARS + "a ", max_size=6)
@@ -62,8 +63,8 @@ node_name = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_si
 
 
 def is_json_document(text: str) -> bool:
-    """Respond to Webhook's item: an item that is itself a JSON document is unwrapped by design
-    (tests/test_decoders.py), so as a generated token it would not come out as it went in."""
+    """A whole JSON object or list: as the ONE item of an n8n block it is Respond to Webhook's body and
+    unwrapped by design (tests/test_decoders.py); anywhere else a model's words, shown as they are."""
     if not text.lstrip().startswith(("{", "[")):
         return False
     try:
@@ -112,7 +113,8 @@ def lines_to_wire(lines: list[str], endings: str | int, bom: bool, last_eol: boo
 @st.composite
 def n8n_replies(draw: st.DrawFn) -> Reply:
     """Webhook 'Streaming' + AI Agent: begin/item/end blocks (several with tools), keepalives, and
-    maybe an error with no end after it, as in the captures."""
+    maybe an error with no end after it, as in the captures. Items are any text, JSON-looking text
+    included: a model's words come out exactly as it streamed them."""
     ascii_only = draw(st.booleans())
     lines: list[str] = []
     expected: list[Piece] = []
@@ -121,7 +123,10 @@ def n8n_replies(draw: st.DrawFn) -> Reply:
         meta = {"nodeId": "171d4f55", "nodeName": node, "itemIndex": 0, "runIndex": 0, "timestamp": 1795572226154}
         lines.append(as_json({"type": "begin", "metadata": meta}, ascii_only))
         expected.append(Piece("node", node))
-        for content in draw(st.lists(item_token, max_size=5)):
+        contents = draw(st.lists(token, max_size=5))
+        if len(contents) == 1 and is_json_document(contents[0]):
+            contents = [draw(item_token)]
+        for content in contents:
             if draw(st.integers(0, 5)) == 0:
                 lines.append('{"type":"keepalive"}')
             lines.append(as_json({"type": "item", "content": content, "metadata": meta}, ascii_only))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import codecs
+import html
 import json
 import logging
 import re
@@ -32,13 +33,14 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, NamedTuple, Protocol, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -318,8 +320,8 @@ def message_text(message: dict[str, Any]) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        return "\n".join(parts)
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "\n".join(part for part in parts if isinstance(part, str))
     return ""
 
 
@@ -1217,11 +1219,14 @@ class Exchange:
         except Stopped:
             pass
         except Exception as exc:  # an exception would vanish in Open WebUI: the chat must say it
-            log.exception("n8n exchange failed")
+            # The frames, not the message: a message can carry the webhook's path, which stays out of logs.
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            log.error("n8n pipe bug talking to %s: %s\n%s", host_and_port(self.request.url), type(exc).__name__, frames)
             with suppress(Stopped):
                 hand_over([internal_error(exc)])
 
     def _call(self, request: WebhookRequest, hand_over: HandOver) -> None:
+        URLLIB3_LOGS.secrets.update(url_secrets(request.url))
         with requests.Session() as session:
             adapter = StoppableAdapter(self.stopper)
             session.mount("http://", adapter)
@@ -1234,16 +1239,21 @@ class Exchange:
                     timeout=(request.connect_timeout, request.read_timeout),
                     verify=request.verify_ssl,
                     stream=True,
+                    allow_redirects=False,  # a redirect would carry the token to another host, or drop the POST
+                    auth=token_headers_only,
                 )
             except requests.RequestException as exc:
                 self._check_stopped()
-                hand_over([Piece("error", connection_failure(exc, request))])
+                hand_over([Piece("error", proxy_failure(exc, request.url) or connection_failure(exc, request))])
                 return
             with response:
                 self._check_stopped()
                 self.outcome.status_code = response.status_code
                 if response.status_code >= 400:
                     hand_over([Piece("error", http_failure(response, request.url))])
+                    return
+                if response.is_redirect:
+                    hand_over([Piece("error", redirect_failure(response, request.url))])
                     return
                 content_type = response.headers.get("Content-Type", "")
                 decoder = ReplyDecoder(content_type, request.response_field, request.max_reply_bytes)
@@ -1275,6 +1285,12 @@ class Exchange:
             raise Stopped
 
 
+def token_headers_only(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """The auth requests would otherwise add: a `~/.netrc` entry or credentials in the URL. The token
+    in the headers is the only credential the webhook gets."""
+    return request
+
+
 # What a broken connection raises while reading; anything else is a bug and is reported as one.
 NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
 
@@ -1304,8 +1320,12 @@ def causes(exc: BaseException) -> list[BaseException]:
 
 
 def host_and_port(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    """Where a URL points, without its path, query or credentials: what messages and logs may show."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "an invalid URL"
     return f"{parts.hostname}:{port}"
 
 
@@ -1341,6 +1361,26 @@ def read_failure_reason(exc: BaseException) -> str:
     if any(word in text for word in ("incomplete", "invalidchunklength", "broken")):
         return "connection closed before the reply ended"
     return "connection lost"
+
+
+def redirect_failure(response: requests.Response, url: str) -> str:
+    """Redirects are not followed (the token would go along): the valve should hold the final URL."""
+    location = urljoin(url, response.headers.get("Location", ""))
+    return f"`n8n_url` redirects to {location} (HTTP {response.status_code}): put that URL in the `n8n_url` valve."
+
+
+def proxy_failure(exc: BaseException, url: str) -> str | None:
+    """A proxy from HTTP_PROXY/HTTPS_PROXY that failed is named as the proxy, not as n8n."""
+    if not isinstance(exc, requests.exceptions.ProxyError):
+        return None
+    proxies = requests.utils.get_environ_proxies(url)
+    proxy = proxies.get(urlsplit(url).scheme) or proxies.get("all") or ""
+    where = host_and_port(proxy) if proxy else "the proxy"
+    return (
+        f"Cannot reach n8n through the proxy at {where} (set by HTTP_PROXY/HTTPS_PROXY in Open WebUI's "
+        f"environment): {read_failure_reason(exc)}. If Open WebUI should reach n8n directly, add n8n's host "
+        "to NO_PROXY."
+    )
 
 
 def http_failure(response: requests.Response, url: str) -> str:
@@ -1585,7 +1625,8 @@ async def chat_chunks(
                     if piece.kind in ("error", "dropped"):
                         piece = Piece(piece.kind, redact(piece.value, secrets))
                         outcome.failure = outcome.failure or piece.value
-                        log.warning("n8n reply failed: %s", piece.value)
+                        where = host_and_port(exchange.request.url)
+                        log.warning("n8n at %s: %s", where, redact(piece.value, url_secrets(exchange.request.url)))
                     elif piece.kind == "node":
                         for chunk in open_webui_safe("".join(shown)):
                             yield chunk
@@ -1621,13 +1662,64 @@ def open_webui_safe(text: str) -> list[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Every secret becomes ***, also one that `cut` shortened: its start right before the `…` goes too."""
-    for secret in (s.strip() for s in secrets):
+    """Every secret becomes ***, however a reply quoted it back: as it is, URL-encoded or HTML-escaped,
+    broken across lines, or shortened by `shorten` (its start right before the `…` goes too)."""
+    for secret in {s.strip() for s in secrets}:
         if secret:
-            text = text.replace(secret, "***")
-            for end in range(len(secret) - 1, SECRET_START_CHARS - 1, -1):
-                text = text.replace(secret[:end] + "…", "***…")
+            for form in {secret, quote(secret), quote(secret, safe=""), quote_plus(secret), html.escape(secret)}:
+                text = secret_pattern(form).sub("***", text)
     return text
+
+
+def secret_pattern(secret: str) -> re.Pattern[str]:
+    """The secret with any whitespace between its characters, or its first SECRET_START_CHARS or more
+    characters right before a `…`."""
+    chars = [re.escape(c) for c in secret]
+    whole = r"\s*".join(chars)
+    starts = [r"\s*".join(chars[:end]) + "(?=…)" for end in range(len(chars) - 1, SECRET_START_CHARS - 1, -1)]
+    return re.compile("|".join([whole, *starts]))
+
+
+class WebhookPathFilter(logging.Filter):
+    """urllib3 logs request paths (its debug request line, its header-parsing warnings); a webhook
+    without auth is secret by its path, so the paths the pipe calls become *** in urllib3's records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            redacted = redact(message, self.secrets)
+            if redacted != message:
+                record.msg, record.args = redacted, ()
+        return True
+
+
+def filter_urllib3_logs() -> WebhookPathFilter:
+    """One filter on urllib3's loggers, replacing the one an earlier load of this file put there
+    (Open WebUI loads a function again each time its valves or code are saved)."""
+    path_filter = WebhookPathFilter()
+    for name in ("urllib3.connectionpool", "urllib3.response", "urllib3.util.retry", "urllib3.poolmanager"):
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if type(f).__name__ == WebhookPathFilter.__name__]:
+            logger.removeFilter(old)
+        logger.addFilter(path_filter)
+    return path_filter
+
+
+URLLIB3_LOGS = filter_urllib3_logs()
+
+
+def url_secrets(url: str) -> list[str]:
+    """What of the webhook URL stays out of logs: a webhook without auth is secret by its path."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    words = {"", "webhook", "webhook-test", "chat"}
+    return [part for part in (parts.query, *parts.path.split("/")) if part not in words]
 
 
 # ---------------------------------------------------------------------------

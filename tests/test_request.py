@@ -76,6 +76,25 @@ def test_a_message_with_an_image_sends_only_its_text_parts():
     assert sent_payload(turn_body(user_says(content)))["chatInput"] == "What is in\nthis picture?"
 
 
+def test_a_text_part_whose_text_is_null_is_skipped():
+    content = [{"type": "text", "text": None}, {"type": "text", "text": "still here"}, {"type": "text"}]
+
+    assert sent_payload(turn_body(user_says(content)))["chatInput"] == "still here"
+
+
+def test_an_image_only_message_runs_the_workflow_with_empty_words():
+    content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+
+    assert sent_payload(turn_body(user_says(content))) == {"chatInput": "", "sessionId": "chat-42", "stream": True}
+
+
+def test_continue_sends_the_last_user_message_not_the_unfinished_answer():
+    # Open WebUI's Continue asks again with the assistant's unfinished answer as the last message.
+    body = turn_body(user_says("tell me a story"), {"role": "assistant", "content": "Once upon a"})
+
+    assert sent_payload(body)["chatInput"] == "tell me a story"
+
+
 def test_custom_input_and_session_fields_rename_the_payload_keys():
     payload = sent_payload(turn_body(user_says("hello")), input_field="question", session_field="conversation")
 

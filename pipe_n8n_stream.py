@@ -38,6 +38,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, NamedTuple, Protocol, cast
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
@@ -1671,6 +1672,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+@lru_cache(maxsize=64)  # the same few secrets for every message and log line
 def secret_pattern(secret: str) -> re.Pattern[str]:
     """The secret with any whitespace between its characters, or its first SECRET_START_CHARS or more
     characters right before a `…`."""

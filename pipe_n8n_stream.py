@@ -193,7 +193,7 @@ class Pipe:
         if problem:
             return single_chunk(f"⚠️ {problem}", status, problem) if turn.wants_stream else f"⚠️ {problem}"
 
-        secrets = [self.valves.n8n_bearer_token]
+        secrets = [self.valves.n8n_bearer_token, bare_token(self.valves.n8n_bearer_token)]
         chunks = chat_chunks(Exchange(self.webhook_request(url, turn)), status, self.valves.show_thinking, secrets)
         if turn.wants_stream:
             return chunks
@@ -1940,13 +1940,13 @@ async def run_demo(prompt: str, token_delay: float) -> int:
 BUFFERED_SPREAD = 0.1
 
 
-def verdict(outcome: Outcome) -> tuple[bool, str]:
-    """(streamed, the plain verdict with its fix)."""
+def verdict(outcome: Outcome, token: str = "") -> tuple[bool, str]:
+    """(streamed, the plain verdict with its fix). A failure already printed above is named, not repeated."""
     status = outcome.status_code
     if status in (401, 403):
-        return False, "authentication failed: pass the webhook's token with --token (the `n8n_bearer_token` valve)"
+        return False, token_verdict(token)
     if status == 404:
-        return False, f"webhook not found: {outcome.failure}"
+        return False, "webhook not found: see n8n's words and the fix above"
     if status is None or status >= 400:
         return False, outcome.failure or "no reply"
     if outcome.empty:
@@ -1969,18 +1969,39 @@ def verdict(outcome: Outcome) -> tuple[bool, str]:
     return False, outcome.failure or f"no text arrived ({outcome.format})"
 
 
+def token_verdict(token: str) -> str:
+    """No token and a rejected token need different fixes; a pasted `Bearer ` prefix is said, as the pipe
+    drops it (it adds its own for Authorization)."""
+    if not bare_token(token):
+        return (
+            "authentication failed: the webhook wants a credential and no token was given: pass it with "
+            "--token (the `n8n_bearer_token` valve)"
+        )
+    pasted = (
+        " (the 'Bearer ' you pasted was dropped: the pipe adds it itself)" if bare_token(token) != token.strip() else ""
+    )
+    return (
+        f"authentication failed: n8n rejected the token{pasted}: check --token and --auth-header against the "
+        "webhook's Header Auth credential (the `n8n_bearer_token` and `auth_header_name` valves)"
+    )
+
+
 async def run_check(url: str, token: str, auth_header: str, prompt: str, read_timeout: float) -> int:
     pipe = Pipe()
     pipe.valves.n8n_bearer_token = token
     pipe.valves.auth_header_name = auth_header
     pipe.valves.read_timeout = read_timeout
     messages = [{"role": "user", "content": prompt}]
+    problem = url_problem(url) or header_problem(pipe.valves)
+    if problem:
+        print(f"verdict: {problem}")
+        return 1
     turn = Turn(messages, wants_stream=True, chat_id=f"webhook-doctor-{int(time.time())}")
     exchange = Exchange(pipe.webhook_request(url, turn))
-    async for chunk in chat_chunks(exchange, StatusReporter(None), True, [token]):
+    async for chunk in chat_chunks(exchange, StatusReporter(None), True, [token, bare_token(token)]):
         print(chunk, end="", flush=True)
     outcome = exchange.outcome
-    streamed, plain = verdict(outcome)
+    streamed, plain = verdict(outcome, token)
     print("\n")
     print(f"HTTP status: {outcome.status_code or 'none'}")
     print(f"format: {outcome.format or 'none'}")

@@ -1409,7 +1409,7 @@ def http_failure(response: requests.Response, url: str) -> str:
     body = read_bounded(response)
     status = response.status_code
     if status >= 500 and from_proxy(response, body):
-        return proxy_failure(response, body)
+        return gateway_failure(response, body)
     if is_html(response, body):
         return html_page_failure(status, body)
     message, hint = n8n_message(body)
@@ -1480,7 +1480,7 @@ def from_proxy(response: requests.Response, body: str) -> bool:
     )
 
 
-def proxy_failure(response: requests.Response, body: str) -> str:
+def gateway_failure(response: requests.Response, body: str) -> str:
     """A proxy's 5xx as what it means for the turn: n8n may have the request and still be running it."""
     status = response.status_code
     after = f"after {seconds_said(response.elapsed.total_seconds())} s"

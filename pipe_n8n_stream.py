@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import codecs
 import html
+import http.client
 import json
 import logging
 import re
@@ -45,7 +46,7 @@ from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
 import urllib3
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from requests.adapters import HTTPAdapter
 
 log = logging.getLogger("pipe_n8n_stream")
@@ -67,6 +68,28 @@ SSE_FIELD_PREFIXES = (b"data:", b"event:", b"id:", b"retry:", b":")
 N8N_STREAM_TYPES = {"begin", "item", "end", "error", "keepalive"}
 COMMON_TEXT_FIELDS = ("output", "text", "response", "content", "message.content", "choices.0.message.content")
 TITLE_WORDS = 6
+SINGLE_MODEL = "n8n"  # the one model's entry id when the `models` valve is empty
+VALVES_AT = "Admin Panel > Functions > the pipe's gear"
+# Payload fields the pipe sets itself: `input_field` or `session_field` named so would be overwritten.
+PIPE_PAYLOAD_FIELDS = ("stream", "action", "messages", "user", "task")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+BEARER_PREFIX = re.compile(r"bearer\s+", re.IGNORECASE)
+# First path segments of n8n's editor pages: a URL copied from the browser's address bar, not a webhook.
+EDITOR_PAGES = {
+    "workflow",
+    "workflows",
+    "home",
+    "projects",
+    "signin",
+    "signup",
+    "setup",
+    "settings",
+    "credentials",
+    "executions",
+    "templates",
+    "variables",
+    "insights",
+}
 TITLE_CHARS = 60
 # What json.loads raises on bytes that are no usable JSON: a line of 100 000 `[` is a RecursionError.
 JSON_ERRORS = (ValueError, RecursionError)
@@ -95,6 +118,16 @@ class Pipe:
         session_field: str = Field(
             default="sessionId", description="Payload field for the chat id (the AI Agent's memory key)."
         )
+
+        @field_validator("input_field", "session_field")
+        @classmethod
+        def payload_field_free(cls, name: str, info: ValidationInfo) -> str:
+            """Refused when saved: a field the pipe sets itself would overwrite the message or the chat id."""
+            problem = payload_field_problem(str(info.field_name), name, info.data.get("input_field"))
+            if problem:
+                raise ValueError(problem)
+            return name
+
         response_field: str = Field(
             default="output",
             description="Where the answer is in a complete JSON reply: a dotted path such as data.answer or 0.output.",
@@ -104,9 +137,16 @@ class Pipe:
         send_user_info: bool = Field(
             default=False, description="Also send the user's id, name, email and role as `user`."
         )
-        connect_timeout: float = Field(default=10, description="Seconds to wait for n8n to accept the connection.")
+        connect_timeout: float = Field(
+            default=10,
+            gt=0,
+            allow_inf_nan=False,
+            description="Seconds to wait for n8n to accept the connection.",
+        )
         read_timeout: float = Field(
             default=300,
+            gt=0,
+            allow_inf_nan=False,
             description="Longest silence allowed between two reads, in seconds (n8n sends a keepalive every 30 s).",
         )
         emit_status: bool = Field(default=True, description="Show progress under the message.")
@@ -142,7 +182,7 @@ class Pipe:
         """One model per configured workflow, so each shows up in the chat's model picker."""
         workflows = parse_models(self.valves.models)
         if not workflows:
-            return [{"id": "n8n", "name": "n8n"}]
+            return [{"id": SINGLE_MODEL, "name": "n8n"}]
         return [{"id": model_id, "name": name} for model_id, (name, _) in workflows.items()]
 
     async def pipe(
@@ -163,11 +203,13 @@ class Pipe:
 
         status = StatusReporter(__event_emitter__ if self.valves.emit_status and not turn.task else None)
         url = self.webhook_url(turn.model)
-        if not url:
-            message = "No n8n webhook is set: fill in the `n8n_url` valve (Admin Panel > Functions > this pipe)."
-            return single_chunk(f"⚠️ {message}", status, message) if turn.wants_stream else f"⚠️ {message}"
+        problem = self.valve_problem(turn.model, url)
+        if not url and not problem:
+            problem = "No n8n webhook is set: fill in the `n8n_url` valve (Admin Panel > Functions > this pipe)."
+        if problem:
+            return single_chunk(f"⚠️ {problem}", status, problem) if turn.wants_stream else f"⚠️ {problem}"
 
-        secrets = [self.valves.n8n_bearer_token]
+        secrets = [self.valves.n8n_bearer_token, bare_token(self.valves.n8n_bearer_token)]
         chunks = chat_chunks(Exchange(self.webhook_request(url, turn)), status, self.valves.show_thinking, secrets)
         if turn.wants_stream:
             return chunks
@@ -191,14 +233,32 @@ class Pipe:
         )
 
     def webhook_url(self, model_id: str) -> str:
-        """The URL of the workflow behind the picked model (`<function id>.<entry id>`)."""
+        """The URL of the workflow behind the picked model (`<function id>.<entry id>`), "" when that entry
+        is gone: a chat must never reach another workflow than the one it was started with."""
         workflows = parse_models(self.valves.models)
-        entry = model_id.rsplit(".", 1)[-1]
+        entry = model_entry(model_id)
         if entry in workflows:
             return workflows[entry][1]
-        if workflows and not self.valves.n8n_url:
-            return next(iter(workflows.values()))[1]
-        return self.valves.n8n_url.strip()
+        n8n_url = self.valves.n8n_url.strip()
+        if entry == "":  # no chat model (the doctor, the demo): n8n_url, else the first workflow
+            return n8n_url or next((url for _, url in workflows.values()), "")
+        return n8n_url if entry == SINGLE_MODEL else ""
+
+    def valve_problem(self, model_id: str, url: str) -> str | None:
+        """What in the valves makes this turn's request pointless or broken, said before anything is sent."""
+        problem = models_problem(self.valves.models)
+        if problem:
+            return problem
+        entry = model_entry(model_id)
+        if not url and (
+            entry not in ("", SINGLE_MODEL) or (entry == SINGLE_MODEL and parse_models(self.valves.models))
+        ):
+            return (
+                f"This model ('{entry}') no longer exists in the pipe's `models` valve: pick another model for "
+                f"this chat, or add its 'Name = URL' line back ({VALVES_AT})."
+            )
+        valve = "n8n_url" if url == self.valves.n8n_url.strip() else "models"
+        return url_problem(url, valve) or header_problem(self.valves)
 
 
 # ---------------------------------------------------------------------------
@@ -275,6 +335,102 @@ def parse_models(models: str) -> dict[str, tuple[str, str]]:
     return workflows
 
 
+def model_entry(model_id: str) -> str:
+    """The entry id in Open WebUI's `<function id>.<entry id>`; "" for a bare id (the demo, the doctor)."""
+    return model_id.rsplit(".", 1)[1] if "." in model_id else ""
+
+
+def models_problem(models: str) -> str | None:
+    """A `models` line the pipe cannot use, said in the chat rather than skipped: a skipped line is a
+    workflow that silently vanishes from the model picker. Not a valve validator: Open WebUI then refuses
+    to load valves saved by an older pipe that skipped such lines, and every model of the pipe would vanish."""
+    for number, line in enumerate(models.splitlines(), 1):
+        name, sep, url = (part.strip() for part in line.partition("="))
+        if not line.strip() or name.startswith("#"):
+            continue
+        fault = (
+            "has no '='"
+            if not sep
+            else "has no name before '='"
+            if not name
+            else "has no URL after '='"
+            if not url
+            else ""
+        )
+        if fault:
+            return (
+                f"Line {number} of the `models` valve ('{shorten(line.strip(), 60)}') {fault}: write one "
+                f"'Name = URL' per line, or start the line with # ({VALVES_AT})."
+            )
+    return None
+
+
+def url_problem(url: str, valve: str = "n8n_url") -> str | None:
+    """An n8n editor address or n8n's bare address instead of a Webhook's URL: no webhook lives there, so
+    nothing is sent. Other paths go out as they are: n8n's webhook path can be renamed (N8N_ENDPOINT_WEBHOOK)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None  # the request reports the invalid URL
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    first = parts.path.strip("/").split("/", 1)[0]
+    if first and first not in EDITOR_PAGES:
+        return None
+    what = "an n8n editor page" if first else "n8n's address alone"
+    return (
+        f"The `{valve}` valve is {what}, not a webhook: it must be the Webhook node's Production URL "
+        f"(…/webhook/…), copied from the Webhook node in n8n ({VALVES_AT})."
+    )
+
+
+def bare_token(token: str) -> str:
+    """The token as pasted, without a `Bearer ` prefix: the pipe adds that itself for Authorization."""
+    token = token.strip()
+    prefix = BEARER_PREFIX.match(token)
+    return token[prefix.end() :] if prefix else token
+
+
+def header_problem(valves: Pipe.Valves) -> str | None:
+    """A header name or token that HTTP cannot carry, named by its valve before any request: requests would
+    fail with 'not a valid URL' or UnicodeEncodeError. Never quotes the token."""
+    token = bare_token(valves.n8n_bearer_token)
+    if not token:
+        return None
+    if not HEADER_NAME.fullmatch(valves.auth_header_name.strip() or "Authorization"):
+        return (
+            "The `auth_header_name` valve is not an HTTP header name: write only the Name of the webhook's "
+            f"Header Auth credential in n8n, such as Authorization or X-API-Key, without ':' or spaces ({VALVES_AT})."
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in token):
+        return f"The `n8n_bearer_token` valve has a line break in it: paste the token alone, on one line ({VALVES_AT})."
+    if any(c.isspace() for c in token):
+        return (
+            "The `n8n_bearer_token` valve has a space in it: paste only the token, without a header name "
+            f"or quotes ({VALVES_AT})."
+        )
+    try:
+        token.encode("latin-1")
+    except UnicodeEncodeError:
+        return (
+            "The `n8n_bearer_token` valve has a character an HTTP header cannot carry (such as a typographic "
+            f"quote or dash): copy the token again from n8n's credential ({VALVES_AT})."
+        )
+    return None
+
+
+def payload_field_problem(valve: str, name: str, input_field: Any = None) -> str | None:
+    """Why `input_field`/`session_field` cannot be `name`: the pipe's own fields would overwrite it."""
+    if not name.strip():
+        return f"`{valve}` may not be empty: n8n finds the message and the chat id by these field names."
+    if name in PIPE_PAYLOAD_FIELDS:
+        fields = ", ".join(PIPE_PAYLOAD_FIELDS)
+        return f"`{valve}` may not be '{name}': the pipe sets that payload field itself ({fields})."
+    if valve == "session_field" and name == input_field:
+        return f"`session_field` may not be '{name}' like `input_field`: the chat id would replace the message."
+    return None
+
+
 def build_payload(valves: Pipe.Valves, turn: Turn, url: str, stream: bool) -> dict[str, Any]:
     """The fields n8n receives: the last user message, a stable session id, and opt-in extras."""
     payload: dict[str, Any] = {
@@ -308,7 +464,7 @@ def build_headers(valves: Pipe.Valves, stream: bool = True) -> dict[str, str]:
         "Accept": ACCEPT_STREAM if stream else ACCEPT_COMPLETE,
         "Accept-Encoding": "identity",
     }
-    token = valves.n8n_bearer_token.strip()
+    token = bare_token(valves.n8n_bearer_token)
     if token:
         name = valves.auth_header_name.strip() or "Authorization"
         headers[name] = f"Bearer {token}" if name.lower() == "authorization" else token
@@ -761,7 +917,9 @@ class N8nBlocks:
         elif kind == "error":
             reason = shorten(content) if isinstance(content, str) and content.strip() else "the workflow failed"
             in_node = f" in {node}" if node else ""
-            pieces.append(Piece("error", f"n8n error{in_node}: {reason}"))
+            advice = n8n_error_advice(reason)
+            said = f"{with_full_stop(reason)} {advice}" if advice else reason
+            pieces.append(Piece("error", f"n8n error{in_node}: {said}"))
         return pieces
 
     def finish(self) -> list[Piece]:
@@ -1051,6 +1209,8 @@ class StoppableAdapter(HTTPAdapter):
         for scheme, pool_class in manager.pool_classes_by_scheme.items():
 
             class WatchedConnection(pool_class.ConnectionCls):  # type: ignore[name-defined, misc]
+                response_class = FinalResponse
+
                 def connect(self) -> None:
                     super().connect()
                     stopper.watch(self.sock)
@@ -1256,6 +1416,9 @@ class Exchange:
                 if response.is_redirect:
                     hand_over([Piece("error", redirect_failure(response, request.url))])
                     return
+                if odd := odd_reply_failure(response):
+                    hand_over([Piece("error", odd)])
+                    return
                 content_type = response.headers.get("Content-Type", "")
                 decoder = ReplyDecoder(content_type, request.response_field, request.max_reply_bytes)
                 self.read_body(reply_body(response), decoder, hand_over)
@@ -1267,8 +1430,8 @@ class Exchange:
         try:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
                 self._check_stopped()
+                limits.check(len(data))  # first: over the limit, nothing of this read is kept in memory
                 hand_over(decoder.feed(data))
-                limits.check(len(data))
             self._check_stopped()
             hand_over(decoder.finish())
         except ReplyCut as exc:
@@ -1337,8 +1500,18 @@ def connection_failure(exc: BaseException, request: WebhookRequest) -> str:
     chain = causes(exc)
     if any(isinstance(e, socket.gaierror) for e in chain) or "Name or service not known" in str(exc):
         return f"Cannot reach n8n at {host}: host name not found. Check the `n8n_url` valve."
+    said = " ".join(str(e) for e in chain).lower()
+    if "wrong_version_number" in said or "wrong version number" in said:
+        return f"n8n at {host} speaks plain HTTP, not HTTPS: write http:// instead of https:// in the `n8n_url` valve."
+    if "handshake" in said and is_timeout(exc):  # urllib3 calls it a read timeout; it runs on connect_timeout
+        return (
+            f"Cannot reach n8n at {host}: the TLS handshake did not finish within {request.connect_timeout:g} s "
+            "(connect_timeout). Is this port serving HTTPS?"
+        )
     if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS error talking to n8n at {host}: certificate not accepted (see the `verify_ssl` valve)."
+        if "certificate" in said or "hostname" in said:
+            return f"TLS error talking to n8n at {host}: certificate not accepted (see the `verify_ssl` valve)."
+        return f"TLS error talking to n8n at {host}: {shorten(str(chain[-1]), 120)}."
     if isinstance(exc, requests.ConnectTimeout):
         return f"Cannot reach n8n at {host}: no answer within {request.connect_timeout:g} s (connect_timeout)."
     if is_timeout(exc):
@@ -1388,6 +1561,10 @@ def http_failure(response: requests.Response, url: str) -> str:
     """n8n's error reply as advice: which valve to fix, with n8n's own words."""
     body = read_bounded(response)
     status = response.status_code
+    if status >= 500 and from_proxy(response, body):
+        return gateway_failure(response, body)
+    if is_html(response, body):
+        return html_page_failure(status, body)
     message, hint = n8n_message(body)
     if status in (401, 403):
         return (
@@ -1403,7 +1580,159 @@ def http_failure(response: requests.Response, url: str) -> str:
         )
         said = "".join(f"{with_full_stop(part)} " for part in (message, hint) if part)
         return f"n8n: webhook not found (HTTP 404). {said}Check the `n8n_url` valve. {advice}"
+    advice = n8n_error_advice(message)
+    if advice:
+        return f"n8n answered HTTP {status}: {with_full_stop(message)} {advice}"
     return f"n8n answered HTTP {status}: {message or 'no details'}"
+
+
+def n8n_error_advice(reason: str) -> str:
+    """What to do about a failure n8n reported (an HTTP error's message, a streamed `error` item's content),
+    in n8n's words: the reason alone ("Original error: TypeError") does not say where to look. "" if none."""
+    if "No authentication data defined on node" in reason:
+        return (
+            "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create or pick "
+            "the credential under Authentication, then publish the workflow again."
+        )
+    if "Original error" in reason or re.search(r"\b(TypeError|ResponseError)\b", reason):
+        return (
+            "The model behind the workflow failed (its credential, URL or model name, or the model server): "
+            "open the workflow's Executions list in n8n to see which node failed and why."
+        )
+    return ""
+
+
+# A `Server:` header naming one of these: the error page is the proxy's, not n8n's (n8n sends no Server header).
+PROXY_SERVERS = (
+    "nginx",
+    "cloudflare",
+    "apache",
+    "caddy",
+    "traefik",
+    "envoy",
+    "haproxy",
+    "varnish",
+    "openresty",
+    "awselb",
+    "litespeed",
+    "microsoft-iis",
+    "squid",
+    "akamai",
+)
+# n8n never answers these itself: they come from a gateway between the pipe and n8n.
+GATEWAY_STATUSES = (502, 504, 520, 521, 522, 523, 524)
+
+
+def from_proxy(response: requests.Response, body: str) -> bool:
+    """A proxy's error page rather than n8n's own JSON error."""
+    server = response.headers.get("Server", "").lower()
+    return (
+        response.status_code in GATEWAY_STATUSES
+        or any(name in server for name in PROXY_SERVERS)
+        or is_html(response, body)
+    )
+
+
+def gateway_failure(response: requests.Response, body: str) -> str:
+    """A proxy's 5xx as what it means for the turn: n8n may have the request and still be running it."""
+    status = response.status_code
+    after = f"after {seconds_said(response.elapsed.total_seconds())} s"
+    if status == 504:
+        return (
+            f"The proxy in front of n8n answered 504 {after}; the workflow may still be running; "
+            "raise the proxy's read timeout (see deploy/nginx.conf)."
+        )
+    if status == 524:
+        return (
+            f"Cloudflare answered 524 {after}: n8n sent no response within Cloudflare's 100 s; the workflow may "
+            "still be running; let the Webhook respond by streaming, or reach n8n without Cloudflare."
+        )
+    if status == 503:
+        return (
+            f"The proxy in front of n8n answered 503 {after}: n8n is not available behind it (stopped, starting "
+            "or overloaded); try again once n8n is up."
+        )
+    if status == 502:
+        return (
+            f"The proxy in front of n8n answered 502 {after}: it got no valid answer from n8n; the workflow may "
+            "still be running. Check that n8n is up and that the proxy points at its port (see deploy/nginx.conf)."
+        )
+    title = page_title(body)
+    page = f" ('{title}')" if title else ""
+    return f"The proxy in front of n8n answered {status}{page} {after}: see the proxy's error log."
+
+
+def seconds_said(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
+
+
+def is_html(response: requests.Response, body: str | None = None) -> bool:
+    """An HTML page: said so by its Content-Type, or, without one, by how the body starts."""
+    content_type = response.headers.get("Content-Type", "").lower()
+    if "text/html" in content_type or "application/xhtml" in content_type:
+        return True
+    start = (body or "").lstrip()[:15].lower()
+    return not content_type and start.startswith(("<!doctype html", "<html"))
+
+
+def page_title(body: str) -> str:
+    """The page's <title>, else an Express error page's one line ("Cannot POST /workflow/abc")."""
+    found = re.search(r"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
+    title = " ".join(html.unescape(found.group(1)).split()) if found else ""
+    if title in ("", "Error"):
+        pre = re.search(r"<pre[^>]*>(.*?)</pre>", body, re.IGNORECASE | re.DOTALL)
+        title = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", pre.group(1))).split()) if pre else title
+    return shorten(title, 80)
+
+
+def html_page_failure(status: int, body: str) -> str:
+    """An HTML page where the workflow's answer should be, named by its title and never pasted: n8n's editor
+    (an editor URL in `n8n_url`) or a login or proxy page in front of n8n."""
+    title = page_title(body)
+    label = ", ".join(
+        part for part in (f"HTTP {status}" if status != 200 else "", f"'{title}'" if title else "") if part
+    )
+    page = f"an HTML page ({label})" if label else "an HTML page"
+    if "n8n" in title.lower() or title.startswith("Cannot POST"):
+        return (
+            f"`n8n_url` answered {page}, not the workflow: the URL must be the Webhook node's Production URL "
+            "(…/webhook/…), not an n8n editor address."
+        )
+    return f"`n8n_url` answered {page}, not the workflow: is a login or proxy page in front of n8n?"
+
+
+def odd_reply_failure(response: requests.Response) -> str | None:
+    """A reply below 400 that holds no answer to decode: an HTML page, 204/304, an informational status, or
+    a body in a compression the pipe cannot undo. None for a reply to decode."""
+    status = response.status_code
+    if status < 200:
+        return f"n8n answered only an informational HTTP {status} and no answer after it."
+    if status == 204:
+        return (
+            "n8n answered HTTP 204 (No Content): the workflow sent no answer. Set the Webhook's Respond to "
+            "'Streaming' or 'When Last Node Finishes', or give the Respond to Webhook node a body."
+        )
+    if status == 304:
+        return (
+            "n8n's address answered HTTP 304 (Not Modified), which only answers a cached request: a cache or proxy "
+            "in front of n8n answered instead; turn caching off for /webhook/ (see deploy/nginx.conf)."
+        )
+    if is_html(response):
+        return html_page_failure(status, read_bounded(response))
+    unknown = [e for e in content_encodings(response) if e not in ("identity", *DECODABLE_ENCODINGS)]
+    if unknown:
+        return (
+            f"n8n's reply is compressed as '{', '.join(unknown)}', which the pipe cannot decode (it asks for "
+            "identity): switch compression off for /webhook/ in the proxy in front of n8n (see deploy/nginx.conf)."
+        )
+    return None
+
+
+DECODABLE_ENCODINGS = tuple(urllib3.response.HTTPResponse.CONTENT_DECODERS)
+
+
+def content_encodings(response: requests.Response) -> list[str]:
+    return [e.strip().lower() for e in response.headers.get("Content-Encoding", "").split(",") if e.strip()]
 
 
 def with_full_stop(text: str) -> str:
@@ -1431,6 +1760,22 @@ def n8n_message(body: str) -> tuple[str, str]:
             message = error_message(message)
         return shorten(str(message)), shorten(str(value.get("hint") or ""))
     return shorten(body.strip()), ""
+
+
+MAX_INTERIM_RESPONSES = 50
+
+
+class FinalResponse(http.client.HTTPResponse):
+    """http.client takes a 102 Processing or 103 Early Hints for the response and leaves the real one
+    unread on the socket (CPython issue 42550): this one reads on to the final status. 101 stays final."""
+
+    def begin(self) -> None:
+        super().begin()
+        for _ in range(MAX_INTERIM_RESPONSES):
+            if not (100 < self.status < 200 and self.status != 101):
+                return
+            self.headers = None  # type: ignore[assignment]  # begin() reads a response only while this is None
+            super().begin()
 
 
 class Handover:
@@ -1801,13 +2146,13 @@ async def run_demo(prompt: str, token_delay: float) -> int:
 BUFFERED_SPREAD = 0.1
 
 
-def verdict(outcome: Outcome) -> tuple[bool, str]:
-    """(streamed, the plain verdict with its fix)."""
+def verdict(outcome: Outcome, token: str = "") -> tuple[bool, str]:
+    """(streamed, the plain verdict with its fix). A failure already printed above is named, not repeated."""
     status = outcome.status_code
     if status in (401, 403):
-        return False, "authentication failed: pass the webhook's token with --token (the `n8n_bearer_token` valve)"
+        return False, token_verdict(token)
     if status == 404:
-        return False, f"webhook not found: {outcome.failure}"
+        return False, "webhook not found: see n8n's words and the fix above"
     if status is None or status >= 400:
         return False, outcome.failure or "no reply"
     if outcome.empty:
@@ -1830,18 +2175,39 @@ def verdict(outcome: Outcome) -> tuple[bool, str]:
     return False, outcome.failure or f"no text arrived ({outcome.format})"
 
 
+def token_verdict(token: str) -> str:
+    """No token and a rejected token need different fixes; a pasted `Bearer ` prefix is said, as the pipe
+    drops it (it adds its own for Authorization)."""
+    if not bare_token(token):
+        return (
+            "authentication failed: the webhook wants a credential and no token was given: pass it with "
+            "--token (the `n8n_bearer_token` valve)"
+        )
+    pasted = (
+        " (the 'Bearer ' you pasted was dropped: the pipe adds it itself)" if bare_token(token) != token.strip() else ""
+    )
+    return (
+        f"authentication failed: n8n rejected the token{pasted}: check --token and --auth-header against the "
+        "webhook's Header Auth credential (the `n8n_bearer_token` and `auth_header_name` valves)"
+    )
+
+
 async def run_check(url: str, token: str, auth_header: str, prompt: str, read_timeout: float) -> int:
     pipe = Pipe()
     pipe.valves.n8n_bearer_token = token
     pipe.valves.auth_header_name = auth_header
     pipe.valves.read_timeout = read_timeout
     messages = [{"role": "user", "content": prompt}]
+    problem = url_problem(url) or header_problem(pipe.valves)
+    if problem:
+        print(f"verdict: {problem}")
+        return 1
     turn = Turn(messages, wants_stream=True, chat_id=f"webhook-doctor-{int(time.time())}")
     exchange = Exchange(pipe.webhook_request(url, turn))
-    async for chunk in chat_chunks(exchange, StatusReporter(None), True, [token]):
+    async for chunk in chat_chunks(exchange, StatusReporter(None), True, [token, bare_token(token)]):
         print(chunk, end="", flush=True)
     outcome = exchange.outcome
-    streamed, plain = verdict(outcome)
+    streamed, plain = verdict(outcome, token)
     print("\n")
     print(f"HTTP status: {outcome.status_code or 'none'}")
     print(f"format: {outcome.format or 'none'}")

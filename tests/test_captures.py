@@ -13,6 +13,11 @@ import pytest
 from loopback import LoopbackServer, Reply
 from n8n_wire import CAPTURES, Capture, n8n_line, read_capture
 
+MODEL_FAILED = (
+    "The model behind the workflow failed (its credential, URL or model name, or the model server): "
+    "open the workflow's Executions list in n8n to see which node failed and why."
+)
+
 TOKENS = ["Hello", " from", " the", " fake", " model", "!", " Line2\n", 'tab\tquote"', " ünïcødé", " END"]
 TEXT = "".join(TOKENS)
 AUTH_ADVICE = "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
@@ -25,8 +30,9 @@ SHOWN = {
     "stream-openai-tool.txt": "Let me calculate.\n\n" + TEXT,
     "stream-rtw.txt": TEXT,
     "stream-then-fail.txt": TEXT + "\n\n⚠️ n8n error in Stop and Error: the workflow failed",
-    "stream-error-midstream.txt": "Hello from the\n\n⚠️ n8n error in AI Agent: Original error: TypeError",
-    "stream-error-model500.txt": "⚠️ n8n error in AI Agent: Original error: ResponseError",
+    "stream-error-midstream.txt": "Hello from the\n\n⚠️ n8n error in AI Agent: Original error: TypeError. "
+    + MODEL_FAILED,
+    "stream-error-model500.txt": "⚠️ n8n error in AI Agent: Original error: ResponseError. " + MODEL_FAILED,
     "stream-no-streaming-node.txt": (
         "⚠️ n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "
         "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "

@@ -23,6 +23,11 @@ from pipe_n8n_stream import (
     sniff,
 )
 
+MODEL_FAILED = (
+    "The model behind the workflow failed (its credential, URL or model name, or the model server): "
+    "open the workflow's Executions list in n8n to see which node failed and why."
+)
+
 N8N_JSON = "application/json; charset=utf-8"
 META = {"nodeId": "171d4f55", "nodeName": "AI Agent", "itemIndex": 0, "runIndex": 0, "timestamp": 1795572226154}
 
@@ -232,7 +237,9 @@ def test_n8n_end_and_keepalive_are_nothing():
 
 def test_n8n_error_names_the_node_and_the_reason():
     value = {"type": "error", "content": "Original error: TypeError", "metadata": {"nodeName": "AI Agent"}}
-    assert pieces_of_json(value, "output") == [Piece("error", "n8n error in AI Agent: Original error: TypeError")]
+    assert pieces_of_json(value, "output") == [
+        Piece("error", "n8n error in AI Agent: Original error: TypeError. " + MODEL_FAILED)
+    ]
 
 
 def test_n8n_error_without_content_still_says_the_workflow_failed():

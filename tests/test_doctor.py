@@ -58,26 +58,60 @@ def test_streaming_mode_with_no_streaming_node(capsys):
     assert code == 1
 
 
+REJECTED = (
+    "verdict: authentication failed: n8n rejected the token: check --token and --auth-header against the "
+    "webhook's Header Auth credential (the `n8n_bearer_token` and `auth_header_name` valves)"
+)
+
+
 @pytest.mark.parametrize(
     ("status", "body"), [(401, b"Authorization is required!"), (403, b"Authorization data is wrong!")]
 )
-def test_an_auth_failure_names_the_token_and_never_prints_it(capsys, status, body):
+def test_a_rejected_token_is_named_and_never_printed(capsys, status, body):
     code, requests = check(Reply(status=status, steps=[body]), "--token", "tok-doctor-5ecret")
     out = capsys.readouterr().out
-    assert verdict_line(out).startswith("verdict: authentication failed")
-    assert "n8n_bearer_token" in out
+    assert verdict_line(out) == REJECTED
     assert "tok-doctor-5ecret" not in out
     assert requests[0].headers["authorization"] == "Bearer tok-doctor-5ecret"
     assert code == 1
 
 
-def test_an_unregistered_webhook_says_not_found_with_n8ns_hint(capsys):
+def test_no_token_given_is_not_called_a_rejected_token(capsys):
+    code, _ = check(Reply(status=403, steps=[b"Authorization data is wrong!"]))
+    assert verdict_line(capsys.readouterr().out) == (
+        "verdict: authentication failed: the webhook wants a credential and no token was given: pass it with "
+        "--token (the `n8n_bearer_token` valve)"
+    )
+    assert code == 1
+
+
+def test_a_pasted_bearer_prefix_is_spotted_and_dropped(capsys):
+    code, requests = check(Reply(status=403, steps=[b"Authorization data is wrong!"]), "--token", "Bearer tok-5ecret")
+    out = capsys.readouterr().out
+    assert verdict_line(out) == REJECTED.replace(
+        "rejected the token:", "rejected the token (the 'Bearer ' you pasted was dropped: the pipe adds it itself):"
+    )
+    assert requests[0].headers["authorization"] == "Bearer tok-5ecret"
+    assert "tok-5ecret" not in out
+    assert code == 1
+
+
+def test_an_unregistered_webhook_prints_n8ns_hint_once(capsys):
     body = (
         b'{"code":404,"message":"The requested webhook \\"POST does-not-exist\\" is not registered.",'
         b'"hint":"The workflow must be active for a production URL to run successfully."}'
     )
     code, _ = check(Reply(status=404, headers=JSON, steps=[body], body_mode="length"))
-    line = verdict_line(capsys.readouterr().out)
-    assert line.startswith("verdict: webhook not found: ")
-    assert "The workflow must be active" in line
+    out = capsys.readouterr().out
+    assert verdict_line(out) == "verdict: webhook not found: see n8n's words and the fix above"
+    assert out.count("The workflow must be active") == 1
+    assert out.count("Check the `n8n_url` valve.") == 1
+    assert code == 1
+
+
+def test_an_editor_url_is_said_before_any_request(capsys):
+    with LoopbackServer([Reply(status=200, steps=[b"{}"])]) as server:
+        code = main(["check", f"http://127.0.0.1:{server.port}/workflow/Xk2p9QyL3"])
+        assert server.requests == []
+    assert verdict_line(capsys.readouterr().out).startswith("verdict: The `n8n_url` valve is an n8n editor page")
     assert code == 1

@@ -221,7 +221,7 @@ def test_a_line_without_end_stops_the_reading_at_the_reply_limit(chat):
         assert server.client_gone.wait(5)
         assert len(server.requests) == 1
 
-    too_long = "n8n's reply holds a JSON value over 1 MB, the limit set by the `max_reply_mb` valve"
+    too_long = "the reply passed 1 MB, the limit set by the `max_reply_mb` valve"
     assert "".join(shown) == f"Hi\n\n[stream interrupted after 1 chunk: {too_long}]"
     assert final == {"description": too_long, "done": True}
 

@@ -19,6 +19,11 @@ from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_lin
 
 from pipe_n8n_stream import ACCEPT_COMPLETE
 
+MODEL_FAILED = (
+    "The model behind the workflow failed (its credential, URL or model name, or the model server): "
+    "open the workflow's Executions list in n8n to see which node failed and why."
+)
+
 CHUNK_WAIT = 5.0
 N8N_HEADERS = CAPTURE_HEADERS["n8n-stream"]
 N8N_CLOSE_HEADERS = [h for h in N8N_HEADERS if h[0] != "Connection"]
@@ -152,11 +157,11 @@ def test_chat_that_does_not_stream_gets_the_n8n_stream_as_one_text(chat):
 
     outcome = talk(chat, [reply], chat_streams=False)
 
-    assert outcome.answer == "Hello there\n\n⚠️ n8n error in AI Agent: Original error: TypeError"
+    assert outcome.answer == "Hello there\n\n⚠️ n8n error in AI Agent: Original error: TypeError. " + MODEL_FAILED
     (request,) = outcome.requests
     assert request.json()["stream"] is False
     assert request.headers["accept"] == ACCEPT_COMPLETE
-    assert_done(outcome, "n8n error in AI Agent: Original error: TypeError")
+    assert_done(outcome, "n8n error in AI Agent: Original error: TypeError. " + MODEL_FAILED)
 
 
 def test_agent_with_a_tool_shows_every_begin_end_block(chat):
@@ -193,12 +198,12 @@ def test_n8n_error_mid_stream_keeps_the_text_and_shows_the_error(chat):
 
     outcome = talk(chat, [reply])
 
-    assert outcome.text == "Hello from the\n\n⚠️ n8n error in AI Agent: Original error: TypeError"
-    assert_done(outcome, "n8n error in AI Agent: Original error: TypeError")
+    assert outcome.text == "Hello from the\n\n⚠️ n8n error in AI Agent: Original error: TypeError. " + MODEL_FAILED
+    assert_done(outcome, "n8n error in AI Agent: Original error: TypeError. " + MODEL_FAILED)
     assert outcome.descriptions == [
         "Waiting for n8n…",
         "AI Agent is answering",
-        "n8n error in AI Agent: Original error: TypeError",
+        "n8n error in AI Agent: Original error: TypeError. " + MODEL_FAILED,
     ]
 
 
@@ -219,8 +224,8 @@ def test_n8n_error_before_any_text_is_the_whole_message(chat):
 
     outcome = talk(chat, [reply])
 
-    assert outcome.answer == ["⚠️ n8n error in AI Agent: Original error: ResponseError"]
-    assert_done(outcome, "n8n error in AI Agent: Original error: ResponseError")
+    assert outcome.answer == ["⚠️ n8n error in AI Agent: Original error: ResponseError. " + MODEL_FAILED]
+    assert_done(outcome, "n8n error in AI Agent: Original error: ResponseError. " + MODEL_FAILED)
     assert len(outcome.requests) == 1
 
 

@@ -1773,7 +1773,12 @@ def api_unreachable(exc: BaseException, api: ExecutionApi) -> str:
         exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema | requests.exceptions.InvalidSchema
     ):
         return "the `n8n_api_url` valve is not a valid http(s) URL"
-    reason = "no answer in time" if is_timeout(exc) else read_failure_reason(exc)
+    if is_timeout(exc):
+        reason = "no answer in time"
+    elif any(isinstance(e, ConnectionRefusedError) for e in causes(exc)):
+        reason = "connection refused"
+    else:
+        reason = read_failure_reason(exc)
     return f"n8n's API at {host_and_port(api.url)} could not be reached ({reason}): the workflow may still be running"
 
 

@@ -2079,6 +2079,30 @@ def verdict(outcome: Outcome) -> tuple[bool, str]:
     return False, outcome.failure or f"no text arrived ({outcome.format})"
 
 
+UNUSED_EXECUTION_ID = 2**31 - 1  # the doctor's stop probe: an id no execution has, so nothing is stopped
+API_KEY_WORKS = "the key works; Stop will stop n8n executions"
+
+
+def api_check(webhook_url: str, api_url: str, key: str) -> str:
+    """The doctor's word on an API key: listing one execution checks the key and its list scope; stopping
+    an id no execution has checks the stop scope and that this n8n can stop executions (2.10 or later)."""
+    api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "")
+    with requests.Session() as session:
+        session.headers["X-N8N-API-KEY"] = key
+        try:
+            listed = api_call(session, api, "GET", "/executions", limit="1")
+            if listed.status_code != 200:
+                return api_refusal(listed, api, "execution:list and execution:read")
+            probe = api_call(session, api, "POST", f"/executions/{UNUSED_EXECUTION_ID}/stop")
+        except requests.RequestException as exc:
+            return api_unreachable(exc, api)
+    if probe.status_code == 404 and "execution" in probe.text.lower():  # "Failed to find execution to stop"
+        return API_KEY_WORKS
+    if probe.status_code in (404, 405):
+        return STOP_UNSUPPORTED
+    return api_refusal(probe, api, "execution:stop")
+
+
 async def run_check(url: str, token: str, auth_header: str, prompt: str, read_timeout: float) -> int:
     pipe = Pipe()
     pipe.valves.n8n_bearer_token = token
@@ -2113,10 +2137,18 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--auth-header", default="Authorization", help="the auth_header_name valve")
     check.add_argument("--prompt", default="Hello! Please answer in a few sentences.")
     check.add_argument("--read-timeout", type=float, default=300, help="the read_timeout valve, in seconds")
+    check.add_argument("--api-key", default="", help="the n8n_api_key valve: checked for what Stop needs")
+    check.add_argument("--api-url", default="", help="the n8n_api_url valve (default: the webhook's host + /api/v1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")  # the terminal shows the failures
     if args.command == "check":
-        return asyncio.run(run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout))
+        api_ok = True
+        if args.api_key:
+            said = redact(api_check(args.url, args.api_url, args.api_key), [args.api_key])
+            print(f"n8n API: {said}")
+            api_ok = said == API_KEY_WORKS
+        streams = asyncio.run(run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout))
+        return streams or (0 if api_ok else 1)
     return asyncio.run(run_demo(args.prompt, args.delay))
 
 

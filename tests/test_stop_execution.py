@@ -258,7 +258,8 @@ def test_a_slow_api_never_delays_the_chat_nor_stalls_the_event_loop(chat):
         ),
         (
             {"list_status": 403},
-            "Stopped; the `n8n_api_key` may not do this (HTTP 403): give it the execution:list and execution:read scopes",
+            "Stopped; the `n8n_api_key` may not do this (HTTP 403): "
+            "give it the execution:list and execution:read scopes",
         ),
         (
             {"stop_status": 403},

@@ -1313,8 +1313,8 @@ class Exchange:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
                 self._check_stopped()
                 pieces = decoder.feed(data)
+                self._noted(pieces)  # before the chat sees them: a Stop right after must know the id
                 hand_over(pieces)
-                self._noted(pieces)
                 limits.check(len(data))
             self._check_stopped()
             hand_over(decoder.finish())

@@ -35,7 +35,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+import uuid
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 SSE_FIELD_PREFIXES = (b"data:", b"event:", b"id:", b"retry:", b":")
 N8N_STREAM_TYPES = {"begin", "item", "end", "error", "keepalive"}
 COMMON_TEXT_FIELDS = ("output", "text", "response", "content", "message.content", "choices.0.message.content")
+TURN_ID_FIELD = "turnId"  # the turn's own id in the payload: how the pipe finds its n8n execution to stop it
+ERROR_GRACE_SECONDS = 3.0  # after an n8n error item, n8n may send nothing more, not even the body's end
 TITLE_WORDS = 6
 SINGLE_MODEL = "n8n"  # the one model's entry id when the `models` valve is empty
 VALVES_AT = "Admin Panel > Functions > the pipe's gear"
@@ -152,6 +155,16 @@ class Pipe:
         emit_status: bool = Field(default=True, description="Show progress under the message.")
         show_thinking: bool = Field(default=True, description="Show the model's reasoning as collapsible thinking.")
         verify_ssl: bool = Field(default=True, description="Check n8n's TLS certificate.")
+        n8n_api_key: str = Field(
+            default="",
+            description="An n8n API key (scopes execution:stop, execution:list, execution:read) so Stop also "
+            "stops the workflow; empty: n8n runs it to the end.",
+            json_schema_extra={"input": {"type": "password"}},
+        )
+        n8n_api_url: str = Field(
+            default="",
+            description="n8n's public API, e.g. https://n8n.example.com/api/v1. Empty: the webhook's host + /api/v1.",
+        )
         models: str = Field(
             default="",
             description="Several workflows as several models, one 'Name = URL' per line. Empty: n8n_url alone.",
@@ -230,6 +243,7 @@ class Pipe:
             stream=stream,
             max_reply_bytes=int(self.valves.max_reply_mb * MIB),
             max_reply_seconds=self.valves.max_reply_minutes * 60,
+            execution_api=execution_api(self.valves, url, turn),
         )
 
     def webhook_url(self, model_id: str) -> str:
@@ -276,6 +290,7 @@ class Turn:
     user: dict[str, Any] = field(default_factory=dict)
     chat_id: str | None = None
     task: str | None = None
+    turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # finds this turn's n8n execution
 
     @classmethod
     def from_open_webui(
@@ -317,6 +332,7 @@ class WebhookRequest:
     stream: bool
     max_reply_bytes: int = 16 * MIB
     max_reply_seconds: float = 30 * 60
+    execution_api: ExecutionApi | None = None
 
 
 def parse_models(models: str) -> dict[str, tuple[str, str]]:
@@ -437,6 +453,7 @@ def build_payload(valves: Pipe.Valves, turn: Turn, url: str, stream: bool) -> di
         valves.input_field: last_user_text(turn.messages),
         valves.session_field: turn.session_id,
         "stream": stream,
+        TURN_ID_FIELD: turn.turn_id,
     }
     if url_path(url).rstrip("/").endswith("/chat"):
         payload["action"] = "sendMessage"
@@ -507,14 +524,14 @@ def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
 # Decoding: pure, bytes in -> pieces out, testable without a socket. Every decoder has the same pair:
 # feed() what arrived, finish() at the end of the body.
 
-PieceKind = Literal["text", "thinking", "node", "error", "dropped", "end"]
+PieceKind = Literal["text", "thinking", "node", "error", "dropped", "end", "execution"]
 SHOWN_KINDS = ("text", "error")  # what counts as an answer: a reply with neither says it had no text
 
 
 class Piece(NamedTuple):
     """One meaningful thing in a reply: text, thinking, a node starting (node), a failure the workflow
-    reported (error), the reply cut short (dropped), or its end marker (end). A NamedTuple: one is made
-    per token (bench/README.md)."""
+    reported (error), the reply cut short (dropped), its end marker (end), or the n8n execution id the
+    workflow streamed (execution, never shown). A NamedTuple: one is made per token (bench/README.md)."""
 
     kind: PieceKind
     value: str = ""
@@ -908,7 +925,7 @@ class N8nBlocks:
             return []
         if kind == "end" and self._held is not None:
             held, self._held = self._held, None
-            return text_pieces(respond_node_text(held, self.response_field))
+            return respond_node_pieces(held, self.response_field)
         pieces = self.finish()
         self._block_start = kind == "begin"
         node = text_at(value, "metadata.nodeName") or ""
@@ -1031,6 +1048,24 @@ def is_n8n_chunk(value: Any) -> bool:
     return (
         isinstance(value, dict) and type_of(value) in N8N_STREAM_TYPES and ("metadata" in value or "error" not in value)
     )
+
+
+def respond_node_pieces(content: str, response_field: str) -> list[Piece]:
+    """A Respond to Webhook body: its text, or the execution id a workflow streams for Stop (not shown)."""
+    execution_id = streamed_execution_id(content)
+    if execution_id:
+        return [Piece("execution", execution_id)]
+    return text_pieces(respond_node_text(content, response_field))
+
+
+def streamed_execution_id(content: str) -> str:
+    """The id in `{"executionId": "1234"}` (`{{ $execution.id }}` streamed before the agent), else ""."""
+    with suppress(*JSON_ERRORS):
+        value = json.loads(content)
+        if isinstance(value, dict) and list(value) == ["executionId"]:
+            found = str(value["executionId"]).strip()
+            return found if found.isdecimal() else ""
+    return ""
 
 
 def respond_node_text(content: str, response_field: str) -> str:
@@ -1173,6 +1208,13 @@ class Stopper:
                 self._sockets.append(sock)
                 return
         shut_down(sock)
+
+    def set_timeout(self, seconds: float) -> None:
+        """How long the next read may wait for n8n: shorter once n8n reported an error."""
+        with self._lock:
+            for sock in self._sockets:
+                with suppress(OSError):  # already closed
+                    sock.settimeout(seconds)
 
     def stop(self) -> None:
         with self._lock:
@@ -1368,6 +1410,9 @@ class Exchange:
         self.request = request
         self.stopper = Stopper()
         self.outcome = Outcome()
+        self.execution = ExecutionStop(request.execution_api)
+        self.gave_up = False  # the pipe let go of a reply n8n was still making (a limit, read_timeout)
+        self._after_error = False
 
     def stop(self) -> None:
         self.stopper.stop()
@@ -1405,6 +1450,9 @@ class Exchange:
                 )
             except requests.RequestException as exc:
                 self._check_stopped()
+                self.gave_up = (
+                    is_timeout(exc) and not isinstance(exc, requests.ConnectTimeout) and not handshake_stalled(exc)
+                )
                 hand_over([Piece("error", proxy_failure(exc, request.url) or connection_failure(exc, request))])
                 return
             with response:
@@ -1431,18 +1479,36 @@ class Exchange:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
                 self._check_stopped()
                 limits.check(len(data))  # first: over the limit, nothing of this read is kept in memory
-                hand_over(decoder.feed(data))
+                pieces = decoder.feed(data)
+                self._noted(pieces)  # before the chat sees them: a Stop right after must know the id
+                hand_over(pieces)
             self._check_stopped()
             hand_over(decoder.finish())
         except ReplyCut as exc:
+            self.gave_up = True
             hand_over([Piece("dropped", str(exc))])
         except NETWORK_ERRORS as exc:
             self._check_stopped()
+            if self._after_error and is_timeout(exc):
+                return  # n8n reported an error and then went silent: the reply ends with the error shown
+            self.gave_up = is_timeout(exc)
             hand_over([Piece("dropped", read_failure(exc, self.request))])
         finally:
             self.outcome.format = decoder.format
             self.outcome.streamed = decoder.streams
             self.outcome.empty = decoder.empty
+
+    def _noted(self, pieces: list[Piece]) -> None:
+        """What a read told about n8n itself: the execution id the workflow streamed, and an error item,
+        after which n8n may send nothing at all (a stopped run leaves the body open for minutes): then
+        reads wait ERROR_GRACE_SECONDS only, as long as nothing more comes."""
+        for piece in pieces:
+            if piece.kind == "execution":
+                self.execution.execution_id = piece.value
+        after_error = any(p.kind == "error" for p in pieces) or (self._after_error and not pieces)
+        if after_error != self._after_error:
+            self._after_error = after_error
+            self.stopper.set_timeout(ERROR_GRACE_SECONDS if after_error else self.request.read_timeout)
 
     def _check_stopped(self) -> None:
         if self.stopper.stopped:
@@ -1493,6 +1559,12 @@ def host_and_port(url: str) -> str:
     return f"{parts.hostname}:{port}"
 
 
+def handshake_stalled(exc: BaseException) -> bool:
+    """A TLS handshake that timed out: urllib3 calls it a read timeout, but it runs on connect_timeout and
+    the request never left."""
+    return is_timeout(exc) and "handshake" in " ".join(str(e) for e in causes(exc)).lower()
+
+
 def connection_failure(exc: BaseException, request: WebhookRequest) -> str:
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.URLRequired | ValueError):
         return "The `n8n_url` valve is not a valid http(s) URL."
@@ -1503,7 +1575,7 @@ def connection_failure(exc: BaseException, request: WebhookRequest) -> str:
     said = " ".join(str(e) for e in chain).lower()
     if "wrong_version_number" in said or "wrong version number" in said:
         return f"n8n at {host} speaks plain HTTP, not HTTPS: write http:// instead of https:// in the `n8n_url` valve."
-    if "handshake" in said and is_timeout(exc):  # urllib3 calls it a read timeout; it runs on connect_timeout
+    if handshake_stalled(exc):
         return (
             f"Cannot reach n8n at {host}: the TLS handshake did not finish within {request.connect_timeout:g} s "
             "(connect_timeout). Is this port serving HTTPS?"
@@ -1594,6 +1666,8 @@ def n8n_error_advice(reason: str) -> str:
             "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create or pick "
             "the credential under Authentication, then publish the workflow again."
         )
+    if "AbortError" in reason:
+        return "The workflow's execution was stopped in n8n (from its editor, its API or the pipe's Stop)."
     if "Original error" in reason or re.search(r"\b(TypeError|ResponseError)\b", reason):
         return (
             "The model behind the workflow failed (its credential, URL or model name, or the model server): "
@@ -1881,6 +1955,190 @@ async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Piece],
 
 
 # ---------------------------------------------------------------------------
+# Stopping n8n's execution: n8n runs a workflow to its end after its client has gone, so on Stop (or a
+# reply the pipe gave up on) the pipe asks n8n's public API (n8n >= 2.10) to stop this turn's execution.
+# It runs in a thread of its own after the socket is closed: the chat never waits for n8n's API.
+
+API_TIMEOUT = (3.0, 5.0)  # connect, read: a slow API ends the attempt, never the chat
+LOOKUP_DELAYS = (0.0, 0.25, 0.5, 1.0)  # n8n lists a run ~50 ms after its request: an early Stop looks again
+LOOKUP_PAGE_SIZE = 100
+LOOKUP_PAGES = 5
+NO_API_KEY = "n8n keeps running the workflow to its end (set the `n8n_api_key` valve to stop it too)"
+
+
+@dataclass(frozen=True)
+class ExecutionApi:
+    """How to reach n8n's public API for one turn, and the turn id its execution was sent."""
+
+    url: str
+    key: str = field(repr=False)
+    turn_id: str
+    verify_ssl: bool = True
+
+
+def execution_api(valves: Pipe.Valves, webhook_url: str, turn: Turn) -> ExecutionApi | None:
+    """None without an API key: Stop then only hangs up, as before the key existed."""
+    key = valves.n8n_api_key.strip()
+    if not key:
+        return None
+    url = valves.n8n_api_url.strip().rstrip("/") or api_url_of(webhook_url)
+    return ExecutionApi(url, key, turn.turn_id, valves.verify_ssl)
+
+
+def api_url_of(webhook_url: str) -> str:
+    """The webhook's origin + /api/v1 (credentials in the URL left out), or "" when it does not parse."""
+    try:
+        parts = urlsplit(webhook_url.strip())
+    except ValueError:
+        return ""
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}/api/v1" if parts.scheme and host else ""
+
+
+class ExecutionStop:
+    """Stops one turn's n8n execution: the id the workflow streamed (`executionId`), else the run whose
+    input holds the turn's id, found through the executions API."""
+
+    def __init__(self, api: ExecutionApi | None) -> None:
+        self.api = api
+        self.execution_id = ""
+
+    async def stop(self, reason: str, status: StatusReporter) -> None:
+        """Says why the reply ended, then stops the execution in a thread whose outcome becomes the final
+        status. The thread starts after the first status is shown, so the two never swap places."""
+        reason = reason.rstrip(".")
+        if self.api is None:
+            await status.show(f"{reason}; {NO_API_KEY}", done=True)
+            return
+        await status.show(f"{reason}; stopping the n8n execution…", done=True)
+        api, execution_id, loop = self.api, self.execution_id, asyncio.get_running_loop()
+
+        def work() -> None:
+            said = f"{reason}; {stop_execution(api, execution_id)}"
+            log.info("n8n API at %s: %s", host_and_port(api.url), redact(said, [api.key]))
+            report_from_thread(loop, status.show(redact(said, [api.key]), done=True))
+
+        THREAD_STARTER.submit(threading.Thread(target=work, name="n8n-stop", daemon=True).start)
+
+
+def report_from_thread(loop: asyncio.AbstractEventLoop, shown: Coroutine[Any, Any, None]) -> None:
+    """Runs a status update on the chat's event loop; dropped when that loop has ended."""
+    try:
+        asyncio.run_coroutine_threadsafe(shown, loop)
+    except RuntimeError:  # the loop is closed: nobody is listening any more
+        shown.close()
+
+
+class ApiRefused(Exception):
+    """n8n's API refused a call: the message says why, in the user's words."""
+
+
+def stop_execution(api: ExecutionApi, execution_id: str) -> str:
+    """What happened to the turn's execution, in the user's words; never raises."""
+    with requests.Session() as session:
+        session.headers["X-N8N-API-KEY"] = api.key
+        try:
+            execution_id = execution_id or find_execution(session, api)
+            if not execution_id:
+                return "no running n8n execution of this message was found (it had already finished)"
+            response = api_call(session, api, "POST", f"/executions/{execution_id}/stop")
+        except ApiRefused as exc:
+            return str(exc)
+        except requests.RequestException as exc:
+            return api_unreachable(exc, api)
+        except JSON_ERRORS:
+            return f"n8n's API at {host_and_port(api.url)} answered something that is not n8n's JSON"
+        return stop_result(response, execution_id)
+
+
+def api_call(session: requests.Session, api: ExecutionApi, method: str, path: str, **params: str) -> requests.Response:
+    """One call to n8n's public API: short timeouts, no redirect (the key would go along), no netrc."""
+    return session.request(
+        method,
+        api.url + path,
+        params=params,
+        timeout=API_TIMEOUT,
+        verify=api.verify_ssl,
+        allow_redirects=False,
+        auth=token_headers_only,
+    )
+
+
+def find_execution(session: requests.Session, api: ExecutionApi) -> str:
+    """The running execution whose input holds this turn's id; a Stop right after the request may come
+    before n8n lists the run, so the list is read again a few times."""
+    for delay in LOOKUP_DELAYS:
+        time.sleep(delay)
+        found = running_execution(session, api)
+        if found:
+            return found
+    return ""
+
+
+def running_execution(session: requests.Session, api: ExecutionApi) -> str:
+    """One look through the running executions. The turn id is a fresh random id, so any run whose data
+    holds it is this turn's: wherever the run has moved the webhook's body by now."""
+    cursor = ""
+    for _ in range(LOOKUP_PAGES):
+        params = {"status": "running", "includeData": "true", "limit": str(LOOKUP_PAGE_SIZE)}
+        response = api_call(session, api, "GET", "/executions", **params, **({"cursor": cursor} if cursor else {}))
+        if response.status_code != 200:
+            raise ApiRefused(api_refusal(response, api, "execution:list and execution:read"))
+        page = response.json()
+        for execution in page.get("data") or []:
+            if isinstance(execution, dict) and api.turn_id in json.dumps(execution.get("data")):
+                return str(execution.get("id", ""))
+        cursor = page.get("nextCursor") or ""
+        if not cursor:
+            break
+    return ""
+
+
+def stop_result(response: requests.Response, execution_id: str) -> str:
+    status = response.status_code
+    if status == 200:
+        return f"n8n execution {execution_id} cancelled"
+    if status == 409:
+        return f"n8n execution {execution_id} had already finished"
+    if status in (404, 405) and "execution" not in response.text.lower():
+        return STOP_UNSUPPORTED
+    if status == 404:
+        return f"n8n execution {execution_id} had already finished"
+    return api_refusal(response, None, "execution:stop")
+
+
+STOP_UNSUPPORTED = "this n8n cannot stop executions through its API (that needs n8n 2.10 or later)"
+
+
+def api_refusal(response: requests.Response, api: ExecutionApi | None, scopes: str) -> str:
+    """Why the API said no, with the fix: the key (401), its scopes (403), or the API's address."""
+    status = response.status_code
+    if status == 401:
+        return "n8n rejected the `n8n_api_key` (HTTP 401): create a new API key in n8n (Settings > n8n API)"
+    if status == 403:
+        return f"the `n8n_api_key` may not do this (HTTP 403): give it the {scopes} scopes"
+    if status in (404, 405) or 300 <= status < 400:
+        where = host_and_port(api.url) if api else "the `n8n_api_url`"
+        return f"no n8n API at {where} (HTTP {status}): check the `n8n_api_url` valve (…/api/v1)"
+    message, _ = n8n_message(response.text[:ERROR_BODY_LIMIT])
+    return f"n8n's API answered HTTP {status}: {message or 'no details'}"
+
+
+def api_unreachable(exc: BaseException, api: ExecutionApi) -> str:
+    if isinstance(
+        exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema | requests.exceptions.InvalidSchema
+    ):
+        return "the `n8n_api_url` valve is not a valid http(s) URL"
+    if is_timeout(exc):
+        reason = "no answer in time"
+    elif any(isinstance(e, ConnectionRefusedError) for e in causes(exc)):
+        reason = "connection refused"
+    else:
+        reason = read_failure_reason(exc)
+    return f"n8n's API at {host_and_port(api.url)} could not be reached ({reason}): the workflow may still be running"
+
+
+# ---------------------------------------------------------------------------
 # Presentation: pieces of the reply -> what the chat shows.
 
 
@@ -1982,11 +2240,14 @@ async def chat_chunks(
                 for chunk in open_webui_safe("".join(shown)):
                     yield chunk
     except (GeneratorExit, asyncio.CancelledError):
-        await status.show("Stopped", done=True)  # else the last status spins on for ever after Stop
+        await exchange.execution.stop("Stopped", status)  # else the last status spins on for ever after Stop
         raise
     for chunk in open_webui_safe(renderer.close_thinking()):
         yield chunk
-    await status.show(outcome.failure or renderer.summary(), done=True)
+    if exchange.gave_up:
+        await exchange.execution.stop(outcome.failure, status)
+    else:
+        await status.show(outcome.failure or renderer.summary(), done=True)
 
 
 async def single_chunk(text: str, status: StatusReporter | None = None, failure: str = "") -> AsyncGenerator[str, None]:
@@ -2192,6 +2453,30 @@ def token_verdict(token: str) -> str:
     )
 
 
+UNUSED_EXECUTION_ID = 2**31 - 1  # the doctor's stop probe: an id no execution has, so nothing is stopped
+API_KEY_WORKS = "the key works; Stop will stop n8n executions"
+
+
+def api_check(webhook_url: str, api_url: str, key: str) -> str:
+    """The doctor's word on an API key: listing one execution checks the key and its list scope; stopping
+    an id no execution has checks the stop scope and that this n8n can stop executions (2.10 or later)."""
+    api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "")
+    with requests.Session() as session:
+        session.headers["X-N8N-API-KEY"] = key
+        try:
+            listed = api_call(session, api, "GET", "/executions", limit="1")
+            if listed.status_code != 200:
+                return api_refusal(listed, api, "execution:list and execution:read")
+            probe = api_call(session, api, "POST", f"/executions/{UNUSED_EXECUTION_ID}/stop")
+        except requests.RequestException as exc:
+            return api_unreachable(exc, api)
+    if probe.status_code == 404 and "execution" in probe.text.lower():  # "Failed to find execution to stop"
+        return API_KEY_WORKS
+    if probe.status_code in (404, 405):
+        return STOP_UNSUPPORTED
+    return api_refusal(probe, api, "execution:stop")
+
+
 async def run_check(url: str, token: str, auth_header: str, prompt: str, read_timeout: float) -> int:
     pipe = Pipe()
     pipe.valves.n8n_bearer_token = token
@@ -2230,10 +2515,18 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--auth-header", default="Authorization", help="the auth_header_name valve")
     check.add_argument("--prompt", default="Hello! Please answer in a few sentences.")
     check.add_argument("--read-timeout", type=float, default=300, help="the read_timeout valve, in seconds")
+    check.add_argument("--api-key", default="", help="the n8n_api_key valve: checked for what Stop needs")
+    check.add_argument("--api-url", default="", help="the n8n_api_url valve (default: the webhook's host + /api/v1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")  # the terminal shows the failures
     if args.command == "check":
-        return asyncio.run(run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout))
+        api_ok = True
+        if args.api_key:
+            said = redact(api_check(args.url, args.api_url, args.api_key), [args.api_key])
+            print(f"n8n API: {said}")
+            api_ok = said == API_KEY_WORKS
+        streams = asyncio.run(run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout))
+        return streams or (0 if api_ok else 1)
     return asyncio.run(run_demo(args.prompt, args.delay))
 
 

@@ -31,6 +31,7 @@ NOT_REGISTERED_PRODUCTION = (
 )
 AUTH_ADVICE = "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
 STOP_WITHIN = 0.1
+KEEPS_RUNNING = "n8n keeps running the workflow to its end (set the `n8n_api_key` valve to stop it too)"
 
 
 async def whole_reply(turn: Any) -> list[str]:
@@ -181,7 +182,7 @@ def test_silence_mid_stream_keeps_the_text_and_says_read_timeout(chat):
     shown, final = answered_with(reply, chat, read_timeout=0.5)
 
     assert shown == ["Hello", "\n\n[stream interrupted after 1 chunk: n8n sent nothing for 0.5 s (read_timeout)]"]
-    assert final == {"description": "n8n sent nothing for 0.5 s (read_timeout)", "done": True}
+    assert final == {"description": f"n8n sent nothing for 0.5 s (read_timeout); {KEEPS_RUNNING}", "done": True}
     assert time.monotonic() - started < 5  # the valve's 0.5 s, not the default 300 s
 
 
@@ -191,7 +192,7 @@ def test_silence_before_the_headers_says_read_timeout(chat):
     shown, final = answered_with(reply, chat, read_timeout=0.5)
 
     assert shown == ["⚠️ n8n sent nothing for 0.5 s (read_timeout)."]
-    assert final == {"description": "n8n sent nothing for 0.5 s (read_timeout).", "done": True}
+    assert final == {"description": f"n8n sent nothing for 0.5 s (read_timeout); {KEEPS_RUNNING}", "done": True}
 
 
 def test_a_dropped_connection_keeps_every_chunk_and_is_never_resent(chat):
@@ -223,7 +224,7 @@ def test_a_line_without_end_stops_the_reading_at_the_reply_limit(chat):
 
     too_long = "the reply passed 1 MB, the limit set by the `max_reply_mb` valve"
     assert "".join(shown) == f"Hi\n\n[stream interrupted after 1 chunk: {too_long}]"
-    assert final == {"description": too_long, "done": True}
+    assert final == {"description": f"{too_long}; {KEEPS_RUNNING}", "done": True}
 
 
 # ---------------------------------------------------------------------------
@@ -299,7 +300,7 @@ def test_cancelling_the_chat_task_mid_reply_hangs_up_at_once(chat):
     assert delay < STOP_WITHIN
     assert threads_left_after(before) == set()
     # The status under the message stops spinning: the last one says the reply was stopped.
-    assert turns[0].statuses[-1]["data"] == {"description": "Stopped", "done": True}
+    assert turns[0].statuses[-1]["data"] == {"description": f"Stopped; {KEEPS_RUNNING}", "done": True}
 
 
 def test_stop_before_n8n_sent_its_headers_hangs_up_at_once(chat):

@@ -7,7 +7,7 @@ import gzip
 import json
 
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, n8n_line
-from test_errors_and_stop import shown_and_final_status
+from test_errors_and_stop import KEEPS_RUNNING, shown_and_final_status
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
 TEXT = [("Content-Type", "text/plain; charset=utf-8")]
@@ -29,7 +29,7 @@ def test_a_gzip_bomb_is_cut_at_max_reply_mb_counting_decompressed_bytes(chat):
     assert text.startswith("Hello \0")
     assert text.endswith(f": {SIZE_CUT}]")
     assert len(text) < 2 * 1024 * 1024  # what was shown is kept; the rest of the 64 MiB never was read
-    assert final == {"description": SIZE_CUT, "done": True}
+    assert final == {"description": f"{SIZE_CUT}; {KEEPS_RUNNING}", "done": True}
 
 
 def test_a_reply_dripping_a_byte_at_a_time_is_cut_at_max_reply_minutes(chat):
@@ -43,7 +43,7 @@ def test_a_reply_dripping_a_byte_at_a_time_is_cut_at_max_reply_minutes(chat):
     text = "".join(shown)
     assert text.startswith("Start:x")
     assert text.endswith(f": {TIME_CUT}]")
-    assert final == {"description": TIME_CUT, "done": True}
+    assert final == {"description": f"{TIME_CUT}; {KEEPS_RUNNING}", "done": True}
 
 
 def test_keepalives_and_nothing_else_are_cut_at_max_reply_minutes(chat):
@@ -55,7 +55,7 @@ def test_keepalives_and_nothing_else_are_cut_at_max_reply_minutes(chat):
         assert server.client_gone.wait(5)
 
     assert shown == [f"⚠️ {TIME_CUT}"]
-    assert final == {"description": TIME_CUT, "done": True}
+    assert final == {"description": f"{TIME_CUT}; {KEEPS_RUNNING}", "done": True}
 
 
 def test_a_complete_json_answer_of_several_megabytes_is_shown_in_full(chat):

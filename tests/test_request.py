@@ -48,10 +48,20 @@ def take_turn(body: dict[str, Any], **valves: Any) -> tuple[list[str], list[Any]
 
 
 def sent_payload(body: dict[str, Any], **valves: Any) -> dict[str, Any]:
+    """The payload but its `turnId` (a fresh random id, checked on its own below)."""
     shown, requests = take_turn(body, **valves)
     assert shown == ["Hi"]
     assert len(requests) == 1
-    return json.loads(requests[0].body)
+    payload = json.loads(requests[0].body)
+    assert re.fullmatch(r"[0-9a-f]{32}", payload.pop("turnId"))
+    return payload
+
+
+def test_each_turn_sends_its_own_turn_id_so_stop_can_find_its_execution():
+    ids = [json.loads(take_turn(turn_body(user_says("hello")))[1][0].body)["turnId"] for _ in range(2)]
+
+    assert ids[0] != ids[1]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", turn_id) for turn_id in ids)
 
 
 def sent_headers(**valves: Any) -> dict[str, str]:

@@ -5,6 +5,8 @@ Anthropic `/v1/messages` (SSE). What they answer depends on the prompt the workf
 - a prompt containing ``FAIL`` gets an HTTP 500 before any token;
 - a prompt containing ``HOLD:<name>`` streams all tokens but the last, then waits until the
   test opens ``gates[<name>]``: proof that the chat saw text before the model finished;
+- a prompt containing ``LONG`` streams ``LONG_TOKENS`` tokens ``LONG_DELAY`` seconds apart, and notes when n8n
+  closed the connection (``closed_at``): what Stop must make n8n do;
 - a prompt containing ``SLOW`` streams with ``SLOW_DELAY`` between tokens (to tell a stream from a
   proxy's buffered burst by the clock);
 - anything else streams ``TOKENS`` one by one, ``token_delay`` seconds apart.
@@ -14,6 +16,7 @@ Every request is recorded (path, JSON body, when each token left), so tests can 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -27,6 +30,8 @@ TOKENS = ["Hello", " from", " the", " fake", " model", ":", " ünïcødé", ' "q
 BREAK_AFTER = 3
 MODEL_ERROR = "model exploded"
 SLOW_DELAY = 0.25
+LONG_TOKENS = [f" t{i}" for i in range(50)]
+LONG_DELAY = 0.2
 
 
 @dataclass
@@ -38,6 +43,7 @@ class ModelCall:
     prompt: str
     token_times: list[float] = field(default_factory=list)
     finished_at: float | None = None
+    closed_at: float | None = None  # n8n closed the connection before the last token
 
 
 def prompt_of(api: str, body: dict[str, Any]) -> str:
@@ -68,12 +74,13 @@ class FakeModels:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path.startswith("/api/chat"):
-                    fake._ollama(self, body)
-                elif self.path.startswith("/v1/messages"):
-                    fake._anthropic(self, body)
-                else:
-                    self._plain(404, {"error": f"no route {self.path}"})
+                with contextlib.suppress(OSError):  # n8n hung up (noted in the call's closed_at)
+                    if self.path.startswith("/api/chat"):
+                        fake._ollama(self, body)
+                    elif self.path.startswith("/v1/messages"):
+                        fake._anthropic(self, body)
+                    else:
+                        self._plain(404, {"error": f"no route {self.path}"})
 
             def do_GET(self) -> None:  # Ollama's model list, for the credential test in the editor
                 self._plain(200, {"models": [{"name": "fake:latest", "model": "fake:latest"}]})
@@ -123,18 +130,24 @@ class FakeModels:
             return [], "fail"
         if "BREAK" in call.prompt:
             return TOKENS[:BREAK_AFTER], "break"
+        if "LONG" in call.prompt:
+            return list(LONG_TOKENS), "done"
         return list(TOKENS), "done"
 
     def _play(self, call: ModelCall, send_token: Any) -> None:
         hold = re.search(r"HOLD:(\w+)", call.prompt)
         tokens, _ = self._tokens(call)
-        delay = SLOW_DELAY if "SLOW" in call.prompt else self.token_delay
+        delay = LONG_DELAY if "LONG" in call.prompt else SLOW_DELAY if "SLOW" in call.prompt else self.token_delay
         for i, token in enumerate(tokens):
             if hold and i == len(tokens) - 1:
                 self.gate(hold.group(1)).wait(30)
             elif i:
                 time.sleep(delay)
-            send_token(token)
+            try:
+                send_token(token)
+            except OSError:  # n8n hung up: no further token is asked for
+                call.closed_at = time.monotonic()
+                raise
             call.token_times.append(time.monotonic())
 
     # -- Ollama: POST /api/chat, NDJSON when "stream" is true (its default) ------------------------

@@ -41,6 +41,8 @@ SHIPPED = REPO / "n8n"
 N8N_VERSION = "2.41.1"
 TOKEN = "e2e-token-7f3a9c"
 START_TIMEOUT = 120
+OWNER_PASSWORD = "Owner-e2e-Passw0rd"
+STOP_SCOPES = ("execution:list", "execution:read", "execution:stop")
 
 
 @dataclass
@@ -67,6 +69,26 @@ class N8n:
     def header_auth_url(self) -> str:
         """The Ollama workflow with Header Auth on (as shipped, or the variant made for it)."""
         return next(h.url for name, h in self.webhooks.items() if h.auth and name.startswith("ollama"))
+
+    def api_key(self, scopes: tuple[str, ...] = STOP_SCOPES) -> str:
+        """An API key for n8n's public API, made as a user would in Settings > n8n API: no CLI makes
+        one, so the owner is set up (once) and logs in through n8n's REST API."""
+        session = requests.Session()
+        owner = {"email": "owner@example.com", "firstName": "Ada", "lastName": "Owner", "password": OWNER_PASSWORD}
+        session.post(f"{self.base_url}/rest/owner/setup", json=owner, timeout=30)  # 400 once the owner exists
+        login = {"emailOrLdapLoginId": owner["email"], "password": OWNER_PASSWORD}
+        session.post(f"{self.base_url}/rest/login", json=login, timeout=30).raise_for_status()
+        label = {"label": f"pipe-{uuid.uuid4().hex[:8]}", "scopes": list(scopes), "expiresAt": None}
+        made = session.post(f"{self.base_url}/rest/api-keys", json=label, timeout=30)
+        made.raise_for_status()
+        return str(made.json()["data"]["rawApiKey"])
+
+    def execution(self, key: str, execution_id: str) -> dict[str, Any]:
+        """One execution as n8n's public API shows it."""
+        url = f"{self.base_url}/api/v1/executions/{execution_id}"
+        reply = requests.get(url, headers={"X-N8N-API-KEY": key}, timeout=10)
+        reply.raise_for_status()
+        return dict(reply.json())
 
     def log_tail(self, lines: int = 60) -> str:
         try:

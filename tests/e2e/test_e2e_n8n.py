@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import sys
 import threading
@@ -17,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from fake_models import BREAK_AFTER, TOKENS
+import requests
+from fake_models import BREAK_AFTER, LONG_TOKENS, TOKENS
 from n8n_harness import REPO, TOKEN, N8n
 
 from pipe_n8n_stream import Pipe
 
 FULL_TEXT = "".join(TOKENS)
+LONG_TEXT = "".join(LONG_TOKENS)
 
 
 @dataclass
@@ -211,6 +214,174 @@ def test_stop_ends_the_read_at_once_and_n8n_finishes_on_its_own(n8n: N8n) -> Non
         time.sleep(0.05)
     assert call.finished_at is not None, "n8n did not finish the workflow after the chat went away"
     assert converse(n8n.url("ollama"), "after stop", n8n_bearer_token=TOKEN).text == FULL_TEXT
+
+
+# -- Stop stops the execution (n8n_api_key) ---------------------------------------------------------
+
+STOPPED = re.compile(r"Stopped; n8n execution (\d+) cancelled")
+STOPPING = "Stopped; stopping the n8n execution…"
+
+
+@pytest.fixture(scope="module")
+def api_key(n8n: N8n) -> str:
+    return n8n.api_key()
+
+
+async def stop_after(reply: Any, turn: Turn, seconds: float) -> float:
+    """Open WebUI's Stop `seconds` after the first chunk: the task iterating the reply is cancelled.
+    Returns when it was stopped."""
+    first = asyncio.Event()
+
+    async def iterate() -> None:
+        async for chunk in reply:
+            turn.chunks.append(chunk)
+            first.set()
+
+    task = asyncio.create_task(iterate())
+    await asyncio.wait_for(first.wait(), timeout=30)
+    await asyncio.sleep(seconds)  # the scenario: the user reads a second, then presses Stop
+    stopped = time.monotonic()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return stopped
+
+
+async def final_status(turn: Turn, after: str, within: float = 10) -> str:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        said = turn.descriptions
+        if after in said and said.index(after) < len(said) - 1:
+            return said[-1]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no final status after {after!r}: {turn.descriptions}")
+
+
+def canceled_within(n8n: N8n, key: str, execution_id: str, since: float, limit: float) -> str:
+    """The execution's status in n8n's API once it is no longer running, or at the limit."""
+    status = ""
+    while time.monotonic() - since < limit:
+        status = n8n.execution(key, execution_id)["status"]
+        if status != "running":
+            break
+        time.sleep(0.05)
+    return status
+
+
+def test_stop_cancels_the_n8n_execution_and_the_model_call(n8n: N8n, api_key: str) -> None:
+    pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN, n8n_api_key=api_key)
+    turn = Turn()
+
+    async def scenario() -> tuple[float, str]:
+        reply = await start(pipe, "LONG stop-me", turn, f"e2e-{uuid.uuid4().hex[:8]}")
+        stopped = await stop_after(reply, turn, 1.0)
+        return stopped, await final_status(turn, STOPPING)
+
+    stopped, final = asyncio.run(scenario())
+    found = STOPPED.fullmatch(final)
+    assert found, final
+    assert canceled_within(n8n, api_key, found.group(1), stopped, 3) == "canceled"
+    [call] = n8n.models.calls_for("LONG stop-me")
+    deadline = stopped + 3
+    while call.closed_at is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert call.closed_at is not None and call.closed_at - stopped < 3, "n8n kept the model's connection open"
+    assert len(call.token_times) < len(LONG_TOKENS)
+    assert turn.text and LONG_TEXT.startswith(turn.text)
+
+
+def test_stopping_one_chat_leaves_the_other_running(n8n: N8n, api_key: str) -> None:
+    pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN, n8n_api_key=api_key)
+    stopped_turn, other = Turn(), Turn()
+
+    async def scenario() -> str:
+        stopped_reply = await start(pipe, "LONG one", stopped_turn, f"e2e-{uuid.uuid4().hex[:8]}")
+        other_reply = await start(pipe, "LONG two", other, f"e2e-{uuid.uuid4().hex[:8]}")
+
+        async def read_other() -> None:
+            async for chunk in other_reply:
+                other.chunks.append(chunk)
+
+        reading = asyncio.create_task(read_other())
+        await stop_after(stopped_reply, stopped_turn, 1.0)
+        final = await final_status(stopped_turn, STOPPING)
+        await reading
+        return final
+
+    final = asyncio.run(scenario())
+    assert STOPPED.fullmatch(final), final
+    assert other.text == LONG_TEXT
+    assert other.statuses[-1]["description"].startswith("Done")
+    [one] = n8n.models.calls_for("LONG one")
+    [two] = n8n.models.calls_for("LONG two")
+    assert one.closed_at is not None and two.closed_at is None
+    assert len(two.token_times) == len(LONG_TOKENS)
+
+
+def test_without_an_api_key_stop_says_n8n_keeps_running(n8n: N8n) -> None:
+    pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN)
+    turn = Turn()
+
+    async def scenario() -> None:
+        reply = await start(pipe, "LONG no key", turn, f"e2e-{uuid.uuid4().hex[:8]}")
+        await stop_after(reply, turn, 0.5)
+
+    asyncio.run(scenario())
+    assert turn.statuses[-1] == {
+        "description": "Stopped; n8n keeps running the workflow to its end "
+        "(set the `n8n_api_key` valve to stop it too)",
+        "done": True,
+    }
+    [call] = n8n.models.calls_for("LONG no key")
+    deadline = time.monotonic() + 20
+    while call.finished_at is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(call.token_times) == len(LONG_TOKENS), "without a key n8n runs the workflow to its end"
+
+
+def test_a_run_stopped_in_n8n_ends_the_reply_within_seconds(n8n: N8n, api_key: str) -> None:
+    """Stopped elsewhere (n8n's editor, another client): n8n sends an error item, then nothing at all."""
+    turn = Turn()
+
+    async def scenario() -> float:
+        reply = await start(make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN), "LONG editor", turn, "e2e-editor")
+        first = asyncio.Event()
+
+        async def iterate() -> None:
+            async for chunk in reply:
+                turn.chunks.append(chunk)
+                first.set()
+
+        task = asyncio.create_task(iterate())
+        await asyncio.wait_for(first.wait(), timeout=30)
+        running = await asyncio.to_thread(running_ids, n8n, api_key)
+        stopped = time.monotonic()
+        for execution_id in running:
+            await asyncio.to_thread(stop_in_n8n, n8n, api_key, execution_id)
+        await asyncio.wait_for(task, timeout=30)
+        return time.monotonic() - stopped
+
+    took = asyncio.run(scenario())
+    assert took < 8, f"the reply went on {took:.1f} s after n8n stopped the run"
+    assert turn.statuses[-1]["description"].startswith("n8n error")
+    assert "⚠️ n8n error" in turn.text
+
+
+def running_ids(n8n: N8n, key: str) -> list[str]:
+    url = f"{n8n.base_url}/api/v1/executions?status=running"
+    return [str(e["id"]) for e in requests.get(url, headers={"X-N8N-API-KEY": key}, timeout=10).json()["data"]]
+
+
+def stop_in_n8n(n8n: N8n, key: str, execution_id: str) -> None:
+    requests.post(f"{n8n.base_url}/api/v1/executions/{execution_id}/stop", headers={"X-N8N-API-KEY": key}, timeout=10)
+
+
+def test_doctor_checks_the_api_key(n8n: N8n, api_key: str) -> None:
+    code, output = doctor(n8n.url("ollama"), "--token", TOKEN, "--api-key", api_key)
+    assert code == 0, output
+    assert "n8n API: the key works; Stop will stop n8n executions" in output
+    code, output = doctor(n8n.url("ollama"), "--token", TOKEN, "--api-key", "wrong-key")
+    assert "n8n API: n8n rejected the `n8n_api_key` (HTTP 401)" in output
 
 
 def test_the_agent_remembers_the_chat_by_session_id(n8n: N8n) -> None:

@@ -11,6 +11,7 @@ import time
 import uuid
 
 import pytest
+from fake_n8n_api import FakeN8nApi, execution
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_reply
 from owui_host import PIPE_ID, Browser
 
@@ -104,6 +105,32 @@ def test_stop_mid_stream_closes_the_webhook_and_keeps_the_text(admin, browser):
     # The spinner under the message ends: the pipe's last status says it stopped, live and saved.
     last = turn.wait(lambda: final_status_says_stopped(turn), 5, "a last status that says the reply stopped")
     assert wait_until(lambda: turn.saved()["statusHistory"][-1] == last, 5), turn.saved()["statusHistory"]
+
+
+def test_stop_cancels_the_n8n_execution(admin, browser):
+    """Stop through Open WebUI's own endpoint: the pipe hangs up, then stops this turn's run in n8n's API."""
+    reply = Reply(headers=STREAM_HEADERS, steps=[*n8n_reply(["Erste Hälfte"])[:2], "hang"])
+    with LoopbackServer([reply]) as n8n:
+        api = FakeN8nApi(running=lambda: [execution("1234", n8n.requests[0].json()["turnId"])])
+        try:
+            admin.set_valves(PIPE_ID, n8n_url=n8n.url, n8n_api_key="owui-e2e-api-key", n8n_api_url=api.url)
+            turn = browser.send(MODEL, "stop me")
+            turn.wait(lambda: turn.text_shown() == "Erste Hälfte", 15, "the first token")
+            admin.stop(turn.chat_id)
+            assert n8n.client_gone.wait(5), "the webhook connection stayed open after Stop"
+            assert api.stopped.wait(10), "the pipe never asked n8n's API to stop the execution"
+            final = "Stopped; n8n execution 1234 cancelled"
+            assert turn.wait(lambda: turn.statuses() and turn.statuses()[-1]["description"] == final, 10, final)
+            assert wait_until(lambda: turn.saved()["statusHistory"][-1]["description"] == final, 5)
+        finally:
+            api.close()
+            admin.set_valves(PIPE_ID, n8n_url=n8n.url, n8n_api_key="", n8n_api_url="")
+
+    assert [(c.method, c.path, c.key) for c in api.calls] == [
+        ("GET", "/api/v1/executions", "owui-e2e-api-key"),
+        ("POST", "/api/v1/executions/1234/stop", "owui-e2e-api-key"),
+    ]
+    assert turn.saved()["content"] == "Erste Hälfte"
 
 
 def test_stop_before_n8n_answers_leaves_no_thread_behind(admin, browser):

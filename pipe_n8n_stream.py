@@ -373,9 +373,9 @@ SHOWN_KINDS = ("text", "error")  # what counts as an answer: a reply with neithe
 class Piece(NamedTuple):
     """One meaningful thing in a reply: text, thinking, a node starting (node), a failure the workflow
     reported (error), the reply cut short (dropped), or its end marker (end). The agent's work: one tool
-    step (step, JSON `{"tool", "input", "output"}`), one citation (source, JSON of Open WebUI's source
-    event data), an n8n block ending (block_end, the node's name). A NamedTuple: one is made per token
-    (bench/README.md)."""
+    step (step: JSON `{"tool", "input", "output"}`, input and output as JSON text), one citation (source:
+    JSON of Open WebUI's source event data), an n8n block ending (block_end: the node's name).
+    A NamedTuple: one is made per token (bench/README.md)."""
 
     kind: PieceKind
     value: str = ""
@@ -936,17 +936,23 @@ def step_pieces(steps: Any) -> list[Piece]:
             continue
         shown = {
             "tool": " ".join(tool.split()),
-            "input": tool_text(action.get("toolInput")),
-            "output": tool_text(step.get("observation")),
+            "input": tool_json(action.get("toolInput")),
+            "output": tool_json(step.get("observation")),
         }
         pieces.append(Piece("step", json.dumps(shown, ensure_ascii=False)))
     return pieces
 
 
-def tool_text(value: Any) -> str:
-    """A tool's input or output as the user reads it: a string as it is, anything else as JSON; cut."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return well_formed(text if len(text) <= TOOL_TEXT_CHARS else text[:TOOL_TEXT_CHARS] + "…")
+def tool_json(value: Any) -> str:
+    """A tool's input or output as JSON text, as Open WebUI keeps its own tools' arguments and results;
+    a string longer than TOOL_TEXT_CHARS is cut, a longer JSON value becomes its cut text."""
+    if not isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        if len(text) <= TOOL_TEXT_CHARS:
+            return well_formed(text)
+        value = text
+    cut = value if len(value) <= TOOL_TEXT_CHARS else value[:TOOL_TEXT_CHARS] + "…"
+    return well_formed(json.dumps(cut, ensure_ascii=False))
 
 
 def source_pieces(sources: Any) -> list[Piece]:
@@ -1726,8 +1732,8 @@ def tool_call_block(step_json: str) -> str:
         "type": "tool_calls",
         "done": "true",
         "name": step["tool"],
-        "arguments": json.dumps(step["input"], ensure_ascii=False),
-        "result": json.dumps(step["output"], ensure_ascii=False),
+        "arguments": step["input"],
+        "result": step["output"],
     }
     said = " ".join(f'{key}="{html.escape(value)}"' for key, value in attributes.items())
     return f"<details {said}>\n<summary>Tool Executed</summary>\n</details>\n"

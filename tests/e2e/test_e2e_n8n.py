@@ -83,6 +83,7 @@ def converse(
         reply = await start(
             make_pipe(url, **valves), prompt, turn, chat_id or f"e2e-{uuid.uuid4().hex[:8]}", chat_streams
         )
+        assert turn is not None
         if isinstance(reply, str):
             turn.chunks, turn.times = [reply], [time.monotonic()]
             return turn
@@ -276,9 +277,11 @@ def test_non_streaming_chat_gets_the_whole_text(n8n: N8n) -> None:
 
 # -- the agent's work: tool steps and sources --------------------------------------------------------
 
+# n8n 2.41.1 names the step after the tool node and keeps its output as the JSON text the node returned.
 CALCULATOR_BLOCK = (
-    '<details type="tool_calls" done="true" name="calculator" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
-    'result="&quot;4&quot;">\n<summary>Tool Executed</summary>\n</details>\n'
+    '<details type="tool_calls" done="true" name="Calculator" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
+    'result="&quot;[{\\&quot;response\\&quot;:\\&quot;4\\&quot;}]&quot;">\n'
+    "<summary>Tool Executed</summary>\n</details>\n"
 )
 
 

@@ -94,6 +94,10 @@ EDITOR_PAGES = {
     "insights",
 }
 TITLE_CHARS = 60
+TOOL_TEXT_CHARS = 2000  # a tool's input or output shown in its step block is cut here
+MAX_SOURCES = 100  # citations taken from one reply: each is an event and a row in the saved message
+TOOL_STATUS_DELAY = 1.0  # seconds after an n8n block's end before the status says a tool runs
+AGENT_WORK_FIELDS = ("intermediateSteps", "sources")
 # What json.loads raises on bytes that are no usable JSON: a line of 100 000 `[` is a RecursionError.
 JSON_ERRORS = (ValueError, RecursionError)
 
@@ -154,6 +158,11 @@ class Pipe:
         )
         emit_status: bool = Field(default=True, description="Show progress under the message.")
         show_thinking: bool = Field(default=True, description="Show the model's reasoning as collapsible thinking.")
+        show_tool_steps: bool = Field(
+            default=True,
+            description="Show the AI Agent's tool steps (its 'Return Intermediate Steps' option) as collapsed "
+            "tool-call blocks before the answer.",
+        )
         verify_ssl: bool = Field(default=True, description="Check n8n's TLS certificate.")
         n8n_api_key: str = Field(
             default="",
@@ -223,7 +232,14 @@ class Pipe:
             return single_chunk(f"⚠️ {problem}", status, problem) if turn.wants_stream else f"⚠️ {problem}"
 
         secrets = [self.valves.n8n_bearer_token, bare_token(self.valves.n8n_bearer_token)]
-        chunks = chat_chunks(Exchange(self.webhook_request(url, turn)), status, self.valves.show_thinking, secrets)
+        chunks = chat_chunks(
+            Exchange(self.webhook_request(url, turn)),
+            status,
+            self.valves.show_thinking,
+            secrets,
+            show_tool_steps=self.valves.show_tool_steps,
+            citations=Citations(None if turn.task else __event_emitter__),
+        )
         if turn.wants_stream:
             return chunks
         async with aclosing(chunks):
@@ -524,14 +540,17 @@ def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
 # Decoding: pure, bytes in -> pieces out, testable without a socket. Every decoder has the same pair:
 # feed() what arrived, finish() at the end of the body.
 
-PieceKind = Literal["text", "thinking", "node", "error", "dropped", "end", "execution"]
+PieceKind = Literal["text", "thinking", "node", "error", "dropped", "end", "execution", "step", "source", "block_end"]
 SHOWN_KINDS = ("text", "error")  # what counts as an answer: a reply with neither says it had no text
 
 
 class Piece(NamedTuple):
     """One meaningful thing in a reply: text, thinking, a node starting (node), a failure the workflow
     reported (error), the reply cut short (dropped), its end marker (end), or the n8n execution id the
-    workflow streamed (execution, never shown). A NamedTuple: one is made per token (bench/README.md)."""
+    workflow streamed (execution, never shown). The agent's work: one tool step (step: JSON
+    `{"tool", "input", "output"}`, input and output as JSON text), one citation (source: JSON of Open
+    WebUI's source event data), an n8n block ending (block_end: the node's name).
+    A NamedTuple: one is made per token (bench/README.md)."""
 
     kind: PieceKind
     value: str = ""
@@ -845,7 +864,7 @@ class JsonLinesFormat(WireFormat):
     def no_text(self) -> str:
         if self.streams:
             return super().no_text()
-        snippet = shorten(json.dumps(self._first_value, ensure_ascii=False))
+        snippet = shorten(json.dumps(without_agent_work(self._first_value), ensure_ascii=False))
         return (
             f"n8n's reply has no text at `{self.response_field}`: {snippet}. "
             "Set the `response_field` valve to the field that holds the answer."
@@ -931,6 +950,8 @@ class N8nBlocks:
         node = text_at(value, "metadata.nodeName") or ""
         if kind == "begin" and node:
             pieces.append(Piece("node", node))
+        elif kind == "end":
+            pieces.append(Piece("block_end", node))
         elif kind == "error":
             reason = shorten(content) if isinstance(content, str) and content.strip() else "the workflow failed"
             in_node = f" in {node}" if node else ""
@@ -1018,9 +1039,9 @@ def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
     if isinstance(value, list):
         found = text_at(value, response_field)
         if found is not None:
-            return text_pieces(found)
+            return agent_work_pieces(value) + text_pieces(found)
         texts = (text_at(item, response_field) or common_text(item) for item in value)
-        return text_pieces("\n\n".join(t for t in texts if t))
+        return agent_work_pieces(value) + text_pieces("\n\n".join(t for t in texts if t))
     if not isinstance(value, dict):
         return text_pieces(value)
     kind = type_of(value)
@@ -1032,7 +1053,7 @@ def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
         return [Piece("error", error_message(value["error"]))]
     found = text_at(value, response_field)
     if found is not None:
-        return text_pieces(found)
+        return agent_work_pieces(value) + text_pieces(found)
     if "choices" in value:
         return openai_pieces(value)
     if "done" in value or ("model" in value and ("message" in value or "response" in value)):
@@ -1040,7 +1061,7 @@ def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
     if value.get("message") == "Workflow was started":
         return [Piece("error", WORKFLOW_STARTED)]
     text = common_text(value)
-    return text_pieces(text) if text is not None else []
+    return agent_work_pieces(value) + text_pieces(text) if text is not None else []
 
 
 def is_n8n_chunk(value: Any) -> bool:
@@ -1051,33 +1072,105 @@ def is_n8n_chunk(value: Any) -> bool:
 
 
 def respond_node_pieces(content: str, response_field: str) -> list[Piece]:
-    """A Respond to Webhook body: its text, or the execution id a workflow streams for Stop (not shown)."""
-    execution_id = streamed_execution_id(content)
-    if execution_id:
-        return [Piece("execution", execution_id)]
-    return text_pieces(respond_node_text(content, response_field))
-
-
-def streamed_execution_id(content: str) -> str:
-    """The id in `{"executionId": "1234"}` (`{{ $execution.id }}` streamed before the agent), else ""."""
-    with suppress(*JSON_ERRORS):
-        value = json.loads(content)
-        if isinstance(value, dict) and list(value) == ["executionId"]:
-            found = str(value["executionId"]).strip()
-            return found if found.isdecimal() else ""
-    return ""
-
-
-def respond_node_text(content: str, response_field: str) -> str:
-    """Respond to Webhook streams its whole body as one item whose content is a JSON string."""
+    """A Respond to Webhook body, a JSON document: the execution id a workflow streams for Stop (never
+    shown), or the agent's steps and sources in it, then its text at `response_field`."""
     try:
         value = json.loads(content)
     except JSON_ERRORS:
-        return content
-    found = text_at(value, response_field) if isinstance(value, (dict, list)) else None
+        return text_pieces(content)
+    execution_id = streamed_execution_id(value)
+    if execution_id:
+        return [Piece("execution", execution_id)]
+    found = body_text(value, response_field)
+    return agent_work_pieces(value) + text_pieces(found if found is not None else content)
+
+
+def streamed_execution_id(value: Any) -> str:
+    """The id in `{"executionId": "1234"}` (`{{ $execution.id }}` streamed before the agent), else ""."""
+    if isinstance(value, dict) and list(value) == ["executionId"]:
+        found = str(value["executionId"]).strip()
+        return found if found.isdecimal() else ""
+    return ""
+
+
+def body_text(value: Any, response_field: str) -> str | None:
+    """The text at `response_field` of `{...}`, or of the first entry of n8n's `[{...}]`."""
+    found = text_at(value, response_field)
     if found is None and isinstance(value, list) and value:
         found = text_at(value[0], response_field)
-    return found if found is not None else content
+    return found
+
+
+def agent_work_pieces(value: Any) -> list[Piece]:
+    """The AI Agent's tool steps (`intermediateSteps`) and the workflow's `sources` in a complete reply,
+    `{...}` or n8n's `[{...}]`: shown as tool blocks and citations, never as text."""
+    items = value if isinstance(value, list) else [value]
+    pieces: list[Piece] = []
+    for item in items:
+        if isinstance(item, dict):
+            pieces += step_pieces(item.get("intermediateSteps")) + source_pieces(item.get("sources"))
+    return pieces
+
+
+def step_pieces(steps: Any) -> list[Piece]:
+    """n8n's `[{action: {tool, toolInput, log}, observation}]`, inputs and outputs cut to TOOL_TEXT_CHARS."""
+    pieces: list[Piece] = []
+    for step in steps if isinstance(steps, list) else []:
+        action = object_at(step, "action")
+        tool = action.get("tool")
+        if not isinstance(tool, str) or not tool.strip():
+            continue
+        shown = {
+            "tool": " ".join(tool.split()),
+            "input": tool_json(action.get("toolInput")),
+            "output": tool_json(step.get("observation")),
+        }
+        pieces.append(Piece("step", json.dumps(shown, ensure_ascii=False)))
+    return pieces
+
+
+def tool_json(value: Any) -> str:
+    """A tool's input or output as JSON text, as Open WebUI keeps its own tools' arguments and results;
+    a string longer than TOOL_TEXT_CHARS is cut, a longer JSON value becomes its cut text."""
+    if not isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        if len(text) <= TOOL_TEXT_CHARS:
+            return well_formed(text)
+        value = text
+    cut = value if len(value) <= TOOL_TEXT_CHARS else value[:TOOL_TEXT_CHARS] + "…"
+    return well_formed(json.dumps(cut, ensure_ascii=False))
+
+
+def source_pieces(sources: Any) -> list[Piece]:
+    """`[{"title"|"name", "url", "content"?}]` -> Open WebUI's source event data, one per entry."""
+    pieces: list[Piece] = []
+    for entry in (sources if isinstance(sources, list) else [])[:MAX_SOURCES]:
+        url = web_url(text_at(entry, "url") or "")
+        title = text_at(entry, "title") or text_at(entry, "name") or url
+        if not title:
+            continue
+        content = text_at(entry, "content") or title
+        data = {
+            "source": {"name": title, "url": url} if url else {"name": title},
+            "document": [content],
+            "metadata": [{"source": url or title, "name": title}],
+        }
+        pieces.append(Piece("source", json.dumps(data, ensure_ascii=False)))
+    return pieces
+
+
+def web_url(url: str) -> str:
+    """Only http(s) links become a citation's link: a `javascript:` URL would run in the chat."""
+    return url.strip() if url.strip().lower().startswith(("http://", "https://")) else ""
+
+
+def without_agent_work(value: Any) -> Any:
+    """A reply without its tool steps and sources, for a snippet quoted in a message."""
+    if isinstance(value, dict):
+        return {key: item for key, item in value.items() if key not in AGENT_WORK_FIELDS}
+    if isinstance(value, list):
+        return [without_agent_work(item) for item in value]
+    return value
 
 
 def openai_pieces(value: dict[str, Any]) -> list[Piece]:
@@ -1275,6 +1368,7 @@ class Outcome:
     chunks: int = 0
     first_chunk_at: float | None = None
     last_chunk_at: float | None = None
+    tool_steps: int = 0
 
     def shown(self, now: float) -> None:
         """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
@@ -2161,9 +2255,10 @@ class ChatRenderer:
     """Turns pieces into chat text: thinking inside <think> tags, failures as visible notices. Counts
     what it shows into the reply's Outcome."""
 
-    def __init__(self, show_thinking: bool, outcome: Outcome) -> None:
+    def __init__(self, show_thinking: bool, outcome: Outcome, show_tool_steps: bool = True) -> None:
         self.show_thinking = show_thinking
         self.outcome = outcome
+        self.show_tool_steps = show_tool_steps
         self._thinking = False
         self._new_block = False
 
@@ -2178,6 +2273,9 @@ class ChatRenderer:
             return self._shown(self.close_thinking() + self.block_break() + piece.value)
         if piece.kind in ("error", "dropped"):
             return self.close_thinking() + self.notice(piece)
+        if piece.kind == "step":
+            self.outcome.tool_steps += 1
+            return self.close_thinking() + tool_call_block(piece.value) if self.show_tool_steps else ""
         return ""
 
     def block_break(self) -> str:
@@ -2204,26 +2302,118 @@ class ChatRenderer:
         now = time.monotonic()
         total = now - self.outcome.started
         first = self.outcome.first_chunk_at
+        steps = tool_steps_said(self.outcome.tool_steps)
         if first is None:
-            return f"Done in {total:.1f} s"
-        return f"Done: first text after {first - self.outcome.started:.1f} s, {total:.1f} s in all"
+            return f"Done in {total:.1f} s{steps}"
+        return f"Done: first text after {first - self.outcome.started:.1f} s, {total:.1f} s in all{steps}"
 
     def _shown(self, text: str) -> str:
         self.outcome.shown(time.monotonic())
         return text
 
 
+def tool_steps_said(count: int) -> str:
+    """The final status's note of the agent's tool steps, so the user knows tools ran."""
+    if not count:
+        return ""
+    return f", {count} tool step{'s' if count != 1 else ''}"
+
+
+def tool_call_block(step_json: str) -> str:
+    """One tool step in the markup Open WebUI 0.12.4 renders for its own tool calls: a collapsed
+    `<details type="tool_calls">` whose attributes hold the name, input and result. Attributes are
+    HTML-escaped JSON on one line: the chat's parser reads `name="value"` pairs up to the next quote."""
+    step = json.loads(step_json)
+    attributes = {
+        "type": "tool_calls",
+        "done": "true",
+        "name": step["tool"],
+        "arguments": step["input"],
+        "result": step["output"],
+    }
+    said = " ".join(f'{key}="{html.escape(value)}"' for key, value in attributes.items())
+    return f"<details {said}>\n<summary>Tool Executed</summary>\n</details>\n"
+
+
+class Citations:
+    """Open WebUI `source` events: the workflow's sources listed under the answer; silent without an
+    emitter, never breaks the stream."""
+
+    def __init__(self, emitter: Callable[[dict[str, Any]], Any] | None) -> None:
+        self._emitter = emitter
+
+    async def cite(self, data_json: str) -> None:
+        if self._emitter is None:
+            return
+        try:
+            await self._emitter({"type": "source", "data": json.loads(data_json)})
+        except Exception as exc:  # the chat must go on even when the UI channel fails
+            log.warning("source event failed: %s", type(exc).__name__)
+
+
+class ToolWait:
+    """n8n streams one block per model call and runs the agent's tools between blocks without saying
+    so. While the stream stays open after a block's end, the status says a tool runs; only after
+    TOOL_STATUS_DELAY, as the last block's end is followed by the body's end a moment later and every
+    reply would claim a tool. The same node starting a new block counts one tool step."""
+
+    def __init__(self, status: StatusReporter, outcome: Outcome) -> None:
+        self._status = status
+        self._outcome = outcome
+        self._ended: str | None = None  # the node whose block ended, until a block begins
+        self._said = False  # the status for this end is out
+        self._sleeping: asyncio.Task[None] | None = None
+        self._saying: asyncio.Task[Any] | None = None
+
+    def ended(self, node: str) -> None:
+        self._ended, self._said = node, False
+
+    def began(self, node: str) -> None:
+        if self._ended is not None and node == self._ended:
+            self._outcome.tool_steps += 1
+        self._ended = None
+
+    def after_batch(self) -> None:
+        """All of a read is shown: a block that ended with nothing after it starts the wait."""
+        if self._ended is not None and not self._said and self._sleeping is None:
+            self._sleeping = asyncio.ensure_future(self._say(self._ended, self._outcome.tool_steps + 1))
+
+    def cancel(self) -> None:
+        """More arrived, or the chat ends: a status still waiting is never said."""
+        sleeping, self._sleeping = self._sleeping, None
+        if sleeping is not None:
+            sleeping.cancel()
+
+    async def close(self) -> None:
+        """Before the final status, so a status being said cannot land after it."""
+        self.cancel()
+        if self._saying is not None:
+            await self._saying
+
+    async def _say(self, node: str, step: int) -> None:
+        await asyncio.sleep(TOOL_STATUS_DELAY)
+        self._sleeping, self._saying, self._said = None, asyncio.current_task(), True
+        await self._status.show(f"{node or 'The agent'} is using a tool… (step {step})")
+
+
 async def chat_chunks(
-    exchange: Exchange, status: StatusReporter, show_thinking: bool, secrets: list[str]
+    exchange: Exchange,
+    status: StatusReporter,
+    show_thinking: bool,
+    secrets: list[str],
+    show_tool_steps: bool = True,
+    citations: Citations | None = None,
 ) -> AsyncGenerator[str, None]:
-    """What the chat shows, chunk by chunk, with status events on the side; the first failure shown is
-    kept in the exchange's Outcome."""
+    """What the chat shows, chunk by chunk, with status and source events on the side; the first failure
+    shown is kept in the exchange's Outcome."""
     outcome = exchange.outcome
-    renderer = ChatRenderer(show_thinking, outcome)
+    renderer = ChatRenderer(show_thinking, outcome, show_tool_steps)
+    tool_wait = ToolWait(status, outcome)
     await status.show("Waiting for n8n…")
     try:
         async with aclosing(batches_from_worker(exchange)) as batches:
             async for batch in batches:
+                tool_wait.cancel()
                 shown: list[str] = []  # one chat chunk per batch: a fast stream must not cost a chunk per token
                 for piece in batch:
                     if piece.kind in ("error", "dropped"):
@@ -2235,15 +2425,23 @@ async def chat_chunks(
                         for chunk in open_webui_safe("".join(shown)):
                             yield chunk
                         shown.clear()
+                        tool_wait.began(piece.value)
                         await status.show(f"{piece.value} is answering")
+                    elif piece.kind == "block_end":
+                        tool_wait.ended(piece.value)
+                    elif piece.kind == "source" and citations is not None:
+                        await citations.cite(piece.value)
                     shown.append(renderer.render(piece))
                 for chunk in open_webui_safe("".join(shown)):
                     yield chunk
+                tool_wait.after_batch()
     except (GeneratorExit, asyncio.CancelledError):
+        tool_wait.cancel()
         await exchange.execution.stop("Stopped", status)  # else the last status spins on for ever after Stop
         raise
     for chunk in open_webui_safe(renderer.close_thinking()):
         yield chunk
+    await tool_wait.close()
     if exchange.gave_up:
         await exchange.execution.stop(outcome.failure, status)
     else:

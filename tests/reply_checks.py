@@ -14,7 +14,7 @@ from itertools import pairwise
 
 from pipe_n8n_stream import ChunkedBody, Exchange, Piece, RawBody, ReplyDecoder, WebhookRequest
 
-PIECE_KINDS = {"text", "thinking", "node", "error", "dropped", "end"}
+PIECE_KINDS = {"text", "thinking", "node", "error", "dropped", "end", "step", "source", "block_end"}
 
 
 @dataclass(frozen=True)

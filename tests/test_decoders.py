@@ -230,8 +230,8 @@ def test_n8n_item_is_text():
     assert pieces_of_json(n8n("item", content='tab\tquote" ünï'), "output") == [Piece("text", 'tab\tquote" ünï')]
 
 
-def test_n8n_end_and_keepalive_are_nothing():
-    assert pieces_of_json(n8n("end"), "output") == []
+def test_n8n_end_marks_the_block_end_and_keepalive_is_nothing():
+    assert pieces_of_json(n8n("end"), "output") == [Piece("block_end", "AI Agent")]
     assert pieces_of_json({"type": "keepalive"}, "output") == []
 
 

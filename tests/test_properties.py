@@ -132,6 +132,7 @@ def n8n_replies(draw: st.DrawFn) -> Reply:
             lines.append(as_json({"type": "item", "content": content, "metadata": meta}, ascii_only))
             expected += [Piece("text", content)] if content else []
         lines.append(as_json({"type": "end", "metadata": meta}, ascii_only))
+        expected.append(Piece("block_end", node))
     if draw(st.booleans()):
         reason = draw(maybe_token)
         lines.append(as_json({"type": "error", "content": reason, "metadata": {"nodeName": node}}, ascii_only))

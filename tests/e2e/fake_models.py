@@ -9,6 +9,10 @@ Anthropic `/v1/messages` (SSE). What they answer depends on the prompt the workf
   closed the connection (``closed_at``): what Stop must make n8n do;
 - a prompt containing ``SLOW`` streams with ``SLOW_DELAY`` between tokens (to tell a stream from a
   proxy's buffered burst by the clock);
+- ``GET /tool/<name>`` is a tool for an HTTP Request Tool node: it answers ``TOOL_RESULT`` once the test
+  opens ``gates[<name>]``, so the agent is seen working while the tool runs;
+- a prompt containing ``TOOL`` first calls the first tool n8n offers (``TOOL_ARGUMENTS``), then, once
+  n8n sends the tool's result back, answers with ``TOKENS`` (Ollama only);
 - anything else streams ``TOKENS`` one by one, ``token_delay`` seconds apart.
 
 Every request is recorded (path, JSON body, when each token left), so tests can compare.
@@ -32,6 +36,8 @@ MODEL_ERROR = "model exploded"
 SLOW_DELAY = 0.25
 LONG_TOKENS = [f" t{i}" for i in range(50)]
 LONG_DELAY = 0.2
+TOOL_ARGUMENTS = {"input": "2+2"}
+TOOL_RESULT = {"result": 4}
 
 
 @dataclass
@@ -82,7 +88,11 @@ class FakeModels:
                     else:
                         self._plain(404, {"error": f"no route {self.path}"})
 
-            def do_GET(self) -> None:  # Ollama's model list, for the credential test in the editor
+            def do_GET(self) -> None:  # Ollama's model list (for the editor), or the gated tool
+                if self.path.startswith("/tool/"):  # a tool that answers once the test opens its gate
+                    fake.gate(self.path.removeprefix("/tool/")).wait(30)
+                    self._plain(200, TOOL_RESULT)
+                    return
                 self._plain(200, {"models": [{"name": "fake:latest", "model": "fake:latest"}]})
 
             def _plain(self, status: int, value: Any) -> None:
@@ -159,6 +169,10 @@ class FakeModels:
         if ending == "fail":
             handler._plain(500, {"error": MODEL_ERROR})  # type: ignore[attr-defined]
             return
+        tool = wanted_tool(call, body)
+        if tool:
+            self._ollama_tool_call(handler, call, model, tool)
+            return
 
         def line(content: str, done: bool) -> dict[str, Any]:
             value: dict[str, Any] = {
@@ -184,6 +198,24 @@ class FakeModels:
         else:
             writer.write(json.dumps(line("", True)).encode() + b"\n")
             writer.finish()
+        call.finished_at = time.monotonic()
+
+    def _ollama_tool_call(self, handler: BaseHTTPRequestHandler, call: ModelCall, model: str, tool: str) -> None:
+        """The model asks n8n to run `tool`: one message with `tool_calls`, then the done line."""
+        message = {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": tool, "arguments": TOOL_ARGUMENTS}}],
+        }
+        head = {"model": model, "created_at": "2026-11-25T00:00:00.000000Z"}
+        done = {**head, "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop"}
+        if body_streams(call.body):
+            writer = ChunkedWriter(handler, "application/x-ndjson")
+            writer.write(json.dumps({**head, "message": message, "done": False}).encode() + b"\n")
+            writer.write(json.dumps(done).encode() + b"\n")
+            writer.finish()
+        else:
+            handler._plain(200, {**done, "message": message})  # type: ignore[attr-defined]
         call.finished_at = time.monotonic()
 
     # -- Anthropic: POST /v1/messages, SSE events when "stream" is true ----------------------------
@@ -241,6 +273,19 @@ class FakeModels:
             event("message_stop", {"type": "message_stop"})
             writer.finish()
         call.finished_at = time.monotonic()
+
+
+def wanted_tool(call: ModelCall, body: dict[str, Any]) -> str:
+    """The tool a TOOL prompt calls: the first one offered, until a tool's result is in the messages."""
+    if "TOOL" not in call.prompt or any(m.get("role") == "tool" for m in body.get("messages") or []):
+        return ""
+    names = [t.get("function", {}).get("name") for t in body.get("tools") or [] if isinstance(t, dict)]
+    return next((name for name in names if isinstance(name, str) and name), "")
+
+
+def body_streams(body: dict[str, Any]) -> bool:
+    """Ollama streams unless told `"stream": false`."""
+    return body.get("stream") is not False
 
 
 class ChunkedWriter:

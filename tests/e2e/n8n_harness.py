@@ -142,6 +142,26 @@ def agent_streaming_off(workflow: dict[str, Any]) -> dict[str, Any]:
     return workflow
 
 
+def with_tool(workflow: dict[str, Any], tool: dict[str, Any]) -> dict[str, Any]:
+    """The agent with one more tool node attached."""
+    workflow["nodes"].append(tool)
+    workflow["connections"][tool["name"]] = {"ai_tool": [[{"node": "AI Agent", "type": "ai_tool", "index": 0}]]}
+    return workflow
+
+
+def gated_http_tool(models_url: str) -> dict[str, Any]:
+    """An HTTP Request Tool calling the fake models' gated `/tool/working`: the tool runs until the test
+    has seen the chat say the agent is working."""
+    return {
+        "parameters": {"toolDescription": "Looks the answer up.", "url": f"{models_url}/tool/working", "options": {}},
+        "id": "6f1d2a10-0e2e-4a7e-9c31-0a11ce000001",
+        "name": "Lookup",
+        "type": "n8n-nodes-base.httpRequestTool",
+        "typeVersion": 4.2,
+        "position": [520, 240],
+    }
+
+
 def credentials_for(workflows: list[dict[str, Any]], models_url: str) -> list[dict[str, Any]]:
     """The credentials the shipped workflows refer to (by their ids), pointed at the fakes."""
     data = {
@@ -159,20 +179,21 @@ def credentials_for(workflows: list[dict[str, Any]], models_url: str) -> list[di
     return list(found.values())
 
 
-def workflows_to_import() -> dict[str, dict[str, Any]]:
+def workflows_to_import(models_url: str) -> dict[str, dict[str, Any]]:
     """name -> workflow JSON. The shipped files as they are, plus variants for the other cases."""
     ollama, claude, classic = shipped("ollama-streaming"), shipped("claude-streaming"), shipped("classic-last-node")
     auth_ref = webhook_node(ollama).get("credentials", {}).get("httpHeaderAuth") or {
         "id": "e2eHeaderAuth001",
         "name": "Open WebUI pipe token",
     }
-    workflows = {"ollama": ollama, "claude": claude, "classic": classic}
+    workflows = {"ollama": ollama, "claude": claude, "classic": classic, "agent-tools": shipped("agent-tools-sources")}
     # The shipped files may come with Header Auth on or off: test both ways either way.
     if webhook_node(ollama)["parameters"].get("authentication") == "headerAuth":
         workflows["ollama-noauth"] = without_auth(variant(ollama, "noauth", "e2eOllamaNoAuth1"))
     else:
         workflows["ollama-auth"] = with_auth(variant(ollama, "auth", "e2eOllamaWithAu1"), auth_ref)
     workflows["agent-nostream"] = agent_streaming_off(variant(ollama, "nostream", "e2eAgentNoStrm1"))
+    workflows["ollama-tool"] = with_tool(variant(ollama, "tool", "e2eOllamaTool001"), gated_http_tool(models_url))
     return workflows
 
 
@@ -272,7 +293,7 @@ def running_n8n() -> Iterator[N8n]:
     process: subprocess.Popen[bytes] | None = None
     started = time.monotonic()
     try:
-        workflows = workflows_to_import()
+        workflows = workflows_to_import(models.url)
         imports = folder / "workflows"
         imports.mkdir()
         for name, workflow in workflows.items():

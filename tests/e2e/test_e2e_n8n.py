@@ -35,6 +35,7 @@ class Turn:
     chunks: list[str] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -57,6 +58,8 @@ async def start(pipe: Pipe, prompt: str, turn: Turn, chat_id: str, stream: bool 
     async def emit(event: dict[str, Any]) -> None:
         if event.get("type") == "status":
             turn.statuses.append(event["data"])
+        elif event.get("type") == "source":
+            turn.sources.append(event["data"])
 
     body = {"model": "n8n_stream.n8n", "stream": stream, "messages": [{"role": "user", "content": prompt}]}
     return await pipe.pipe(
@@ -67,15 +70,23 @@ async def start(pipe: Pipe, prompt: str, turn: Turn, chat_id: str, stream: bool 
     )
 
 
-def converse(url: str, prompt: str, chat_id: str | None = None, chat_streams: bool = True, **valves: Any) -> Turn:
+def converse(
+    url: str,
+    prompt: str,
+    chat_id: str | None = None,
+    chat_streams: bool = True,
+    turn: Turn | None = None,
+    **valves: Any,
+) -> Turn:
     """A whole turn; `chat_id` defaults to a fresh one so the agent's memory starts empty.
-    `chat_streams` is Open WebUI's body["stream"]; keyword arguments are valves."""
+    `chat_streams` is Open WebUI's body["stream"]; `turn` collects it (a fresh one by default);
+    keyword arguments are valves."""
 
     async def scenario() -> Turn:
-        turn = Turn()
         reply = await start(
             make_pipe(url, **valves), prompt, turn, chat_id or f"e2e-{uuid.uuid4().hex[:8]}", chat_streams
         )
+        assert turn is not None
         if isinstance(reply, str):
             turn.chunks, turn.times = [reply], [time.monotonic()]
             return turn
@@ -84,6 +95,7 @@ def converse(url: str, prompt: str, chat_id: str | None = None, chat_streams: bo
             turn.times.append(time.monotonic())
         return turn
 
+    turn = turn or Turn()
     return asyncio.run(scenario())
 
 
@@ -432,6 +444,60 @@ def test_non_streaming_chat_gets_the_whole_text(n8n: N8n) -> None:
         return await start(make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN), "no stream", Turn(), "e2e-s", False)
 
     assert asyncio.run(scenario()) == FULL_TEXT
+
+
+# -- the agent's work: tool steps and sources --------------------------------------------------------
+
+# n8n 2.41.1 names the step after the tool node and keeps its output as the JSON text the node returned.
+CALCULATOR_BLOCK = (
+    '<details type="tool_calls" done="true" name="Calculator" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
+    'result="&quot;[{\\&quot;response\\&quot;:\\&quot;4\\&quot;}]&quot;">\n'
+    "<summary>Tool Executed</summary>\n</details>\n"
+)
+
+
+def test_complete_reply_shows_the_agents_tool_step_and_its_sources(n8n: N8n) -> None:
+    """agent-tools-sources.json: the fake model calls the real Calculator node; the reply carries
+    `intermediateSteps` and `sources`."""
+    turn = converse(n8n.url("agent-tools"), "TOOL what is 2+2?", n8n_bearer_token=TOKEN)
+    assert turn.text == CALCULATOR_BLOCK + FULL_TEXT
+    assert [(s["source"]["name"], s["source"]["url"]) for s in turn.sources] == [
+        (
+            "n8n docs: AI Agent node",
+            "https://docs.n8n.io/integrations/builtin/cluster-nodes/root-nodes/n8n-nodes-langchain.agent/",
+        ),
+        (
+            "n8n docs: Calculator tool",
+            "https://docs.n8n.io/integrations/builtin/cluster-nodes/sub-nodes/n8n-nodes-langchain.toolcalculator/",
+        ),
+    ]
+    assert turn.descriptions[-1].endswith(", 1 tool step")
+
+
+def open_when_said(turn: Turn, words: str, gate: threading.Event) -> threading.Thread:
+    """Opens `gate` once the chat's status says `words` (or after 30 s, so a missing status fails the test
+    instead of hanging it)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(words in d for d in turn.descriptions):
+            time.sleep(0.02)
+        gate.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
+
+
+def test_streamed_agent_is_seen_using_a_tool_while_the_tool_runs(n8n: N8n) -> None:
+    """The fake model calls a real HTTP Request Tool whose server answers only once the chat said the
+    agent is working: the status is shown while n8n's stream is open between two blocks."""
+    turn = Turn()
+    open_when_said(turn, "is using a tool", n8n.models.gate("working"))
+    converse(n8n.url("ollama-tool"), "TOOL look it up", n8n_bearer_token=TOKEN, turn=turn)
+    assert turn.text == FULL_TEXT
+    assert "AI Agent is using a tool… (step 1)" in turn.descriptions
+    assert turn.descriptions[-1].startswith("Done") and turn.descriptions[-1].endswith(", 1 tool step")
 
 
 # -- failures --------------------------------------------------------------------------------------

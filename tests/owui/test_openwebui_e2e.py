@@ -302,6 +302,50 @@ def test_thinking_becomes_open_webuis_reasoning_block(admin, browser):
     assert [part["text"] for item in reasoning for part in item["content"]] == ["Erst nachdenken — gründlich."]
 
 
+STEP = {"action": {"tool": "Calculator", "toolInput": {"input": "2+2"}, "log": "…"}, "observation": "4"}
+SOURCES = [{"title": "n8n docs", "url": "https://docs.n8n.io/", "content": "Workflow automation."}]
+CALCULATOR_BLOCK = (
+    '<details type="tool_calls" done="true" name="Calculator" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
+    'result="&quot;4&quot;">\n<summary>Tool Executed</summary>\n</details>\n'
+)
+
+
+def test_saved_message_has_the_tool_step_block_and_the_sources(admin, browser):
+    """A complete reply with `intermediateSteps` and `sources`: the saved answer starts with Open WebUI's
+    own tool-call block, and the sources are the message's citations, not text."""
+    body = json.dumps({"output": "Die Antwort ist 4.", "intermediateSteps": [STEP], "sources": SOURCES}).encode()
+    reply = Reply(headers=[("Content-Type", "application/json; charset=utf-8")], steps=[body], body_mode="length")
+    with LoopbackServer([reply]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        turn = browser.send(MODEL, "Was ist 2+2?")
+        turn.wait_done()
+
+    saved = turn.saved()
+    assert saved["content"] == CALCULATOR_BLOCK + "Die Antwort ist 4."
+    assert [(s["source"]["name"], s["source"]["url"], s["document"]) for s in saved["sources"]] == [
+        ("n8n docs", "https://docs.n8n.io/", ["Workflow automation."])
+    ]
+    assert saved["statusHistory"][-1]["description"].endswith(", 1 tool step")
+
+
+def test_the_status_says_the_agent_is_using_a_tool_between_blocks(admin, browser):
+    gate = Gate()
+    lines = [*n8n_reply(["Ich rechne."]), gate, *n8n_reply(["Es ist 4."])]
+    with LoopbackServer([Reply(headers=STREAM_HEADERS, steps=lines)]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        turn = browser.send(MODEL, "Was ist 2+2?")
+        working = "AI Agent is using a tool… (step 1)"
+        turn.wait(lambda: any(s.get("description") == working for s in turn.statuses()), 15, "the working status")
+        gate.open()
+        turn.wait_done()
+
+    saved = turn.saved()
+    assert saved["content"] == "Ich rechne.\n\nEs ist 4."
+    said = [s["description"] for s in saved["statusHistory"]]
+    assert working in said, said
+    assert said[-1].endswith(", 1 tool step"), said
+
+
 BROWSER_TASKS = {"title_generation": True, "tags_generation": True, "follow_up_generation": True}
 
 

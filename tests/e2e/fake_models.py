@@ -7,6 +7,8 @@ Anthropic `/v1/messages` (SSE). What they answer depends on the prompt the workf
   test opens ``gates[<name>]``: proof that the chat saw text before the model finished;
 - a prompt containing ``LONG`` streams ``LONG_TOKENS`` tokens ``LONG_DELAY`` seconds apart, and notes when n8n
   closed the connection (``closed_at``): what Stop must make n8n do;
+- a prompt containing ``THINK`` streams ``THINK_TOKENS``: the reasoning inside ``<think>`` tags, as reasoning
+  models (DeepSeek-R1, Qwen3) served through Ollama or OpenAI-compatible APIs put it in the text, then the answer;
 - a prompt containing ``SLOW`` streams with ``SLOW_DELAY`` between tokens (to tell a stream from a
   proxy's buffered burst by the clock);
 - ``GET /tool/<name>`` is a tool for an HTTP Request Tool node: it answers ``TOOL_RESULT`` once the test
@@ -35,6 +37,7 @@ BREAK_AFTER = 3
 MODEL_ERROR = "model exploded"
 SLOW_DELAY = 0.25
 LONG_TOKENS = [f" t{i}" for i in range(50)]
+THINK_TOKENS = ["<think>", "The user", " wants", " a greeting.", "</think>", "Hello", " after", " thinking."]
 LONG_DELAY = 0.2
 TOOL_ARGUMENTS = {"input": "2+2"}
 TOOL_RESULT = {"result": 4}
@@ -142,6 +145,8 @@ class FakeModels:
             return TOKENS[:BREAK_AFTER], "break"
         if "LONG" in call.prompt:
             return list(LONG_TOKENS), "done"
+        if "THINK" in call.prompt:
+            return list(THINK_TOKENS), "done"
         return list(TOKENS), "done"
 
     def _play(self, call: ModelCall, send_token: Any) -> None:

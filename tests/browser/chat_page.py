@@ -1,0 +1,91 @@
+"""The Open WebUI 0.12.4 chat page as a person uses it, through its visible controls and text.
+
+Selectors are the page's own labels where it has them (aria-labels, the model picker's options); the
+assistant message and its status line are found by the classes Open WebUI gives them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+POLL_S = 0.03
+
+
+@dataclass
+class Observation:
+    at: float
+    text: str
+
+
+@dataclass
+class ChatPage:
+    page: Any  # playwright.sync_api.Page
+    observations: list[Observation] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, page: Any, base_url: str) -> ChatPage:
+        """Open WebUI's start page is a new chat; with WEBUI_AUTH=False it signs the one user in by itself."""
+        page.goto(base_url + "/")
+        page.get_by_role("button", name="User menu").first.wait_for()
+        page.locator("#chat-input").wait_for()
+        return cls(page)
+
+    def pick_model(self, name: str) -> None:
+        """The model picker above the input: open it, search for the name, pick the option."""
+        self.page.locator("#model-selector-model-button").click()
+        self.page.get_by_placeholder("Search a model").fill(name)
+        self.page.get_by_role("option", name=f"Select {name} model").click()
+        self.page.get_by_role("button", name=f"Selected model: {name}").wait_for()
+
+    def send(self, text: str) -> None:
+        self.page.locator("#chat-input").fill(text)
+        self.page.keyboard.press("Enter")
+        self.page.locator(".chat-assistant").last.wait_for()
+
+    def stop(self) -> None:
+        self.page.get_by_role("button", name="Stop").click()
+
+    # -- what the person sees in the last assistant message -------------------------------------------
+
+    def reply(self) -> Any:
+        return self.page.locator(".chat-assistant").last
+
+    def reply_text(self) -> str:
+        """The answer's text, without the status line above it."""
+        content = self.reply().locator("#response-content-container")
+        return str(content.inner_text()) if content.count() else ""
+
+    def status(self) -> str:
+        line = self.reply().locator(".status-description")
+        return str(line.first.inner_text()).strip() if line.count() else ""
+
+    def observe(self) -> str:
+        """The answer's text now; a change from the last observation is kept, with its time."""
+        text = self.reply_text()
+        if not self.observations or self.observations[-1].text != text:
+            self.observations.append(Observation(time.monotonic(), text))
+        return text
+
+    def wait(self, condition: Callable[[], T], timeout: float, what: str) -> T:
+        """Poll the page (observing the answer as it goes) until `condition` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.observe()
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:g} s waiting for {what}; status {self.status()!r}, "
+                    f"text {self.reply_text()[-500:]!r}"
+                )
+            time.sleep(POLL_S)
+
+    def wait_done(self, timeout: float = 60) -> str:
+        """The pipe's last status starts with 'Done' once the answer is complete."""
+        self.wait(lambda: self.status().startswith("Done"), timeout, "the status line to say Done")
+        return self.status()

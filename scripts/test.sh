@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test run, as the README gives it and as CI runs it:
 # install, lint, type-check the pipe, the suite (unit + real sockets + properties), a 60 s fuzz run,
-# then end to end against a real n8n 2.41.1 and inside a real Open WebUI 0.12.4.
+# then end to end against a real n8n 2.41.1, inside a real Open WebUI 0.12.4, and in a real browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +19,4 @@ fi
 
 bash scripts/e2e-n8n.sh
 bash scripts/e2e-openwebui.sh
+bash scripts/e2e-browser.sh

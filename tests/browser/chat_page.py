@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 POLL_S = 0.03
+SETTLE_JS = """() => Promise.all(document.getAnimations()
+    .filter((a) => a.effect && a.effect.getComputedTiming().endTime !== Infinity)
+    .map((a) => a.finished.catch(() => null)))"""
 
 
 @dataclass
@@ -86,6 +89,16 @@ class ChatPage:
             time.sleep(POLL_S)
 
     def wait_done(self, timeout: float = 60) -> str:
-        """The pipe's last status starts with 'Done' once the answer is complete."""
+        """The pipe's last status starts with 'Done' once the answer is complete, and the page ends the turn:
+        the Stop button gives way to the send controls."""
         self.wait(lambda: self.status().startswith("Done"), timeout, "the status line to say Done")
+        self.wait(lambda: not self.generating(), timeout, "the Stop button to go")
         return self.status()
+
+    def generating(self) -> bool:
+        return bool(self.page.get_by_role("button", name="Stop").count())
+
+    def settle(self) -> None:
+        """Wait for the page's finite animations (a block unfolding, a fade) to end; the status line's shimmer
+        runs forever."""
+        self.page.evaluate(SETTLE_JS)

@@ -162,20 +162,28 @@ def gated_http_tool(models_url: str) -> dict[str, Any]:
     }
 
 
+def credentials_template() -> dict[str, dict[str, Any]]:
+    """n8n/credentials.example.json by id: the file users fill in for `n8n import:credentials`."""
+    return {c["id"]: c for c in json.loads((SHIPPED / "credentials.example.json").read_text())}
+
+
 def credentials_for(workflows: list[dict[str, Any]], models_url: str) -> list[dict[str, Any]]:
-    """The credentials the shipped workflows refer to (by their ids), pointed at the fakes."""
+    """The credentials the shipped workflows refer to (by their ids): the shipped template with its values
+    pointed at the fakes, so `n8n import:credentials` proves the template's shape too."""
     data = {
         "ollamaApi": {"baseUrl": models_url, "apiKey": ""},
         "anthropicApi": {"apiKey": "sk-ant-e2e-fake", "url": models_url},
         "httpHeaderAuth": {"name": "Authorization", "value": f"Bearer {TOKEN}"},
     }
+    template = credentials_template()
     found: dict[str, dict[str, Any]] = {}
     for workflow in workflows:
         for n in workflow["nodes"]:
             for kind, ref in (n.get("credentials") or {}).items():
                 if kind not in data:
                     raise AssertionError(f"{workflow['name']}: no fake for credential type {kind}")
-                found[ref["id"]] = {"id": ref["id"], "name": ref["name"], "type": kind, "data": data[kind]}
+                shipped_one = template.get(ref["id"], {"id": ref["id"], "name": ref["name"], "type": kind, "data": {}})
+                found[ref["id"]] = {**shipped_one, "data": {**shipped_one["data"], **data[kind]}}
     return list(found.values())
 
 

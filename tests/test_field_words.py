@@ -265,13 +265,13 @@ def test_final_response_reads_past_102_and_103_to_the_answer(interim):
 
 
 def test_an_early_hints_reply_does_not_lose_the_answer(chat):
-    shown, _ = answered(Reply(raw_head=final_after_interim(EARLY_HINTS, PROCESSING)), chat)
+    shown, _ = answered_with(Reply(raw_head=final_after_interim(EARLY_HINTS, PROCESSING)), chat)
 
     assert shown == ["the real answer"]
 
 
 def test_204_says_the_workflow_sent_no_answer(chat):
-    shown, final = answered(Reply(status=204, steps=[], body_mode="length"), chat)
+    shown, final = answered_with(Reply(status=204, steps=[], body_mode="length"), chat)
 
     message = (
         "n8n answered HTTP 204 (No Content): the workflow sent no answer. Set the Webhook's Respond to "
@@ -281,7 +281,7 @@ def test_204_says_the_workflow_sent_no_answer(chat):
 
 
 def test_304_says_a_cache_answered_instead_of_n8n(chat):
-    shown, final = answered(Reply(status=304, headers=[("ETag", '"abc"')], steps=[], body_mode="length"), chat)
+    shown, final = answered_with(Reply(status=304, headers=[("ETag", '"abc"')], steps=[], body_mode="length"), chat)
 
     message = (
         "n8n's address answered HTTP 304 (Not Modified), which only answers a cached request: a cache or proxy "
@@ -429,7 +429,7 @@ def test_a_bare_n8n_address_says_to_use_the_webhooks_production_url(chat, path):
 
 def test_a_renamed_webhook_path_still_goes_out(chat):
     # N8N_ENDPOINT_WEBHOOK can rename /webhook/: other paths are sent as they are
-    shown, _ = answered(Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"])), chat, path="/hooks/agent")
+    shown, _ = answered_with(Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"])), chat, path="/hooks/agent")
 
     assert shown == ["Hi"]
 

@@ -9,13 +9,16 @@ required_open_webui_version: 0.5.0
 
 # Map of this file, in the order data flows:
 #   Pipe.pipe()         Open WebUI's entry: one chat turn -> Turn -> WebhookRequest (pure, no I/O)
-#   Exchange            the worker thread: POST, read the body with read1(), stop on Stop
+#   Exchange            the worker thread: one POST (never repeated), read the body, stop on Stop
+#     ChunkedBody       HTTP chunked framing removed straight from the socket (ChunkedFraming)
 #     ReplyDecoder      bytes -> pieces; picks a WireFormat from the first bytes and says when the reply ended
 #       LineSplitter    bytes -> lines (CR, LF, CRLF; a line limit)
 #       SSEDecoder      lines -> server-sent events (WHATWG rules)
+#       N8nBlocks       n8n's begin/item/end lines -> pieces (a model's words verbatim; Respond to Webhook)
 #       pieces_of_json  one JSON value -> pieces, whatever produced it (n8n, OpenAI, Ollama, Anthropic)
 #   Handover            pieces from the worker thread to the event loop, one wake per drain
-#   ChatRenderer        pieces -> chat text (thinking block, notices); StatusReporter: the status line
+#   ExecutionStop       on Stop, n8n's API stops this turn's execution (a thread of its own)
+#   ChatRenderer        pieces -> chat text (thinking, tool steps, notices); StatusReporter, Citations, ToolWait
 #   main()              command line: demo, check (the webhook doctor)
 # A new producer's JSON shape (another model API) is one more branch in pieces_of_json; a new framing
 # (how values are cut out of the bytes) is one more WireFormat, picked by sniff().

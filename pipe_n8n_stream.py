@@ -1806,7 +1806,7 @@ def outgoing_body(request: WebhookRequest) -> tuple[dict[str, Any], dict[str, st
 def check_upload_size(name: str, size: int, limit: int) -> None:
     if size > limit:
         raise AttachmentRefused(
-            f"📎 '{name}' is {size / MIB:.1f} MB, over the {limit / MIB:g} MB the `max_upload_mb` valve allows: "
+            f"'{name}' is {size / MIB:.1f} MB, over the {limit / MIB:g} MB the `max_upload_mb` valve allows: "
             "the message was not sent to n8n."
         )
 
@@ -1821,7 +1821,7 @@ def attachment_bytes(attachment: Attachment, limit: int) -> bytes:
                 data = file.read(limit + 1)
     except (OSError, ValueError) as exc:
         raise AttachmentRefused(
-            f"📎 '{attachment.name}' could not be read from Open WebUI ({type(exc).__name__}): "
+            f"'{attachment.name}' could not be read from Open WebUI ({type(exc).__name__}): "
             "the message was not sent to n8n."
         ) from exc
     check_upload_size(attachment.name, len(data), limit)

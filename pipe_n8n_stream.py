@@ -45,6 +45,7 @@ from contextlib import aclosing, suppress
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, cast
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
@@ -2921,7 +2922,26 @@ def api_check(webhook_url: str, api_url: str, key: str) -> str:
     return api_refusal(probe, api, "execution:stop")
 
 
-async def run_check(url: str, token: str, auth_header: str, prompt: str, read_timeout: float) -> int:
+def local_attachment(path: str) -> Attachment:
+    """A file named on the command line, as the chat would attach it (its type guessed from its name)."""
+    file = Path(path)
+    kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return Attachment(file.name, kind, file.stat().st_size, path=str(file))
+
+
+def file_verdict(outcome: Outcome, attachment: Attachment) -> str:
+    """Whether n8n took the test file: any answer below 400 to the multipart request means it did."""
+    said = f"{attachment.name} ({attachment.type}, {attachment.size} bytes) sent as multipart/form-data"
+    if outcome.status_code is None:
+        return f"{said}: not sent or no answer ({outcome.failure or 'no reply'})"
+    if outcome.status_code >= 400:
+        return f"{said}: n8n refused it (HTTP {outcome.status_code})"
+    return f"{said}: n8n accepted it (HTTP {outcome.status_code}); the workflow finds it as the binary property data0"
+
+
+async def run_check(
+    url: str, token: str, auth_header: str, prompt: str, read_timeout: float, file: str | None = None
+) -> int:
     pipe = Pipe()
     pipe.valves.n8n_bearer_token = token
     pipe.valves.auth_header_name = auth_header
@@ -2931,7 +2951,8 @@ async def run_check(url: str, token: str, auth_header: str, prompt: str, read_ti
     if problem:
         print(f"verdict: {problem}")
         return 1
-    turn = Turn(messages, wants_stream=True, chat_id=f"webhook-doctor-{int(time.time())}")
+    attachments = (local_attachment(file),) if file else ()
+    turn = Turn(messages, wants_stream=True, chat_id=f"webhook-doctor-{int(time.time())}", attachments=attachments)
     exchange = Exchange(pipe.webhook_request(url, turn))
     async for chunk in chat_chunks(exchange, StatusReporter(None), True, [token, bare_token(token)]):
         print(chunk, end="", flush=True)
@@ -2943,6 +2964,8 @@ async def run_check(url: str, token: str, auth_header: str, prompt: str, read_ti
     if outcome.first_chunk_at is not None and outcome.last_chunk_at is not None:
         print(f"time to first chunk: {outcome.first_chunk_at - outcome.started:.2f} s")
         print(f"chunks: {outcome.chunks}, arriving over {outcome.last_chunk_at - outcome.first_chunk_at:.2f} s")
+    if attachments:
+        print(f"file: {file_verdict(outcome, attachments[0])}")
     print(f"verdict: {plain}")
     return 0 if streamed else 1
 
@@ -2961,6 +2984,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--read-timeout", type=float, default=300, help="the read_timeout valve, in seconds")
     check.add_argument("--api-key", default="", help="the n8n_api_key valve: checked for what Stop needs")
     check.add_argument("--api-url", default="", help="the n8n_api_url valve (default: the webhook's host + /api/v1)")
+    check.add_argument("--file", default=None, help="also send this file, as a chat attachment (multipart)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")  # the terminal shows the failures
     if args.command == "check":
@@ -2969,7 +2993,8 @@ def main(argv: list[str] | None = None) -> int:
             said = redact(api_check(args.url, args.api_url, args.api_key), [args.api_key])
             print(f"n8n API: {said}")
             api_ok = said == API_KEY_WORKS
-        streams = asyncio.run(run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout))
+        check_run = run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout, args.file)
+        streams = asyncio.run(check_run)
         return streams or (0 if api_ok else 1)
     return asyncio.run(run_demo(args.prompt, args.delay))
 

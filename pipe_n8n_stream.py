@@ -407,10 +407,10 @@ class Attachment:
 
 
 def user_prompt_of(metadata: dict[str, Any]) -> str | None:
-    """The user's words as typed: Open WebUI 0.12.4 keeps them in `base_user_prompt` before its RAG template
-    rewrites the last message around the files' extracted text."""
-    prompt = metadata.get("base_user_prompt")
-    return prompt if isinstance(prompt, str) else None
+    """The user's words as typed: the web app's own `user_message` (Open WebUI 0.12.4), before Open WebUI
+    prepends its <attached_files> list and wraps the message in its RAG template."""
+    message = metadata.get("user_message")
+    return message_text(message) if isinstance(message, dict) else None
 
 
 def with_attachments(turn: Turn, stored: list[Attachment]) -> Turn:

@@ -48,10 +48,10 @@ def stored_file(path: Path, name: str, kind: str, text: str = "") -> dict[str, A
 
 
 def chat(server: LoopbackServer, message: dict[str, Any], files: Any = None, **valves: Any) -> str:
-    """One chat turn; `typed` is Open WebUI's `base_user_prompt` (the words before its RAG template)."""
+    """One chat turn; `typed` is the web app's `user_message` (the words before Open WebUI rewrites them)."""
     metadata = {"chat_id": "chat-7"}
     if "typed" in valves:
-        metadata["base_user_prompt"] = valves.pop("typed")
+        metadata["user_message"] = {"role": "user", "content": valves.pop("typed")}
     pipe = Pipe()
     pipe.valves.n8n_url = server.url
     for name, value in valves.items():

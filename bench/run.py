@@ -263,7 +263,7 @@ def bench_throughput(server: wire.Server, cfg: Config) -> list[dict[str, Any]]:
             for reader in names:
                 url = server.url(kind="bulk", fmt="n8n", body="chunked", token=token_bytes, size=size)
                 cpu, wall = time.process_time(), time.perf_counter()
-                chars, _ = readers.drain(reader, url, "n8n", max_reply_mb=2 * size / MB)
+                chars, _ = readers.drain(reader, url, "n8n", max_reply_mb=2 * plan["body_bytes"] / MB)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 runs[reader].append({"wall": wall, "cpu": cpu, "chars": chars})
         for reader, measured in runs.items():

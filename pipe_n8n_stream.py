@@ -9,13 +9,16 @@ required_open_webui_version: 0.5.0
 
 # Map of this file, in the order data flows:
 #   Pipe.pipe()         Open WebUI's entry: one chat turn -> Turn -> WebhookRequest (pure, no I/O)
-#   Exchange            the worker thread: POST, read the body with read1(), stop on Stop
+#   Exchange            the worker thread: one POST (never repeated), read the body, stop on Stop
+#     ChunkedBody       HTTP chunked framing removed straight from the socket (ChunkedFraming)
 #     ReplyDecoder      bytes -> pieces; picks a WireFormat from the first bytes and says when the reply ended
 #       LineSplitter    bytes -> lines (CR, LF, CRLF; a line limit)
 #       SSEDecoder      lines -> server-sent events (WHATWG rules)
+#       N8nBlocks       n8n's begin/item/end lines -> pieces (a model's words verbatim; Respond to Webhook)
 #       pieces_of_json  one JSON value -> pieces, whatever produced it (n8n, OpenAI, Ollama, Anthropic)
 #   Handover            pieces from the worker thread to the event loop, one wake per drain
-#   ChatRenderer        pieces -> chat text (thinking block, notices); StatusReporter: the status line
+#   ExecutionStop       on Stop, n8n's API stops this turn's execution (a thread of its own)
+#   ChatRenderer        pieces -> chat text (thinking, tool steps, notices); StatusReporter, Citations, ToolWait
 #   main()              command line: demo, check (the webhook doctor)
 # A new producer's JSON shape (another model API) is one more branch in pieces_of_json; a new framing
 # (how values are cut out of the bytes) is one more WireFormat, picked by sniff().
@@ -24,11 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import codecs
 import html
 import http.client
+import inspect
 import json
 import logging
+import mimetypes
 import re
 import socket
 import sys
@@ -39,9 +45,10 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, cast
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
@@ -74,7 +81,10 @@ TITLE_WORDS = 6
 SINGLE_MODEL = "n8n"  # the one model's entry id when the `models` valve is empty
 VALVES_AT = "Admin Panel > Functions > the pipe's gear"
 # Payload fields the pipe sets itself: `input_field` or `session_field` named so would be overwritten.
-PIPE_PAYLOAD_FIELDS = ("stream", "action", "messages", "user", "task")
+PIPE_PAYLOAD_FIELDS = ("stream", "action", "messages", "user", "task", "files", "imageUrls")
+SEND_FILES_MODES = ("multipart", "text", "off")
+FILE_FIELD_PREFIX = "data"  # form fields data0, data1, ...: the names a Chat Trigger gives its binaries too
+IMAGE_URLS_FIELD = "imageUrls"  # remote images, passed as URLs: the pipe never fetches a URL it was given
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 BEARER_PREFIX = re.compile(r"bearer\s+", re.IGNORECASE)
 # First path segments of n8n's editor pages: a URL copied from the browser's address bar, not a webhook.
@@ -196,6 +206,25 @@ class Pipe:
             allow_inf_nan=False,
             description="Longest a reply may keep streaming, in minutes; then it is cut, keeping what was shown.",
         )
+        send_files: str = Field(
+            default="multipart",
+            description="Attached files and images: multipart (a form with each file as a binary for n8n), "
+            "text (JSON with a `files` list of their extracted text) or off (not sent; the chat says so).",
+        )
+        max_upload_mb: float = Field(
+            default=25,
+            gt=0,
+            allow_inf_nan=False,
+            description="Largest attached file sent to n8n, in MB; a message with a larger one is not sent.",
+        )
+
+        @field_validator("send_files")
+        @classmethod
+        def send_files_known(cls, mode: str) -> str:
+            """Refused when saved: a misspelt mode would silently drop or send every file."""
+            if mode not in SEND_FILES_MODES:
+                raise ValueError(f"`send_files` must be one of {', '.join(SEND_FILES_MODES)}, not '{mode}'.")
+            return mode
 
     def __init__(self) -> None:
         self.valves = self.Valves()
@@ -215,10 +244,13 @@ class Pipe:
         __metadata__: dict[str, Any] | None = None,
         __task__: str | None = None,
         __task_body__: dict[str, Any] | None = None,
+        __files__: list[dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> str | AsyncGenerator[str, None]:
         """Answer one chat turn: a text stream when the chat streams, else the whole text."""
         turn = Turn.from_open_webui(body, __user__, __metadata__, __task__, kwargs.get("__chat_id__"))
+        if not turn.task:
+            turn = with_attachments(turn, await stored_attachments(__files__ or []))
         if turn.task and not self.valves.forward_background_tasks:
             answer = background_task_answer(turn.task, __task_body__ or body)
             return single_chunk(answer) if turn.wants_stream else answer
@@ -232,6 +264,7 @@ class Pipe:
             return single_chunk(f"⚠️ {problem}", status, problem) if turn.wants_stream else f"⚠️ {problem}"
 
         secrets = [self.valves.n8n_bearer_token, bare_token(self.valves.n8n_bearer_token)]
+        note = unsent_note(turn) if self.valves.send_files == "off" else ""
         chunks = chat_chunks(
             Exchange(self.webhook_request(url, turn)),
             status,
@@ -240,6 +273,8 @@ class Pipe:
             show_tool_steps=self.valves.show_tool_steps,
             citations=Citations(None if turn.task else __event_emitter__),
         )
+        if note:
+            chunks = noted_first(note, chunks)
         if turn.wants_stream:
             return chunks
         async with aclosing(chunks):
@@ -260,6 +295,9 @@ class Pipe:
             max_reply_bytes=int(self.valves.max_reply_mb * MIB),
             max_reply_seconds=self.valves.max_reply_minutes * 60,
             execution_api=execution_api(self.valves, url, turn),
+            attachments=turn.attachments if self.valves.send_files != "off" else (),
+            send_files=self.valves.send_files,
+            max_upload_bytes=int(self.valves.max_upload_mb * MIB),
         )
 
     def webhook_url(self, model_id: str) -> str:
@@ -307,6 +345,9 @@ class Turn:
     chat_id: str | None = None
     task: str | None = None
     turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # finds this turn's n8n execution
+    user_prompt: str | None = None  # the user's own words, before Open WebUI's RAG template wraps them
+    attachments: tuple[Attachment, ...] = ()
+    image_urls: tuple[str, ...] = ()  # remote images: passed on as URLs, never fetched
 
     @classmethod
     def from_open_webui(
@@ -324,6 +365,7 @@ class Turn:
             user=user or {},
             chat_id=(metadata or {}).get("chat_id") or chat_id,
             task=task,
+            user_prompt=user_prompt_of(metadata or {}),
         )
 
     @property
@@ -349,6 +391,108 @@ class WebhookRequest:
     max_reply_bytes: int = 16 * MIB
     max_reply_seconds: float = 30 * 60
     execution_api: ExecutionApi | None = None
+    attachments: tuple[Attachment, ...] = ()
+    send_files: str = "multipart"
+    max_upload_bytes: int = 25 * MIB
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file or image of the turn as Open WebUI described it. Its bytes are read only in the reply's worker
+    thread (a file can be large, or sit in a bucket), from one of: an inline `data:` URL or a storage path."""
+
+    name: str
+    type: str
+    size: int
+    data_url: str = ""
+    path: str = ""
+    text: str = ""  # Open WebUI's extracted text, for the `text` mode
+
+
+def user_prompt_of(metadata: dict[str, Any]) -> str | None:
+    """The user's words as typed: the web app's own `user_message` (Open WebUI 0.12.4), before Open WebUI
+    prepends its <attached_files> list and wraps the message in its RAG template."""
+    message = metadata.get("user_message")
+    return message_text(message) if isinstance(message, dict) else None
+
+
+def with_attachments(turn: Turn, stored: list[Attachment]) -> Turn:
+    """The turn with the last user message's images (inline ones as attachments, remote ones as URLs)
+    and the stored documents Open WebUI listed in `__files__`."""
+    images, urls = message_images(last_user_message(turn.messages))
+    return replace(turn, attachments=(*images, *stored), image_urls=tuple(urls))
+
+
+def last_user_message(messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return next((m for m in reversed(messages) if m.get("role") == "user"), {})
+
+
+DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(?:;[^,;]*)*;base64,", re.IGNORECASE)
+
+
+def message_images(message: dict[str, Any]) -> tuple[list[Attachment], list[str]]:
+    """A message's `image_url` parts: base64 `data:` URLs become attachments named image-1.png, ...;
+    http(s) URLs stay URLs; anything else is dropped."""
+    content = message.get("content")
+    images: list[Attachment] = []
+    urls: list[str] = []
+    for part in content if isinstance(content, list) else []:
+        if not isinstance(part, dict) or part.get("type") != "image_url":
+            continue
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        if not isinstance(url, str):
+            continue
+        if match := DATA_URL.match(url):
+            kind = (match.group(1) or "application/octet-stream").lower()
+            name = f"image-{len(images) + 1}{mimetypes.guess_extension(kind) or ''}"
+            images.append(Attachment(name, kind, base64_size(url[match.end() :]), data_url=url))
+        elif urlsplit(url).scheme in ("http", "https"):
+            urls.append(url)
+    return images, urls
+
+
+def base64_size(encoded: str) -> int:
+    """The decoded size, known without decoding (on the event loop, a decode of a large image would stall)."""
+    return len(encoded) * 3 // 4 - len(encoded) + len(encoded.rstrip("="))
+
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp")
+
+
+async def stored_attachments(entries: list[dict[str, Any]]) -> list[Attachment]:
+    """`__files__` as attachments, images left out (Open WebUI puts them in the message as `image_url`
+    parts). Inside Open WebUI the files table has the path and extracted text; outside, the entry alone."""
+    attachments = []
+    for entry in entries:
+        described = {**(entry.get("file") or {}), **await open_webui_file(str(entry.get("id") or ""))}
+        meta = described.get("meta") or {}
+        kind = str(meta.get("content_type") or entry.get("content_type") or "application/octet-stream")
+        if entry.get("type") == "image" or kind in IMAGE_TYPES:
+            continue
+        attachments.append(
+            Attachment(
+                name=str(meta.get("name") or entry.get("name") or described.get("filename") or "file"),
+                type=kind,
+                size=int(meta.get("size") or entry.get("size") or 0),
+                path=str(described.get("path") or ""),
+                text=str((described.get("data") or {}).get("content") or ""),
+            )
+        )
+    return attachments
+
+
+async def open_webui_file(file_id: str) -> dict[str, Any]:
+    """The files table's row for this id ({} outside Open WebUI or when gone). Imported here: the pipe
+    must load without Open WebUI. 0.12.4's lookup is a coroutine; older ones answered at once."""
+    try:
+        from open_webui.models.files import Files  # type: ignore[import-not-found]
+    except ImportError:
+        return {}
+    row = Files.get_file_by_id(file_id) if file_id else None
+    if inspect.isawaitable(row):
+        row = await row
+    return cast(dict[str, Any], row.model_dump()) if row is not None else {}
 
 
 def parse_models(models: str) -> dict[str, tuple[str, str]]:
@@ -466,7 +610,7 @@ def payload_field_problem(valve: str, name: str, input_field: Any = None) -> str
 def build_payload(valves: Pipe.Valves, turn: Turn, url: str, stream: bool) -> dict[str, Any]:
     """The fields n8n receives: the last user message, a stable session id, and opt-in extras."""
     payload: dict[str, Any] = {
-        valves.input_field: last_user_text(turn.messages),
+        valves.input_field: last_user_text(turn.messages) if turn.user_prompt is None else turn.user_prompt,
         valves.session_field: turn.session_id,
         "stream": stream,
         TURN_ID_FIELD: turn.turn_id,
@@ -479,7 +623,35 @@ def build_payload(valves: Pipe.Valves, turn: Turn, url: str, stream: bool) -> di
         payload["user"] = {key: turn.user.get(key) for key in ("id", "name", "email", "role")}
     if turn.task:
         payload["task"] = turn.task
+    if turn.image_urls and valves.send_files != "off":
+        payload[IMAGE_URLS_FIELD] = list(turn.image_urls)
     return payload
+
+
+def multipart_body(fields: dict[str, Any], files: Sequence[tuple[Attachment, bytes]], boundary: str) -> bytes:
+    """multipart/form-data: each payload field a form field (strings as they are, anything else as JSON text)
+    and each file a part data0, data1, ... with its own name and type, so n8n's Webhook node makes each a
+    binary property and a Chat Trigger lists it in `files`."""
+    parts = []
+    for name, value in fields.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        parts.append(form_part(name, "", "", text.encode()))
+    for index, (attachment, data) in enumerate(files):
+        parts.append(form_part(f"{FILE_FIELD_PREFIX}{index}", attachment.name, attachment.type, data))
+    sep = f"--{boundary}\r\n".encode()
+    return b"".join(sep + part for part in parts) + f"--{boundary}--\r\n".encode()
+
+
+def form_part(name: str, filename: str, content_type: str, data: bytes) -> bytes:
+    disposition = f'form-data; name="{quoted(name)}"' + (f'; filename="{quoted(filename)}"' if filename else "")
+    head = f"Content-Disposition: {disposition}\r\n" + (f"Content-Type: {content_type}\r\n" if filename else "")
+    return head.encode() + b"\r\n" + data + b"\r\n"
+
+
+def quoted(text: str) -> str:
+    """A name inside a quoted header parameter, as browsers write it (HTML's form encoding): a line
+    break or quote escaped, UTF-8 kept."""
+    return text.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
 
 
 def url_path(url: str) -> str:
@@ -1532,10 +1704,16 @@ class Exchange:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             try:
+                body, headers = outgoing_body(request)
+            except AttachmentRefused as exc:
+                hand_over([Piece("error", str(exc))])
+                return
+            self._check_stopped()
+            try:
                 response = session.post(
                     request.url,
-                    json=request.payload,
-                    headers=request.headers,
+                    **body,
+                    headers=headers,
                     timeout=(request.connect_timeout, request.read_timeout),
                     verify=request.verify_ssl,
                     stream=True,
@@ -1607,6 +1785,63 @@ class Exchange:
     def _check_stopped(self) -> None:
         if self.stopper.stopped:
             raise Stopped
+
+
+class AttachmentRefused(Exception):
+    """An attachment the pipe will not send (too large, unreadable): nothing is sent, the chat says why."""
+
+
+def outgoing_body(request: WebhookRequest) -> tuple[dict[str, Any], dict[str, str]]:
+    """session.post's body argument and the headers for it, read here in the worker thread. Without
+    attachments the JSON of before; `text` mode adds the extracted texts; else a multipart form."""
+    if not request.attachments:
+        return {"json": request.payload}, request.headers
+    for attachment in request.attachments:
+        check_upload_size(attachment.name, attachment.size, request.max_upload_bytes)
+    if request.send_files == "text":
+        files = [{"name": a.name, "type": a.type, "size": a.size, "text": a.text} for a in request.attachments]
+        return {"json": {**request.payload, "files": files}}, request.headers
+    read = [(a, attachment_bytes(a, request.max_upload_bytes)) for a in request.attachments]
+    boundary = uuid.uuid4().hex
+    content_type = f"multipart/form-data; boundary={boundary}"
+    return {"data": multipart_body(request.payload, read, boundary)}, {**request.headers, "Content-Type": content_type}
+
+
+def check_upload_size(name: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise AttachmentRefused(
+            f"'{name}' is {size / MIB:.1f} MB, over the {limit / MIB:g} MB the `max_upload_mb` valve allows: "
+            "the message was not sent to n8n."
+        )
+
+
+def attachment_bytes(attachment: Attachment, limit: int) -> bytes:
+    """The file's bytes, from its `data:` URL or Open WebUI's storage (which fetches a bucket's file)."""
+    try:
+        if attachment.data_url:
+            data = base64.b64decode(attachment.data_url.partition(",")[2], validate=False)
+        else:
+            with open(storage_path(attachment.path), "rb") as file:
+                data = file.read(limit + 1)
+    except (OSError, ValueError) as exc:
+        raise AttachmentRefused(
+            f"'{attachment.name}' could not be read from Open WebUI ({type(exc).__name__}): "
+            "the message was not sent to n8n."
+        ) from exc
+    check_upload_size(attachment.name, len(data), limit)
+    return data
+
+
+def storage_path(path: str) -> str:
+    """A local path to a stored file: Open WebUI's storage layer downloads it when it lives in a bucket.
+    Outside Open WebUI (the doctor, tests) the path as it is."""
+    if not path:
+        raise FileNotFoundError("no storage path")
+    try:
+        from open_webui.storage.provider import Storage  # type: ignore[import-not-found]
+    except ImportError:
+        return path
+    return cast(str, Storage.get_file(path))
 
 
 def token_headers_only(request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -2448,6 +2683,21 @@ async def chat_chunks(
         await status.show(outcome.failure or renderer.summary(), done=True)
 
 
+def unsent_note(turn: Turn) -> str:
+    """Said before the answer when `send_files` is off: the workflow answered without the attachments."""
+    names = [a.name for a in turn.attachments] + list(turn.image_urls)
+    if not names:
+        return ""
+    return f"📎 Not sent to n8n (the `send_files` valve is off): {', '.join(names)}\n\n"
+
+
+async def noted_first(note: str, chunks: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+    yield note
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            yield chunk
+
+
 async def single_chunk(text: str, status: StatusReporter | None = None, failure: str = "") -> AsyncGenerator[str, None]:
     """A finished answer as a one-chunk stream, for chats that asked for a stream."""
     if status is not None and failure:
@@ -2675,7 +2925,26 @@ def api_check(webhook_url: str, api_url: str, key: str) -> str:
     return api_refusal(probe, api, "execution:stop")
 
 
-async def run_check(url: str, token: str, auth_header: str, prompt: str, read_timeout: float) -> int:
+def local_attachment(path: str) -> Attachment:
+    """A file named on the command line, as the chat would attach it (its type guessed from its name)."""
+    file = Path(path)
+    kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return Attachment(file.name, kind, file.stat().st_size, path=str(file))
+
+
+def file_verdict(outcome: Outcome, attachment: Attachment) -> str:
+    """Whether n8n took the test file: any answer below 400 to the multipart request means it did."""
+    said = f"{attachment.name} ({attachment.type}, {attachment.size} bytes) sent as multipart/form-data"
+    if outcome.status_code is None:
+        return f"{said}: not sent or no answer ({outcome.failure or 'no reply'})"
+    if outcome.status_code >= 400:
+        return f"{said}: n8n refused it (HTTP {outcome.status_code})"
+    return f"{said}: n8n accepted it (HTTP {outcome.status_code}); the workflow finds it as the binary property data0"
+
+
+async def run_check(
+    url: str, token: str, auth_header: str, prompt: str, read_timeout: float, file: str | None = None
+) -> int:
     pipe = Pipe()
     pipe.valves.n8n_bearer_token = token
     pipe.valves.auth_header_name = auth_header
@@ -2685,7 +2954,8 @@ async def run_check(url: str, token: str, auth_header: str, prompt: str, read_ti
     if problem:
         print(f"verdict: {problem}")
         return 1
-    turn = Turn(messages, wants_stream=True, chat_id=f"webhook-doctor-{int(time.time())}")
+    attachments = (local_attachment(file),) if file else ()
+    turn = Turn(messages, wants_stream=True, chat_id=f"webhook-doctor-{int(time.time())}", attachments=attachments)
     exchange = Exchange(pipe.webhook_request(url, turn))
     async for chunk in chat_chunks(exchange, StatusReporter(None), True, [token, bare_token(token)]):
         print(chunk, end="", flush=True)
@@ -2697,6 +2967,8 @@ async def run_check(url: str, token: str, auth_header: str, prompt: str, read_ti
     if outcome.first_chunk_at is not None and outcome.last_chunk_at is not None:
         print(f"time to first chunk: {outcome.first_chunk_at - outcome.started:.2f} s")
         print(f"chunks: {outcome.chunks}, arriving over {outcome.last_chunk_at - outcome.first_chunk_at:.2f} s")
+    if attachments:
+        print(f"file: {file_verdict(outcome, attachments[0])}")
     print(f"verdict: {plain}")
     return 0 if streamed else 1
 
@@ -2715,6 +2987,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--read-timeout", type=float, default=300, help="the read_timeout valve, in seconds")
     check.add_argument("--api-key", default="", help="the n8n_api_key valve: checked for what Stop needs")
     check.add_argument("--api-url", default="", help="the n8n_api_url valve (default: the webhook's host + /api/v1)")
+    check.add_argument("--file", default=None, help="also send this file, as a chat attachment (multipart)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")  # the terminal shows the failures
     if args.command == "check":
@@ -2723,7 +2996,8 @@ def main(argv: list[str] | None = None) -> int:
             said = redact(api_check(args.url, args.api_url, args.api_key), [args.api_key])
             print(f"n8n API: {said}")
             api_ok = said == API_KEY_WORKS
-        streams = asyncio.run(run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout))
+        check_run = run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout, args.file)
+        streams = asyncio.run(check_run)
         return streams or (0 if api_ok else 1)
     return asyncio.run(run_demo(args.prompt, args.delay))
 

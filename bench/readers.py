@@ -62,10 +62,14 @@ def available(reader: str) -> bool:
 # This pipe.
 
 
-async def pipe_chunks(url: str, chat_id: str = "bench") -> AsyncIterator[str]:
-    """`await pipe.pipe(...)` exactly as Open WebUI calls it; returns the async generator to iterate."""
+async def pipe_chunks(url: str, chat_id: str = "bench", max_reply_mb: float | None = None) -> AsyncIterator[str]:
+    """`await pipe.pipe(...)` exactly as Open WebUI calls it; returns the async generator to iterate.
+    `max_reply_mb`: a reply limit above the body's size, so a large body is read whole (a pipe from before
+    the valve has no limit to raise)."""
     pipe = Pipe()
     pipe.valves.n8n_url = url
+    if max_reply_mb is not None and hasattr(pipe.valves, "max_reply_mb"):
+        pipe.valves.max_reply_mb = max_reply_mb
     body = {"model": "n8n_stream.n8n", "stream": True, "messages": [{"role": "user", "content": "benchmark"}]}
 
     async def emit(event: dict[str, Any]) -> None:
@@ -232,10 +236,10 @@ async def decoding_thread(url: str, fmt: str) -> AsyncIterator[str]:
             yield text
 
 
-async def async_chunks(reader: str, url: str, fmt: str) -> AsyncIterator[str]:
+async def async_chunks(reader: str, url: str, fmt: str, max_reply_mb: float | None = None) -> AsyncIterator[str]:
     """Any reader as an async iterator of token texts (the pipe's own generator for the pipe)."""
     if reader == PIPE:
-        return await pipe_chunks(url)
+        return await pipe_chunks(url, max_reply_mb=max_reply_mb)
     return ASYNC_READERS[reader](url, fmt)
 
 
@@ -292,7 +296,7 @@ class PeakSampler:
         return max(self.peak, status_kb("VmRSS") or 0)
 
 
-def drain(reader: str, url: str, fmt: str) -> tuple[int, str]:
+def drain(reader: str, url: str, fmt: str, max_reply_mb: float | None = None) -> tuple[int, str]:
     """Read a whole reply, keeping only the count of characters and the last text (the consumer's share is nil)."""
     chars, last = 0, ""
     if reader in SYNC_READERS:
@@ -303,7 +307,7 @@ def drain(reader: str, url: str, fmt: str) -> tuple[int, str]:
 
     async def run() -> tuple[int, str]:
         count, tail = 0, ""
-        chunks = await async_chunks(reader, url, fmt)
+        chunks = await async_chunks(reader, url, fmt, max_reply_mb)
         async for text in chunks:
             count += len(text)
             tail = text

@@ -115,3 +115,29 @@ def test_an_editor_url_is_said_before_any_request(capsys):
         assert server.requests == []
     assert verdict_line(capsys.readouterr().out).startswith("verdict: The `n8n_url` valve is an n8n editor page")
     assert code == 1
+
+
+def test_check_file_sends_the_file_as_a_form_and_says_n8n_accepted_it(capsys, tmp_path):
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.4 doctor")
+    code, seen = check(Reply(headers=N8N_STREAM, steps=n8n_reply(TOKENS)), "--file", str(pdf))
+    out = capsys.readouterr().out
+    assert seen[0].headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert b'filename="report.pdf"\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4 doctor\r\n' in seen[0].body
+    assert (
+        "file: report.pdf (application/pdf, 15 bytes) sent as multipart/form-data: n8n accepted it (HTTP 200); "
+        "the workflow finds it as the binary property data0"
+    ) in out
+    assert code == 0
+
+
+def test_check_file_says_when_n8n_refused_it(capsys, tmp_path):
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF")
+    check(
+        Reply(status=413, headers=JSON, steps=[b'{"message":"request entity too large"}'], body_mode="length"),
+        "--file",
+        str(pdf),
+    )
+    out = capsys.readouterr().out
+    assert "file: report.pdf (application/pdf, 4 bytes) sent as multipart/form-data: n8n refused it (HTTP 413)" in out

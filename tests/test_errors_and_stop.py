@@ -270,27 +270,34 @@ def test_closing_the_stream_mid_reply_hangs_up_at_once(chat):
     assert threads_left_after(before) == set()
 
 
+async def stop_after_first_chunk(turn: Any) -> tuple[list[str], float]:
+    """Open WebUI's Stop: the task iterating the reply is cancelled once the first chunk is shown.
+    (What the chat showed, when Stop was pressed); returns after the task has ended."""
+    shown: list[str] = []
+    first = asyncio.Event()
+
+    async def iterate() -> None:
+        async for chunk in await turn.start():
+            shown.append(chunk)
+            first.set()
+
+    task = asyncio.create_task(iterate())
+    await asyncio.wait_for(first.wait(), 5)
+    stopped_at = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return shown, stopped_at
+
+
 def test_cancelling_the_chat_task_mid_reply_hangs_up_at_once(chat):
     before = reply_threads()
 
     turns = []
 
     async def scenario(server: LoopbackServer) -> tuple[float, list[str]]:
-        shown: list[str] = []
-        first = asyncio.Event()
         turns.append(turn := chat(n8n_url=server.url))
-
-        async def iterate() -> None:
-            async for chunk in await turn.start():
-                shown.append(chunk)
-                first.set()
-
-        task = asyncio.create_task(iterate())
-        await asyncio.wait_for(first.wait(), 5)
-        stopped_at = time.monotonic()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        shown, stopped_at = await stop_after_first_chunk(turn)
         return await hang_up_delay(server, stopped_at), shown
 
     with LoopbackServer([stalled_after_hello()]) as server:

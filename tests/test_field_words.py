@@ -13,6 +13,7 @@ import pytest
 import urllib3
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, n8n_reply
 from pydantic import ValidationError
+from test_errors_and_stop import answered_with, shown_and_final_status
 
 from pipe_n8n_stream import VALVES_AT, FinalResponse, Pipe, n8n_error_advice
 
@@ -23,29 +24,10 @@ NGINX_PAGE = b"<html>\r\n<head><title>%s</title></head>\r\n<body>\r\n<center><h1
 SECRET = "tok-field-5ecret"
 
 
-def shown_and_status(chat: Any, url: str, **valves: Any) -> tuple[list[str], dict[str, Any]]:
-    turn = chat(n8n_url=url, **valves)
-
-    async def run() -> list[str]:
-        chunks = await turn.start()
-        return [chunk async for chunk in chunks]
-
-    shown = asyncio.run(run())
-    return shown, turn.statuses[-1]["data"]
-
-
-def answered(reply: Reply, chat: Any, path: str = "/webhook/test", **valves: Any) -> tuple[list[str], Any]:
-    """(what the chat shows, the final status) when n8n answers `reply`; n8n is asked exactly once."""
-    with LoopbackServer([reply]) as server:
-        shown, final = shown_and_status(chat, f"http://127.0.0.1:{server.port}{path}", **valves)
-        assert len(server.requests) == 1
-    return shown, final
-
-
 def said_before_any_request(chat: Any, path: str = "/webhook/test", **valves: Any) -> tuple[list[str], Any]:
     """(what the chat shows, the final status) for a valve problem: n8n never hears of the turn."""
     with LoopbackServer([Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"]))]) as server:
-        shown, final = shown_and_status(chat, f"http://127.0.0.1:{server.port}{path}", **valves)
+        shown, final = shown_and_final_status(chat, f"http://127.0.0.1:{server.port}{path}", **valves)
         assert server.requests == []
     return shown, final
 
@@ -70,7 +52,7 @@ def test_a_proxy_504_says_the_workflow_may_still_run_and_names_the_read_timeout(
     page = NGINX_PAGE % (b"504 Gateway Time-out", b"504 Gateway Time-out")
     reply = Reply(status=504, headers=[("Server", "nginx/1.24.0"), *HTML], steps=[page], body_mode="length")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     said_with_seconds(
         shown,
@@ -84,7 +66,7 @@ def test_a_proxy_502_says_n8n_gave_it_no_answer(chat):
     page = NGINX_PAGE % (b"502 Bad Gateway", b"502 Bad Gateway")
     reply = Reply(status=502, headers=HTML, steps=[page], body_mode="length")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     said_with_seconds(
         shown,
@@ -98,7 +80,7 @@ def test_a_503_page_from_nginx_says_n8n_is_not_available_behind_it(chat):
     page = NGINX_PAGE % (b"503 Service Temporarily Unavailable", b"503 Service Temporarily Unavailable")
     reply = Reply(status=503, headers=[("Server", "nginx"), *HTML], steps=[page], body_mode="length")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     said_with_seconds(
         shown,
@@ -111,7 +93,7 @@ def test_a_503_page_from_nginx_says_n8n_is_not_available_behind_it(chat):
 def test_cloudflare_524_names_cloudflares_100_s(chat):
     reply = Reply(status=524, headers=[("Server", "cloudflare"), *HTML], steps=[b"<html></html>"], body_mode="length")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     said_with_seconds(
         shown,
@@ -124,7 +106,7 @@ def test_cloudflare_524_names_cloudflares_100_s(chat):
 def test_n8ns_own_json_503_keeps_n8ns_words(chat):
     reply = Reply(status=503, headers=N8N_JSON, steps=[b'{"message":"Database is not ready!"}'], body_mode="length")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     assert_said(shown, final, "n8n answered HTTP 503: Database is not ready!")
 
@@ -137,7 +119,7 @@ def test_n8ns_own_json_503_keeps_n8ns_words(chat):
 def test_a_token_pasted_with_its_bearer_prefix_is_sent_once_prefixed(chat, pasted):
     reply = Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"]))
     with LoopbackServer([reply]) as server:
-        shown, _ = shown_and_status(chat, server.url, n8n_bearer_token=pasted)
+        shown, _ = shown_and_final_status(chat, server.url, n8n_bearer_token=pasted)
         assert server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     assert shown == ["Hi"]
 
@@ -145,7 +127,7 @@ def test_a_token_pasted_with_its_bearer_prefix_is_sent_once_prefixed(chat, paste
 def test_a_bearer_prefix_is_dropped_for_a_custom_header_too(chat):
     reply = Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"]))
     with LoopbackServer([reply]) as server:
-        shown_and_status(chat, server.url, n8n_bearer_token=f"Bearer {SECRET}", auth_header_name="X-API-Key")
+        shown_and_final_status(chat, server.url, n8n_bearer_token=f"Bearer {SECRET}", auth_header_name="X-API-Key")
         assert server.requests[0].headers["x-api-key"] == SECRET
 
 
@@ -193,7 +175,7 @@ def test_a_header_http_cannot_carry_names_its_valve_and_nothing_is_sent(chat, va
 def test_without_a_token_the_header_name_is_not_checked(chat):
     reply = Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"]))
 
-    shown, _ = answered(reply, chat, auth_header_name="Authorization:")
+    shown, _ = answered_with(reply, chat, auth_header_name="Authorization:")
 
     assert shown == ["Hi"]
 
@@ -215,7 +197,7 @@ CANNOT_POST = (
 def test_a_login_page_is_named_by_its_title_not_shown_as_the_answer(chat):
     reply = Reply(headers=HTML, steps=[LOGIN_PAGE], body_mode="length")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     message = "`n8n_url` answered an HTML page ('Sign in · Authelia'), not the workflow: is a login or proxy page in front of n8n?"  # noqa: E501
     assert_said(shown, final, message)
@@ -225,7 +207,7 @@ def test_a_cloudflare_challenge_is_named_by_its_title(chat):
     page = b"<!DOCTYPE html><html lang='en-US'><head><title>Just a moment...</title></head><body></body></html>"
     reply = Reply(status=200, headers=[("Server", "cloudflare"), *HTML], steps=[page], body_mode="close")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     message = "`n8n_url` answered an HTML page ('Just a moment...'), not the workflow: is a login or proxy page in front of n8n?"  # noqa: E501
     assert_said(shown, final, message)
@@ -234,7 +216,7 @@ def test_a_cloudflare_challenge_is_named_by_its_title(chat):
 def test_n8ns_editor_page_says_the_url_must_be_the_webhooks(chat):
     reply = Reply(headers=HTML, steps=[EDITOR_PAGE], body_mode="length")
 
-    shown, final = answered(reply, chat, path="/n8n/")
+    shown, final = answered_with(reply, chat, path="/n8n/")
 
     message = (
         "`n8n_url` answered an HTML page ('n8n.io - Workflow Automation'), not the workflow: the URL must be the "
@@ -246,7 +228,7 @@ def test_n8ns_editor_page_says_the_url_must_be_the_webhooks(chat):
 def test_an_express_404_page_is_not_pasted(chat):
     reply = Reply(status=404, headers=HTML, steps=[CANNOT_POST], body_mode="length")
 
-    shown, final = answered(reply, chat, path="/api/v1/chat")
+    shown, final = answered_with(reply, chat, path="/api/v1/chat")
 
     message = (
         "`n8n_url` answered an HTML page (HTTP 404, 'Cannot POST /api/v1/chat'), not the workflow: the URL must "
@@ -283,13 +265,13 @@ def test_final_response_reads_past_102_and_103_to_the_answer(interim):
 
 
 def test_an_early_hints_reply_does_not_lose_the_answer(chat):
-    shown, _ = answered(Reply(raw_head=final_after_interim(EARLY_HINTS, PROCESSING)), chat)
+    shown, _ = answered_with(Reply(raw_head=final_after_interim(EARLY_HINTS, PROCESSING)), chat)
 
     assert shown == ["the real answer"]
 
 
 def test_204_says_the_workflow_sent_no_answer(chat):
-    shown, final = answered(Reply(status=204, steps=[], body_mode="length"), chat)
+    shown, final = answered_with(Reply(status=204, steps=[], body_mode="length"), chat)
 
     message = (
         "n8n answered HTTP 204 (No Content): the workflow sent no answer. Set the Webhook's Respond to "
@@ -299,7 +281,7 @@ def test_204_says_the_workflow_sent_no_answer(chat):
 
 
 def test_304_says_a_cache_answered_instead_of_n8n(chat):
-    shown, final = answered(Reply(status=304, headers=[("ETag", '"abc"')], steps=[], body_mode="length"), chat)
+    shown, final = answered_with(Reply(status=304, headers=[("ETag", '"abc"')], steps=[], body_mode="length"), chat)
 
     message = (
         "n8n's address answered HTTP 304 (Not Modified), which only answers a cached request: a cache or proxy "
@@ -312,7 +294,7 @@ def test_304_says_a_cache_answered_instead_of_n8n(chat):
 def test_an_unknown_content_encoding_is_named_not_shown_as_bytes(chat, encoding):
     reply = Reply(headers=[*N8N_JSON, ("Content-Encoding", encoding)], steps=[b"\x1f\x9d\x90{\x00"], body_mode="length")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     message = (
         "n8n's reply is compressed as 'compress', which the pipe cannot decode (it asks for identity): switch "
@@ -346,7 +328,7 @@ def plain_http_port() -> tuple[socket.socket, int]:
 def test_https_against_a_plain_http_port_says_the_scheme_is_wrong(chat, verify_ssl):
     listener, port = plain_http_port()
     with listener:
-        shown, final = shown_and_status(chat, f"https://127.0.0.1:{port}/webhook/test", verify_ssl=verify_ssl)
+        shown, final = shown_and_final_status(chat, f"https://127.0.0.1:{port}/webhook/test", verify_ssl=verify_ssl)
 
     message = (
         f"n8n at 127.0.0.1:{port} speaks plain HTTP, not HTTPS: write http:// instead of https:// "
@@ -361,7 +343,7 @@ def test_a_stalled_tls_handshake_names_connect_timeout(chat):
     threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
     port = listener.getsockname()[1]
     try:
-        shown, final = shown_and_status(
+        shown, final = shown_and_final_status(
             chat, f"https://127.0.0.1:{port}/webhook/test", connect_timeout=0.3, read_timeout=300
         )
     finally:
@@ -383,7 +365,7 @@ def test_no_authentication_data_says_to_create_the_webhooks_credential(chat):
     # n8n-nodes-base Webhook/utils.js: WebhookAuthorizationError(500, ...), plain text like the 401/403 replies
     reply = Reply(status=500, steps=[b"No authentication data defined on node!"], body_mode="length")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     message = (
         "n8n answered HTTP 500: No authentication data defined on node! The Webhook node's Authentication has no "
@@ -415,7 +397,7 @@ def test_other_reasons_get_no_advice():
 def test_an_http_original_error_gets_the_model_advice(chat):
     reply = Reply(status=500, headers=N8N_JSON, steps=[b'{"message":"Original error: TypeError"}'], body_mode="length")
 
-    shown, final = answered(reply, chat)
+    shown, final = answered_with(reply, chat)
 
     assert_said(shown, final, f"n8n answered HTTP 500: Original error: TypeError. {MODEL_FAILED}")
 
@@ -447,7 +429,7 @@ def test_a_bare_n8n_address_says_to_use_the_webhooks_production_url(chat, path):
 
 def test_a_renamed_webhook_path_still_goes_out(chat):
     # N8N_ENDPOINT_WEBHOOK can rename /webhook/: other paths are sent as they are
-    shown, _ = answered(Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"])), chat, path="/hooks/agent")
+    shown, _ = answered_with(Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"])), chat, path="/hooks/agent")
 
     assert shown == ["Hi"]
 

@@ -76,14 +76,14 @@ def test_payload_is_the_last_user_message_the_chat_id_and_stream():
     assert sent_payload(body) == {"chatInput": "second", "sessionId": "chat-42", "stream": True}
 
 
-def test_a_message_with_an_image_sends_only_its_text_parts():
+def test_a_message_with_an_image_sends_its_text_parts_as_the_words():
     content = [
         {"type": "text", "text": "What is in"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
         {"type": "text", "text": "this picture?"},
     ]
 
-    assert sent_payload(turn_body(user_says(content)))["chatInput"] == "What is in\nthis picture?"
+    assert sent_payload(turn_body(user_says(content)), send_files="text")["chatInput"] == "What is in\nthis picture?"
 
 
 def test_a_text_part_whose_text_is_null_is_skipped():
@@ -92,10 +92,15 @@ def test_a_text_part_whose_text_is_null_is_skipped():
     assert sent_payload(turn_body(user_says(content)))["chatInput"] == "still here"
 
 
-def test_an_image_only_message_runs_the_workflow_with_empty_words():
+def test_an_image_only_message_sends_empty_words_and_the_image():
     content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
 
-    assert sent_payload(turn_body(user_says(content))) == {"chatInput": "", "sessionId": "chat-42", "stream": True}
+    assert sent_payload(turn_body(user_says(content)), send_files="text") == {
+        "chatInput": "",
+        "sessionId": "chat-42",
+        "stream": True,
+        "files": [{"name": "image-1.png", "type": "image/png", "size": 8, "text": ""}],
+    }
 
 
 def test_continue_sends_the_last_user_message_not_the_unfinished_answer():

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fake_n8n_api import FakeN8nApi, execution
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_line, n8n_reply
-from test_errors_and_stop import STOP_WITHIN, reply_threads, threads_left_after
+from test_errors_and_stop import STOP_WITHIN, reply_threads, stop_after_first_chunk, threads_left_after
 
 from pipe_n8n_stream import Pipe, Turn
 
@@ -47,23 +47,9 @@ async def final_status(chat: Any, prefix: str) -> str:
     raise AssertionError(f"no final status after {prefix!r}: {chat.descriptions}")
 
 
-async def stop_mid_reply(chat: Any) -> tuple[list[str], float]:
-    """Open WebUI's Stop: the task iterating the reply is cancelled after the first chunk.
-    (What the chat showed, how long the cancelled task took to end.)"""
-    shown: list[str] = []
-    first = asyncio.Event()
-
-    async def iterate() -> None:
-        async for chunk in await chat.start():
-            shown.append(chunk)
-            first.set()
-
-    task = asyncio.create_task(iterate())
-    await asyncio.wait_for(first.wait(), 5)
-    stopped_at = time.monotonic()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+async def stop_mid_reply(turn: Any) -> tuple[list[str], float]:
+    """Open WebUI's Stop after the first chunk: (what the chat showed, how long the cancelled task took to end)."""
+    shown, stopped_at = await stop_after_first_chunk(turn)
     return shown, time.monotonic() - stopped_at
 
 

@@ -56,14 +56,18 @@ class ModelCall:
 
 
 def prompt_of(api: str, body: dict[str, Any]) -> str:
-    """The text of the last user message, in either API's shape."""
+    """The text of the last user message with text, in either API's shape (n8n sends images passed through
+    from binaries as a user message of their own, after the prompt)."""
     for message in reversed(body.get("messages") or []):
         if message.get("role") != "user":
             continue
         content = message.get("content")
         if isinstance(content, list):
-            return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        return str(content or "")
+            text = " ".join(p.get("text", "") for p in content if isinstance(p, dict)).strip()
+        else:
+            text = str(content or "")
+        if text:
+            return text
     return ""
 
 

@@ -194,7 +194,13 @@ def workflows_to_import(models_url: str) -> dict[str, dict[str, Any]]:
         "id": "e2eHeaderAuth001",
         "name": "Open WebUI pipe token",
     }
-    workflows = {"ollama": ollama, "claude": claude, "classic": classic, "agent-tools": shipped("agent-tools-sources")}
+    workflows = {
+        "ollama": ollama,
+        "claude": claude,
+        "classic": classic,
+        "agent-tools": shipped("agent-tools-sources"),
+        "document": shipped("document-binary"),
+    }
     # The shipped files may come with Header Auth on or off: test both ways either way.
     if webhook_node(ollama)["parameters"].get("authentication") == "headerAuth":
         workflows["ollama-noauth"] = without_auth(variant(ollama, "noauth", "e2eOllamaNoAuth1"))

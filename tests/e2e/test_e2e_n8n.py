@@ -7,6 +7,7 @@ then iterate the returned async generator. Models are fakes on 127.0.0.1 (see fa
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 import subprocess
@@ -613,3 +614,77 @@ def test_doctor_behind_a_buffering_proxy_says_buffered(n8n: N8n, buffering_proxy
     assert "deploy/nginx.conf" in verdict
     assert code == 1, output
     assert converse(url, "SLOW buffered chat", n8n_bearer_token=TOKEN).text == FULL_TEXT
+
+
+# -- files and images --------------------------------------------------------------------------
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def attach(url: str, message: dict[str, Any], files: list[dict[str, Any]] | None = None) -> str:
+    """One chat turn with attachments, as Open WebUI passes them: the whole answer."""
+
+    async def scenario() -> str:
+        pipe = make_pipe(url, n8n_bearer_token=TOKEN)
+        chunks = await pipe.pipe(
+            {"model": "n8n_stream.n8n", "stream": True, "messages": [message]},
+            __metadata__={"chat_id": f"e2e-{uuid.uuid4().hex[:8]}"},
+            __files__=files,
+        )
+        return "".join([chunk async for chunk in chunks])
+
+    return asyncio.run(scenario())
+
+
+def images_sent(call: Any) -> list[bytes]:
+    """The images a fake model received, in Ollama's (`images`) or Anthropic's (`image` blocks) shape."""
+    found: list[bytes] = []
+    for message in call.body.get("messages") or []:
+        found += [base64.b64decode(image) for image in message.get("images") or []]
+        content = message.get("content")
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "image":
+                found.append(base64.b64decode(block["source"]["data"]))
+    return found
+
+
+@pytest.mark.parametrize("workflow", STREAMING)
+def test_an_attached_png_reaches_the_model_as_an_image(n8n: N8n, workflow: str) -> None:
+    marker = f"describe-{workflow}-{uuid.uuid4().hex[:6]}"
+    parts = [
+        {"type": "text", "text": f"What is in this picture? {marker}"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()}},
+    ]
+    shown = attach(n8n.url(workflow), {"role": "user", "content": parts})
+
+    assert shown == FULL_TEXT
+    calls = n8n.models.calls_for(marker)
+    assert calls, "the model was not called"
+    assert images_sent(calls[0]) == [PNG]
+
+
+def test_an_attached_pdf_reaches_the_workflow_as_a_binary_property(n8n: N8n, tmp_path: Any) -> None:
+    pdf = tmp_path / "Quartalsbericht Q3.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n")
+    entry = {
+        "type": "file",
+        "id": "f1",
+        "name": pdf.name,
+        "file": {"path": str(pdf), "meta": {"name": pdf.name, "content_type": "application/pdf", "size": 10256}},
+    }
+    shown = attach(n8n.url("document"), {"role": "user", "content": "summarise"}, [entry])
+
+    size = pdf.stat().st_size
+    assert shown == f"Received Quartalsbericht Q3.pdf (application/pdf): {size} bytes. You asked: summarise"
+
+
+def test_doctor_sends_a_file_and_n8n_accepts_it(n8n: N8n, tmp_path: Any) -> None:
+    pdf = tmp_path / "doctor.pdf"
+    pdf.write_bytes(b"%PDF-1.4 doctor\n")
+    _, output = doctor(n8n.url("document"), "--token", TOKEN, "--file", str(pdf))
+    assert "Received doctor.pdf (application/pdf): 16 bytes" in output
+    assert (
+        "file: doctor.pdf (application/pdf, 16 bytes) sent as multipart/form-data: n8n accepted it (HTTP 200)" in output
+    )

@@ -177,6 +177,15 @@ class Admin:
     def models(self, refresh: bool = False) -> list[dict[str, Any]]:
         return self.call("GET", "/api/models" + ("?refresh=true" if refresh else ""))["data"]
 
+    def upload(self, name: str, data: bytes, content_type: str) -> dict[str, Any]:
+        """A file uploaded as the chat's paperclip does (POST /api/v1/files/): Open WebUI's file row."""
+        response = self.http.post(
+            f"{self.base_url}/api/v1/files/", files={"file": (name, data, content_type)}, timeout=60
+        )
+        if not response.ok:
+            raise AssertionError(f"upload {name} -> HTTP {response.status_code}: {response.text[:2000]}")
+        return dict(response.json())
+
     def new_chat(self, model: str) -> str:
         chat = {"title": "New Chat", "models": [model], "messages": [], "history": {"messages": {}, "currentId": None}}
         return self.call("POST", "/api/v1/chats/new", {"chat": chat})["id"]
@@ -293,6 +302,8 @@ class Browser:
         text: str,
         background_tasks: dict[str, bool] | None = None,
         first_message: bool = False,
+        images: list[str] | None = None,
+        files: list[dict[str, Any]] | None = None,
     ) -> Turn:
         """What the web app sends for a question. By default into a chat made first with POST /api/v1/chats/new;
         `first_message` sends it as the web app sends a new chat's first question: no chat id, `parent_id: null`,
@@ -302,7 +313,7 @@ class Browser:
         body: dict[str, Any] = {
             "model": model,
             "stream": True,
-            "messages": [{"role": "user", "content": text}],
+            "messages": [{"role": "user", "content": user_content(text, images or [])}],
             "session_id": self.sio.get_sid(),
             "id": message_id,
             "parent_id": None,
@@ -322,10 +333,20 @@ class Browser:
             body["chat_id"] = chat_id
         if background_tasks is not None:
             body["background_tasks"] = background_tasks
+        if files:
+            body["files"] = files
+            body["user_message"]["files"] = files
         sent_at = time.monotonic()
         response = self.admin.call("POST", "/api/chat/completions", body)
         chat_id = chat_id or response["chat_id"]
         return Turn(self, chat_id, message_id, text, sent_at, response)
+
+
+def user_content(text: str, images: list[str]) -> Any:
+    """The web app's user message: its text, with images as `image_url` parts when there are any."""
+    if not images:
+        return text
+    return [{"type": "text", "text": text}, *({"type": "image_url", "image_url": {"url": url}} for url in images)]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, context: Callable[[], Any] | None = None) -> Any:

@@ -6,6 +6,9 @@ The fake n8n webhook is a LoopbackServer in this process; Open WebUI runs as a s
 
 from __future__ import annotations
 
+import base64
+import email.parser
+import email.policy
 import json
 import time
 import uuid
@@ -391,3 +394,65 @@ def wait_until(condition, timeout: float):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
+
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + bytes(range(256))
+
+
+def file_item(uploaded: dict, kind: str) -> dict:
+    """A `files` entry as the web app sends it for an uploaded file."""
+    meta = uploaded.get("meta") or {}
+    return {
+        "type": kind,
+        "file": uploaded,
+        "id": uploaded["id"],
+        "url": uploaded["id"] if kind == "image" else f"/api/v1/files/{uploaded['id']}",
+        "name": meta.get("name"),
+        "content_type": meta.get("content_type"),
+        "status": "uploaded",
+        "size": meta.get("size"),
+        "context": "full",
+    }
+
+
+def form_parts(seen: Seen) -> list:
+    """The multipart body as a mail parser reads it: one part per form field or file."""
+    head = f"Content-Type: {seen.headers['content-type']}\r\n\r\n".encode()
+    return list(email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + seen.body).iter_parts())
+
+
+def multipart_files(seen: Seen) -> list[tuple[str, str, bytes]]:
+    return [
+        (p.get_filename(), p.get_content_type(), p.get_payload(decode=True))
+        for p in form_parts(seen)
+        if p.get_filename()
+    ]
+
+
+def multipart_fields(seen: Seen) -> dict[str, str]:
+    parts = [p for p in form_parts(seen) if not p.get_filename()]
+    return {p.get_param("name", header="content-disposition"): p.get_content() for p in parts}
+
+
+def test_an_uploaded_png_and_pdf_reach_the_workflow(admin, browser):
+    png = admin.upload("photo.png", PNG, "image/png")
+    pdf = admin.upload("Bericht.pdf", PDF, "application/pdf")
+    with LoopbackServer([streamed(["Got", " both"])]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        turn = browser.send(
+            MODEL,
+            "What do these show?",
+            images=["data:image/png;base64," + base64.b64encode(PNG).decode()],
+            files=[file_item(png, "image"), file_item(pdf, "file")],
+        )
+        turn.wait_done(60)
+
+    assert turn.text_shown() == "Got both"
+    assert len(n8n.requests) == 1
+    seen = n8n.requests[0]
+    assert seen.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert multipart_fields(seen)["chatInput"] == "What do these show?"
+    assert multipart_files(seen) == [("image-1.png", "image/png", PNG), ("Bericht.pdf", "application/pdf", PDF)]

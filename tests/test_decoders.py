@@ -565,3 +565,11 @@ def test_chunked_framing_ignores_what_follows_the_end():
 def test_broken_chunked_framing_is_a_protocol_error(wire):
     with pytest.raises(urllib3.exceptions.ProtocolError):
         ChunkedFraming().feed(wire)
+
+
+def test_a_value_that_is_no_n8n_line_inside_n8n_s_stream_is_read_on_its_own():
+    """Found by the property tests: a JSON string after a `begin` line was taken for an n8n line (AttributeError)."""
+    body = b'{"type":"begin","metadata":{"nodeName":"A"}}\r""'
+    assert decode(body) == [Piece("node", "A"), Piece("error", "The workflow's reply (n8n stream) contained no text.")]
+    held = b'{"type":"begin","metadata":{"nodeName":"A"}}\n{"type":"item","content":"{}"}\n"after"\n'
+    assert [p for p in decode(held) if p.kind == "text"] == [Piece("text", "{}"), Piece("text", "after")]

@@ -32,13 +32,13 @@ def n8n() -> Iterator[N8n]:
 @pytest.fixture(scope="session")
 def nginx(n8n: N8n) -> Iterator[str]:
     """deploy/nginx.conf in front of n8n (skipped when nginx is not installed)."""
-    with running_nginx(int(n8n.base_url.rsplit(":", 1)[1])) as url:
+    with running_nginx(int(n8n.webhook_base_url.rsplit(":", 1)[1])) as url:
         yield url
 
 
 @pytest.fixture
 def buffering_proxy(n8n: N8n) -> Iterator[str]:
-    proxy = BufferingProxy(n8n.base_url)
+    proxy = BufferingProxy(n8n.webhook_base_url)
     try:
         yield proxy.url
     finally:

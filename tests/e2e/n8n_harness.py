@@ -8,6 +8,15 @@ The fixture imports `n8n/*.json` exactly as shipped (their credential ids are cr
 pointed at fake model APIs served by the test), plus a few variants derived from them,
 publishes them, starts n8n and waits until every webhook is registered.
 Set N8N_E2E_KEEP=1 to keep n8n's folder and log after the run.
+
+Queue mode (N8N_E2E_QUEUE=1, set by scripts/e2e-n8n-queue.sh, which starts Redis and Postgres on
+free ports and passes them as N8N_E2E_REDIS_PORT and N8N_E2E_PG_PORT/_PG_DB/_PG_USER): the same
+workflows are imported into Postgres and n8n runs as production does in queue mode: `n8n start`
+(the main: UI, REST and public API), `n8n worker` (runs the executions) and `n8n webhook` (a
+webhook processor, which takes the webhook calls and hands them to the worker through Redis).
+The webhook URLs the tests use are the webhook processor's; the API (Stop) is the main's.
+N8N_E2E_QUEUE_WEBHOOKS=main starts no webhook processor: the main takes the webhook calls and the
+worker runs them (how n8n's Stop reaches the worker differs between the two, see the README).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,10 +45,12 @@ from fake_models import FakeModels
 from process_group import stop_process_group
 
 E2E = os.environ.get("N8N_E2E") == "1"
+QUEUE = os.environ.get("N8N_E2E_QUEUE") == "1"
+WEBHOOK_PROCESSOR = QUEUE and os.environ.get("N8N_E2E_QUEUE_WEBHOOKS", "processor") == "processor"
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SHIPPED = REPO / "n8n"
-N8N_VERSION = "2.41.1"
+N8N_VERSION = os.environ.get("N8N_E2E_VERSION") or "2.41.1"
 TOKEN = "e2e-token-7f3a9c"
 START_TIMEOUT = 120
 OWNER_PASSWORD = "Owner-e2e-Passw0rd"
@@ -61,6 +73,8 @@ class N8n:
     log: Path
     models: FakeModels
     webhooks: dict[str, Webhook] = field(default_factory=dict)
+    webhook_base_url: str = ""  # where /webhook/ is served: the main, or in queue mode the webhook processor
+    mode: str = "regular"
 
     def url(self, name: str) -> str:
         return self.webhooks[name].url
@@ -69,6 +83,13 @@ class N8n:
     def header_auth_url(self) -> str:
         """The Ollama workflow with Header Auth on (as shipped, or the variant made for it)."""
         return next(h.url for name, h in self.webhooks.items() if h.auth and name.startswith("ollama"))
+
+    def api_valves(self, key: str) -> dict[str, str]:
+        """The pipe's valves for Stop. In queue mode the webhook processor serves no public API, so the
+        API URL (the main's) is set, as users of queue mode must; otherwise the pipe derives it."""
+        if self.mode == "queue":
+            return {"n8n_api_key": key, "n8n_api_url": f"{self.base_url}/api/v1"}
+        return {"n8n_api_key": key}
 
     def api_key(self, scopes: tuple[str, ...] = STOP_SCOPES) -> str:
         """An API key for n8n's public API, made as a user would in Settings > n8n API: no CLI makes
@@ -91,10 +112,15 @@ class N8n:
         return dict(reply.json())
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no n8n log)"
+        """The end of n8n's log (in queue mode also the worker's and the webhook processor's)."""
+        parts = []
+        for log in (self.log, self.folder / "worker.log", self.folder / "webhook.log"):
+            try:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            except OSError:
+                continue
+            parts.append(f"--- {log.name}\n{tail}")
+        return "\n".join(parts) or "(no n8n log)"
 
 
 # -- the workflows n8n gets ------------------------------------------------------------------
@@ -233,8 +259,30 @@ def n8n_install() -> Path:
     return Path(home)
 
 
-def n8n_env(home: Path, folder: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("N8N_", "DB_"))}
+def queue_env() -> dict[str, str]:
+    """Redis and Postgres for queue mode, as scripts/e2e-n8n-queue.sh started them."""
+    try:
+        redis_port, pg_port = os.environ["N8N_E2E_REDIS_PORT"], os.environ["N8N_E2E_PG_PORT"]
+    except KeyError as missing:
+        pytest.fail(f"N8N_E2E_QUEUE=1 needs {missing}: run `bash scripts/e2e-n8n-queue.sh`", pytrace=False)
+    return {
+        "EXECUTIONS_MODE": "queue",
+        "QUEUE_BULL_REDIS_HOST": "127.0.0.1",
+        "QUEUE_BULL_REDIS_PORT": redis_port,
+        "QUEUE_HEALTH_CHECK_ACTIVE": "true",
+        "DB_TYPE": "postgresdb",
+        "DB_POSTGRESDB_HOST": "127.0.0.1",
+        "DB_POSTGRESDB_PORT": pg_port,
+        "DB_POSTGRESDB_DATABASE": os.environ.get("N8N_E2E_PG_DB", "n8n"),
+        "DB_POSTGRESDB_USER": os.environ.get("N8N_E2E_PG_USER", "postgres"),
+        "DB_POSTGRESDB_PASSWORD": "unused-trust-auth",
+        # every process must read the credentials the others wrote
+        "N8N_ENCRYPTION_KEY": "e2e-queue-mode-encryption-key-0001",
+    }
+
+
+def n8n_env(home: Path, folder: Path, port: int, webhook_port: int | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("N8N_", "DB_", "QUEUE_", "EXECUTIONS_"))}
     env.update(
         PATH=f"{home / 'node' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
         NODE_ENV="production",
@@ -243,7 +291,7 @@ def n8n_env(home: Path, folder: Path, port: int) -> dict[str, str]:
         N8N_LISTEN_ADDRESS="127.0.0.1",
         N8N_PORT=str(port),
         N8N_PROTOCOL="http",
-        WEBHOOK_URL=f"http://127.0.0.1:{port}/",
+        WEBHOOK_URL=f"http://127.0.0.1:{webhook_port or port}/",
         N8N_RUNNERS_BROKER_PORT=str(free_port()),
         N8N_RUNNERS_BROKER_LISTEN_ADDRESS="127.0.0.1",
         N8N_DIAGNOSTICS_ENABLED="false",
@@ -253,9 +301,11 @@ def n8n_env(home: Path, folder: Path, port: int) -> dict[str, str]:
         N8N_DISABLED_MODULES="mcp-registry",  # it fetches a server list from the internet
         N8N_SECURE_COOKIE="false",
         N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS="false",
-        N8N_LOG_LEVEL="info",
+        N8N_LOG_LEVEL=os.environ.get("N8N_E2E_LOG_LEVEL", "info"),
         DB_TYPE="sqlite",
     )
+    if QUEUE:
+        env.update(queue_env())
     return env
 
 
@@ -272,21 +322,27 @@ def n8n_cli(home: Path, env: dict[str, str], log: Path, *args: str) -> None:
         pytest.fail(f"`n8n {' '.join(args)}` failed with exit code {done.returncode}:\n{tail}", pytrace=False)
 
 
-def wait_until_registered(n8n: N8n, process: subprocess.Popen[bytes]) -> None:
-    """/healthz first, then every webhook: a GET answers 'not registered for GET' once the
-    POST webhook exists (a GET never runs the workflow)."""
+def wait_until_registered(
+    n8n: N8n, process: subprocess.Popen[bytes] | list[subprocess.Popen[bytes]], health: list[str] | None = None
+) -> None:
+    """/healthz first (of every process given in `health`), then every webhook: a GET answers
+    'not registered for GET' once the POST webhook exists (a GET never runs the workflow)."""
+    processes = process if isinstance(process, list) else [process]
     deadline = time.monotonic() + START_TIMEOUT
     pending = {hook.url for hook in n8n.webhooks.values()}
+    unhealthy = list(health or [f"{n8n.base_url}/healthz"])
     healthy = False
-    while pending:
-        if process.poll() is not None:
-            pytest.fail(f"n8n exited with code {process.returncode} while starting:\n{n8n.log_tail()}", pytrace=False)
+    while pending or not healthy:
+        for proc in processes:
+            if proc.poll() is not None:
+                pytest.fail(f"n8n exited with code {proc.returncode} while starting:\n{n8n.log_tail()}", pytrace=False)
         if time.monotonic() > deadline:
-            what = "/healthz" if not healthy else ", ".join(sorted(pending))
+            what = ", ".join(unhealthy) if not healthy else ", ".join(sorted(pending))
             pytest.fail(f"n8n did not get ready within {START_TIMEOUT} s ({what}):\n{n8n.log_tail()}", pytrace=False)
         try:
             if not healthy:
-                healthy = requests.get(f"{n8n.base_url}/healthz", timeout=2).status_code == 200
+                unhealthy = [url for url in unhealthy if requests.get(url, timeout=2).status_code != 200]
+                healthy = not unhealthy
             else:
                 for url in sorted(pending):
                     if "not registered for GET" in requests.get(url, timeout=2).text:
@@ -296,15 +352,33 @@ def wait_until_registered(n8n: N8n, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.25)
 
 
+def start_n8n(home: Path, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """One long-running n8n process (`n8n start`, `n8n worker`, `n8n webhook`), its output in `log`."""
+    with log.open("a") as out:
+        out.write(f"\n$ n8n {' '.join(args)}\n")
+        out.flush()
+        return subprocess.Popen(
+            [str(home / "app" / "node_modules" / ".bin" / "n8n"), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 @contextmanager
 def running_n8n() -> Iterator[N8n]:
     home = n8n_install()
     folder = Path(tempfile.mkdtemp(prefix="pipe-n8n-e2e-"))
     port = free_port()
+    hook_port = free_port() if WEBHOOK_PROCESSOR else port
     models = FakeModels(token_delay=0.05)
     n8n = N8n(f"http://127.0.0.1:{port}", folder, folder / "n8n.log", models)
-    env = n8n_env(home, folder / "home", port)
-    process: subprocess.Popen[bytes] | None = None
+    n8n.webhook_base_url = f"http://127.0.0.1:{hook_port}"
+    n8n.mode = ("queue" if WEBHOOK_PROCESSOR else "queue-main-webhooks") if QUEUE else "regular"
+    env = n8n_env(home, folder / "home", port, hook_port)
+    processes: list[subprocess.Popen[bytes]] = []
     started = time.monotonic()
     try:
         workflows = workflows_to_import(models.url)
@@ -314,28 +388,39 @@ def running_n8n() -> Iterator[N8n]:
             (imports / f"{name}.json").write_text(json.dumps(workflow))
             hook = webhook_node(workflow)
             auth = hook["parameters"].get("authentication") == "headerAuth"
-            n8n.webhooks[name] = Webhook(name, f"{n8n.base_url}/webhook/{hook['parameters']['path']}", auth)
+            n8n.webhooks[name] = Webhook(name, f"{n8n.webhook_base_url}/webhook/{hook['parameters']['path']}", auth)
         (folder / "credentials.json").write_text(json.dumps(credentials_for(list(workflows.values()), models.url)))
         n8n_cli(home, env, n8n.log, "import:credentials", f"--input={folder / 'credentials.json'}")
         n8n_cli(home, env, n8n.log, "import:workflow", "--separate", f"--input={imports}")
-        for workflow in workflows.values():
-            n8n_cli(home, env, n8n.log, "publish:workflow", f"--id={workflow['id']}")
-        with n8n.log.open("a") as out:
-            out.write("\n$ n8n start\n")
-            out.flush()
-            process = subprocess.Popen(
-                [str(home / "app" / "node_modules" / ".bin" / "n8n"), "start"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        wait_until_registered(n8n, process)
-        print(f"\nn8n {N8N_VERSION} ready with {len(workflows)} workflows in {time.monotonic() - started:.1f} s")
+        # Postgres takes the publishes side by side (~10 s of CLI start each); SQLite one at a time.
+        with ThreadPoolExecutor(max_workers=4 if QUEUE else 1) as pool:
+            ids = [str(workflow["id"]) for workflow in workflows.values()]
+            logs = [folder / f"publish-{wid}.log" if QUEUE else n8n.log for wid in ids]
+            list(pool.map(lambda wid, log: n8n_cli(home, env, log, "publish:workflow", f"--id={wid}"), ids, logs))
+        processes.append(start_n8n(home, env, n8n.log, "start"))
+        health = [f"{n8n.base_url}/healthz"]
+        if QUEUE:
+            # The main runs the database migrations: the worker and the webhook processor start after it.
+            wait_until_registered(N8n(n8n.base_url, folder, n8n.log, models), processes, health)
+            worker_port = free_port()
+            worker = {**env, "QUEUE_HEALTH_CHECK_PORT": str(worker_port), "N8N_RUNNERS_BROKER_PORT": str(free_port())}
+            processes.append(start_n8n(home, worker, folder / "worker.log", "worker", "--concurrency=10"))
+            health = [f"http://127.0.0.1:{worker_port}/healthz"]
+            if WEBHOOK_PROCESSOR:
+                webhook = {**env, "N8N_PORT": str(hook_port), "N8N_RUNNERS_BROKER_PORT": str(free_port())}
+                processes.append(start_n8n(home, webhook, folder / "webhook.log", "webhook"))
+                health.append(f"{n8n.webhook_base_url}/healthz")
+        wait_until_registered(n8n, processes, health)
+        what = {
+            "regular": "one process, SQLite",
+            "queue": "queue mode: main + worker + webhook processor, Redis, Postgres",
+            "queue-main-webhooks": "queue mode: main (takes the webhooks) + worker, Redis, Postgres",
+        }[n8n.mode]
+        took = time.monotonic() - started
+        print(f"\nn8n {N8N_VERSION} ({what}) ready with {len(workflows)} workflows in {took:.1f} s")
         yield n8n
     finally:
-        if process is not None:
+        for process in reversed(processes):
             stop_process_group(process)
         models.close()
         if os.environ.get("N8N_E2E_KEEP") == "1":

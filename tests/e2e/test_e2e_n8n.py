@@ -240,6 +240,37 @@ def api_key(n8n: N8n) -> str:
     return n8n.api_key()
 
 
+WEBHOOK_PROCESSOR_STOP_GAP = (
+    "n8n 2.41.1 in queue mode with webhook processors: the API's stop marks the run cancelled and publishes "
+    "'stop-execution', which only workers handle, and only for runs in their ActiveExecutions; a run a webhook "
+    "processor queued is in none, so the worker runs it to its end (tested: the main taking webhooks stops it)"
+)
+
+
+@pytest.fixture
+def n8n_can_stop(n8n: N8n, request: pytest.FixtureRequest) -> None:
+    """Tests that need n8n to really stop a run: expected to fail (strictly: a fixed n8n makes them pass
+    and this must then be removed) where n8n cannot, behind webhook processors."""
+    if n8n.mode == "queue":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=WEBHOOK_PROCESSOR_STOP_GAP))
+
+
+QUEUE_NO_ERROR_ITEM = (
+    "n8n 2.41.1 in queue mode, main taking the webhooks: a run stopped in n8n ends on the worker, but the "
+    "webhook's streamed response gets no error item and stays open (keepalives only): the reply waits until "
+    "read_timeout or the user's Stop"
+)
+
+
+@pytest.fixture
+def n8n_reports_stop(n8n: N8n, request: pytest.FixtureRequest) -> None:
+    """The run stopped in n8n reaches the stream as an error item: not so in queue mode (strict xfail)."""
+    if n8n.mode == "queue":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=WEBHOOK_PROCESSOR_STOP_GAP))
+    elif n8n.mode == "queue-main-webhooks":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=QUEUE_NO_ERROR_ITEM))
+
+
 async def stop_after(reply: Any, turn: Turn, seconds: float) -> float:
     """Open WebUI's Stop `seconds` after the first chunk: the task iterating the reply is cancelled.
     Returns when it was stopped."""
@@ -281,8 +312,8 @@ def canceled_within(n8n: N8n, key: str, execution_id: str, since: float, limit: 
     return status
 
 
-def test_stop_cancels_the_n8n_execution_and_the_model_call(n8n: N8n, api_key: str) -> None:
-    pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN, n8n_api_key=api_key)
+def test_stop_cancels_the_n8n_execution_and_the_model_call(n8n: N8n, api_key: str, n8n_can_stop: None) -> None:
+    pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN, **n8n.api_valves(api_key))
     turn = Turn()
 
     async def scenario() -> tuple[float, str]:
@@ -303,8 +334,8 @@ def test_stop_cancels_the_n8n_execution_and_the_model_call(n8n: N8n, api_key: st
     assert turn.text and LONG_TEXT.startswith(turn.text)
 
 
-def test_stopping_one_chat_leaves_the_other_running(n8n: N8n, api_key: str) -> None:
-    pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN, n8n_api_key=api_key)
+def test_stopping_one_chat_leaves_the_other_running(n8n: N8n, api_key: str, n8n_can_stop: None) -> None:
+    pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN, **n8n.api_valves(api_key))
     stopped_turn, other = Turn(), Turn()
 
     async def scenario() -> str:
@@ -352,7 +383,7 @@ def test_without_an_api_key_stop_says_n8n_keeps_running(n8n: N8n) -> None:
     assert len(call.token_times) == len(LONG_TOKENS), "without a key n8n runs the workflow to its end"
 
 
-def test_a_run_stopped_in_n8n_ends_the_reply_within_seconds(n8n: N8n, api_key: str) -> None:
+def test_a_run_stopped_in_n8n_ends_the_reply_within_seconds(n8n: N8n, api_key: str, n8n_reports_stop: None) -> None:
     """Stopped elsewhere (n8n's editor, another client): n8n sends an error item, then nothing at all."""
     turn = Turn()
 
@@ -574,7 +605,7 @@ def test_doctor_says_nothing_streams_when_the_agent_does_not_stream(n8n: N8n) ->
 
 
 def test_doctor_says_webhook_not_found(n8n: N8n) -> None:
-    code, output = doctor(f"{n8n.base_url}/webhook/not-imported", "--prompt", "doctor 404")
+    code, output = doctor(f"{n8n.webhook_base_url}/webhook/not-imported", "--prompt", "doctor 404")
     assert "not found" in verdict_line(output), output
     assert code == 1, output
 
@@ -582,8 +613,8 @@ def test_doctor_says_webhook_not_found(n8n: N8n) -> None:
 def test_everything_ran_on_loopback(n8n: N8n) -> None:
     """n8n called only the fake models: its log shows no failed lookup of an outside host."""
     assert n8n.models.calls, "n8n never called the fake models"
-    log = n8n.log.read_text(errors="replace")
-    assert "ENOTFOUND" not in log, n8n.log_tail()
+    for log in sorted(n8n.folder.glob("*.log")):  # in queue mode also the worker's and the webhook processor's
+        assert "ENOTFOUND" not in log.read_text(errors="replace"), n8n.log_tail()
 
 
 # -- proxies between the pipe and n8n ------------------------------------------------------------

@@ -18,6 +18,9 @@ ROOT = HERE.parents[1]
 # OWUI_PIPE_FILE: run the same tests against another copy of the pipe (e.g. to see them fail on a broken one).
 PIPE_FILE = Path(os.environ.get("OWUI_PIPE_FILE") or ROOT / "pipe_n8n_stream.py")
 E2E = os.environ.get("OWUI_E2E") == "1"
+# OWUI_WORKERS=2 (scripts/e2e-openwebui.sh's second run): Open WebUI as production runs it with several
+# workers, coordinated through the Redis at OWUI_REDIS_URL (websocket manager, tasks, Stop).
+WORKERS = int(os.environ.get("OWUI_WORKERS") or "1")
 
 sys.path.insert(0, str(HERE.parent))  # loopback.py, the scripted fake n8n webhook
 sys.path.insert(0, str(HERE))
@@ -52,7 +55,19 @@ def owui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     if not executable.exists():
         pytest.fail(f"no Open WebUI at {executable}: run scripts/e2e-openwebui.sh", pytrace=False)
     pidfile = os.environ.get("OWUI_PIDFILE")
-    server = OpenWebUI(executable, tmp_path_factory.mktemp("owui"), Path(pidfile) if pidfile else None)
+    extra: dict[str, str] = {}
+    if WORKERS > 1:
+        redis_url = os.environ.get("OWUI_REDIS_URL") or pytest.fail(
+            "OWUI_WORKERS > 1 needs Redis (OWUI_REDIS_URL): run scripts/e2e-openwebui.sh", pytrace=False
+        )
+        extra = {
+            "UVICORN_WORKERS": str(WORKERS),
+            "WEBSOCKET_MANAGER": "redis",
+            "REDIS_URL": redis_url,
+            "WEBSOCKET_REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": f"owui-e2e-{os.getpid()}",
+        }
+    server = OpenWebUI(executable, tmp_path_factory.mktemp("owui"), Path(pidfile) if pidfile else None, extra)
     try:
         server.start()
         admin = Admin(server.url)

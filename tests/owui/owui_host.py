@@ -57,6 +57,11 @@ class Pipe:
         return [{"id": "threads", "name": "e2e thread probe"}]
 
     async def pipe(self, body, **kwargs):
+        if body["messages"][-1]["content"] == "which worker?":
+            # Which worker process answered, and which chats have a task running in it.
+            import os
+            from open_webui.tasks import item_tasks
+            return json.dumps({"pid": os.getpid(), "chats": sorted(k for k, v in item_tasks.items() if v)})
         prefix = "function_" + (body["messages"][-1]["content"] or "").strip() + "_"
         busy = []
         names = {t.ident: t.name for t in threading.enumerate()}
@@ -83,8 +88,11 @@ def free_port() -> int:
 class OpenWebUI:
     """`open-webui serve` on a free port of 127.0.0.1, offline, its output captured in a log file."""
 
-    def __init__(self, executable: Path, workdir: Path, pidfile: Path | None = None) -> None:
+    def __init__(
+        self, executable: Path, workdir: Path, pidfile: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.executable = executable
+        self.extra_env = dict(extra_env or {})
         self.data_dir = workdir / "data"
         self.log_path = workdir / "open-webui.log"
         self.pidfile = pidfile
@@ -102,6 +110,7 @@ class OpenWebUI:
             "HF_HOME": str(self.data_dir / "hf"),
             "WEBUI_SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -200,6 +209,11 @@ class Admin:
         """The API without streaming: one request, the whole answer in the response."""
         body = {"model": model, "stream": False, "messages": [{"role": "user", "content": text}]}
         return self.call("POST", "/api/chat/completions", body, timeout=timeout)
+
+    def worker(self) -> dict[str, Any]:
+        """The worker process this session's connection is served by (pid) and the chats it runs tasks for."""
+        answer = self.complete(f"{PROBE_ID}.threads", "which worker?")
+        return json.loads(answer["choices"][0]["message"]["content"])
 
     def threads_in(self, function_id: str) -> list[dict[str, Any]]:
         """Threads of the server that are running the function's code right now (via the probe)."""

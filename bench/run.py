@@ -376,7 +376,7 @@ def show_memory(results: list[dict[str, Any]], cfg: Config) -> str:
             elif not cell.get("finished"):
                 text += f" (still reading after {cell['cap_s']:g} s)"
             elif name == PIPE and body == "newline-free":
-                text += f" (stopped at the {pipe_reply_limit_mb():g} MB reply limit)"
+                text += f" (stopped at the {pipe_reply_limit_mb():.1f} MB reply limit)"
             row.append(text)
         rows.append(row)
     note = "peak RSS growth of a fresh process over its RSS after a warm-up reply; the consumer keeps no text"
@@ -659,11 +659,11 @@ def goals(results: dict[str, Any], cfg: Config) -> list[dict[str, Any]]:
     # One line may be as long as the reply limit (a complete answer with an image is one JSON line), so the
     # newline-free body may hold that much before it is cut: its bar is that limit plus the same 10 MB.
     limit = pipe_reply_limit_mb()
-    bars = {"lines": ("flat", 10.0), "newline-free": (f"bounded by the {limit:g} MB reply limit", limit + 10)}
+    bars = {"lines": ("flat", 10.0), "newline-free": (f"bounded by the {limit:.1f} MB reply limit", limit + 10)}
     for body, (label, bar) in bars.items():
         growth = memory[body]["growth_mb"]
         goal(
-            f"4. memory {label}: < {bar:g} MB growth over {cfg.memory_bytes / MB:g} MB",
+            f"4. memory {label}: < {bar:.1f} MB growth over {cfg.memory_bytes / MB:g} MB",
             growth is not None and growth < bar and memory[body].get("finished", False),
             f"+{growth:.1f} MB" if growth is not None else "no figure",
         )

@@ -197,15 +197,7 @@ def test_stop_ends_the_read_at_once_and_n8n_finishes_on_its_own(n8n: N8n) -> Non
         turn = Turn()
         reply = await start(make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN), "HOLD:stop", turn, "e2e-stop")
         seen: list[str] = []
-        first = asyncio.Event()
-
-        async def iterate() -> None:
-            async for chunk in reply:
-                seen.append(chunk)
-                first.set()
-
-        task = asyncio.create_task(iterate())
-        await asyncio.wait_for(first.wait(), timeout=30)
+        task = await reading(reply, seen)
         stopped = time.monotonic()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -271,18 +263,24 @@ def n8n_reports_stop(n8n: N8n, request: pytest.FixtureRequest) -> None:
         request.applymarker(pytest.mark.xfail(strict=True, reason=QUEUE_NO_ERROR_ITEM))
 
 
-async def stop_after(reply: Any, turn: Turn, seconds: float) -> float:
-    """Open WebUI's Stop `seconds` after the first chunk: the task iterating the reply is cancelled.
-    Returns when it was stopped."""
+async def reading(reply: Any, into: list[str]) -> asyncio.Task[None]:
+    """The reply iterated in a task of its own, as Open WebUI does; returns once the first chunk is shown."""
     first = asyncio.Event()
 
     async def iterate() -> None:
         async for chunk in reply:
-            turn.chunks.append(chunk)
+            into.append(chunk)
             first.set()
 
     task = asyncio.create_task(iterate())
     await asyncio.wait_for(first.wait(), timeout=30)
+    return task
+
+
+async def stop_after(reply: Any, turn: Turn, seconds: float) -> float:
+    """Open WebUI's Stop `seconds` after the first chunk: the task iterating the reply is cancelled.
+    Returns when it was stopped."""
+    task = await reading(reply, turn.chunks)
     await asyncio.sleep(seconds)  # the scenario: the user reads a second, then presses Stop
     stopped = time.monotonic()
     task.cancel()
@@ -346,10 +344,10 @@ def test_stopping_one_chat_leaves_the_other_running(n8n: N8n, api_key: str, n8n_
             async for chunk in other_reply:
                 other.chunks.append(chunk)
 
-        reading = asyncio.create_task(read_other())
+        other_task = asyncio.create_task(read_other())
         await stop_after(stopped_reply, stopped_turn, 1.0)
         final = await final_status(stopped_turn, STOPPING)
-        await reading
+        await other_task
         return final
 
     final = asyncio.run(scenario())
@@ -389,15 +387,7 @@ def test_a_run_stopped_in_n8n_ends_the_reply_within_seconds(n8n: N8n, api_key: s
 
     async def scenario() -> float:
         reply = await start(make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN), "LONG editor", turn, "e2e-editor")
-        first = asyncio.Event()
-
-        async def iterate() -> None:
-            async for chunk in reply:
-                turn.chunks.append(chunk)
-                first.set()
-
-        task = asyncio.create_task(iterate())
-        await asyncio.wait_for(first.wait(), timeout=30)
+        task = await reading(reply, turn.chunks)
         running = await asyncio.to_thread(running_ids, n8n, api_key)
         stopped = time.monotonic()
         for execution_id in running:

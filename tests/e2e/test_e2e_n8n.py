@@ -121,6 +121,16 @@ def verdict_line(output: str) -> str:
 STREAMING = ["ollama", "claude"]
 
 
+def came_in_whole_tokens(chunks: list[str], tokens: list[str]) -> bool:
+    """Every chat chunk ends where a model token ends: the pipe never splits a token.
+    Chunks may join tokens: queue-mode n8n relays tokens through Redis and can send a few at once."""
+
+    def ends(pieces: list[str]) -> set[int]:
+        return {sum(len(p) for p in pieces[: i + 1]) for i in range(len(pieces))}
+
+    return ends(chunks) <= ends(tokens)
+
+
 # -- streaming ---------------------------------------------------------------------------------
 
 
@@ -128,7 +138,8 @@ STREAMING = ["ollama", "claude"]
 def test_streamed_text_is_what_the_model_sent(n8n: N8n, workflow: str) -> None:
     turn = converse(n8n.url(workflow), f"say hello via {workflow}", n8n_bearer_token=TOKEN)
     assert turn.text == FULL_TEXT
-    assert len(turn.chunks) >= len(TOKENS) - 1, "the reply came in one piece, not token by token"
+    assert came_in_whole_tokens(turn.chunks, TOKENS), turn.chunks
+    assert len(turn.chunks) > len(TOKENS) // 2, f"the reply came in few pieces, not token by token: {turn.chunks}"
     assert "AI Agent is answering" in turn.descriptions
     assert turn.statuses[-1]["done"] is True
     assert turn.statuses[-1]["description"].startswith("Done")

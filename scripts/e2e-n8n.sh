@@ -121,5 +121,9 @@ ensure_debs nginx:nginx-light || { loud "nginx is missing and could not be insta
 ((install_only)) && exit 0
 
 export N8N_E2E=1 N8N_E2E_HOME="$N8N_HOME" N8N_E2E_VERSION="$N8N_VERSION"
+# E2E_JUNIT_DIR (set by scripts/e2e-matrix.sh) keeps each run's outcomes for the README's compatibility table.
+if [[ -n "${E2E_JUNIT_DIR:-}" ]]; then
+    pytest_args+=(--junitxml="$E2E_JUNIT_DIR/n8n-$N8N_VERSION${N8N_E2E_QUEUE:+-queue-${N8N_E2E_QUEUE_WEBHOOKS:-processor}}.xml")
+fi
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 exec "$PYTHON" -m pytest tests/e2e -p no:cacheprovider -rsx "${pytest_args[@]}"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The version matrix: the end-to-end suites against older n8n and Open WebUI releases as well as the
+# newest, then the README's compatibility table rewritten from what the runs showed.
+#
+#   bash scripts/e2e-matrix.sh            every version below, then README.md's table
+#   N8N_MATRIX="2.41.1" OWUI_MATRIX="" bash scripts/e2e-matrix.sh    a part of it
+#
+# CI (scripts/test.sh) runs the newest versions only; this runs the rest, each version installed
+# once and cached beside the newest (see scripts/e2e-n8n.sh, scripts/e2e-openwebui.sh). A version
+# that fails does not stop the others: its row says FAILED, and the script exits 1 at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# The oldest n8n whose Webhook streams, the first with the API's stop, the newest; Open WebUI's
+# oldest supported release (the pipe's required_open_webui_version) and the newest.
+N8N_MATRIX="${N8N_MATRIX-1.101.1 2.10.0 2.41.1}"
+N8N_QUEUE_MATRIX="${N8N_QUEUE_MATRIX-$N8N_MATRIX}"
+OWUI_MATRIX="${OWUI_MATRIX-0.12.4}"
+RESULTS=.cache/matrix
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
+
+rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+export E2E_JUNIT_DIR="$PWD/$RESULTS"
+failed=()
+for version in $N8N_MATRIX; do
+    N8N_E2E_VERSION="$version" bash scripts/e2e-n8n.sh || failed+=("n8n $version")
+done
+for version in $N8N_QUEUE_MATRIX; do
+    N8N_E2E_VERSION="$version" bash scripts/e2e-n8n-queue.sh || failed+=("n8n $version in queue mode")
+done
+for version in $OWUI_MATRIX; do
+    OWUI_E2E_VERSION="$version" bash scripts/e2e-openwebui.sh || failed+=("Open WebUI $version")
+done
+
+"$PYTHON" scripts/matrix_table.py "$RESULTS" README.md || exit 1
+if ((${#failed[@]})); then
+    echo "e2e-matrix: FAILED: ${failed[*]} (the README's table says which tests)" >&2
+    exit 1
+fi
+echo "e2e-matrix: every version passed; README.md's compatibility table is up to date"

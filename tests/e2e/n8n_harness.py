@@ -109,6 +109,12 @@ class N8n:
         session.post(f"{self.base_url}/rest/login", json=login, timeout=30).raise_for_status()
         label = {"label": f"pipe-{uuid.uuid4().hex[:8]}", "scopes": list(scopes), "expiresAt": None}
         made = session.post(f"{self.base_url}/rest/api-keys", json=label, timeout=30)
+        if made.status_code == 400 and "Invalid scopes" in made.text:
+            # n8n before 2.10 has no `execution:stop` scope (it has no stop API) and refuses the whole
+            # list ("Invalid scopes for user role"): the key gets those of the scopes this n8n offers
+            offered = session.get(f"{self.base_url}/rest/api-keys/scopes", timeout=30).json()["data"]
+            label["scopes"] = [scope for scope in scopes if scope in offered]
+            made = session.post(f"{self.base_url}/rest/api-keys", json=label, timeout=30)
         made.raise_for_status()
         return str(made.json()["data"]["rawApiKey"])
 

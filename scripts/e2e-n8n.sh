@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/debs.sh
 source scripts/lib/debs.sh
 
-# N8N_E2E_VERSION picks another n8n (scripts/e2e-matrix.sh); each version has its own cached install.
+# N8N_E2E_VERSION picks another n8n (run so far: 2.11.2, 1.104.2; see the README's "Proven where users
+# run it"); each version has its own cached install. Node 24.21.0 suits all of them (their engines allow it).
 N8N_VERSION="${N8N_E2E_VERSION:-2.41.1}"
 NODE_VERSION=24.21.0
 CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"

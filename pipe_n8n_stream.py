@@ -2412,6 +2412,10 @@ def running_execution(session: requests.Session, api: ExecutionApi) -> str:
     for _ in range(LOOKUP_PAGES):
         params = {"status": "running", "includeData": "true", "limit": str(LOOKUP_PAGE_SIZE)}
         response = api_call(session, api, "GET", "/executions", **params, **({"cursor": cursor} if cursor else {}))
+        if response.status_code == 400 and "query/status" in response.text:
+            # n8n before 2.10 lists no running executions: "request/query/status must be equal to one of
+            # the allowed values: error, success, waiting" (1.104.2); it has no stop either
+            raise ApiRefused(STOP_UNSUPPORTED)
         if response.status_code != 200:
             raise ApiRefused(api_refusal(response, api, "execution:list and execution:read"))
         page = response.json()
@@ -2430,11 +2434,22 @@ def stop_result(response: requests.Response, execution_id: str) -> str:
         return f"n8n execution {execution_id} cancelled"
     if status == 409:
         return f"n8n execution {execution_id} had already finished"
-    if status in (404, 405) and "execution" not in response.text.lower():
+    if no_stop_route(response):
         return STOP_UNSUPPORTED
     if status == 404:
         return f"n8n execution {execution_id} had already finished"
     return api_refusal(response, None, "execution:stop")
+
+
+def no_stop_route(response: requests.Response) -> bool:
+    """Whether n8n's API has no POST /executions/{id}/stop at all (n8n before 2.10: its request validator
+    answers 404 `not found` or 405). An n8n that has it answers an id it cannot stop with a 404 whose
+    message names the execution (2.41.1) or is exactly `Not Found` (2.11.2)."""
+    if response.status_code not in (404, 405):
+        return False
+    if response.status_code == 404 and n8n_message(response.text[:ERROR_BODY_LIMIT])[0] == "Not Found":
+        return False
+    return "execution" not in response.text.lower()
 
 
 STOP_UNSUPPORTED = "this n8n cannot stop executions through its API (that needs n8n 2.10 or later)"
@@ -2919,10 +2934,10 @@ def api_check(webhook_url: str, api_url: str, key: str) -> str:
             probe = api_call(session, api, "POST", f"/executions/{UNUSED_EXECUTION_ID}/stop")
         except requests.RequestException as exc:
             return api_unreachable(exc, api)
-    if probe.status_code == 404 and "execution" in probe.text.lower():  # "Failed to find execution to stop"
-        return API_KEY_WORKS
-    if probe.status_code in (404, 405):
+    if no_stop_route(probe):
         return STOP_UNSUPPORTED
+    if probe.status_code == 404:  # "Failed to find execution to stop" (2.41.1), "Not Found" (2.11.2)
+        return API_KEY_WORKS
     return api_refusal(probe, api, "execution:stop")
 
 

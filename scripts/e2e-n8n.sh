@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/debs.sh
 source scripts/lib/debs.sh
 
-# N8N_E2E_VERSION picks another n8n (scripts/e2e-matrix.sh); each version has its own cached install.
+# N8N_E2E_VERSION picks another n8n (run so far: 2.11.2, 1.104.2; see the README's "Proven where users
+# run it"); each version has its own cached install. Node 24.21.0 suits all of them (their engines allow it).
 N8N_VERSION="${N8N_E2E_VERSION:-2.41.1}"
 NODE_VERSION=24.21.0
 CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
@@ -43,6 +44,27 @@ installed_ok() {
     [[ "$version" == "$N8N_VERSION" ]]
 }
 
+# package.json of the app folder: with npm `overrides` for releases whose dependency tree does not
+# install from the npm registry alone (nothing is overridden for releases that install as they are).
+app_package_json() {
+    local overrides=() nodes_base xlsx
+    # Older n8n-nodes-base releases (those of n8n 1.101.1 and 2.11.2; not 2.41.1's) pin `xlsx` to a
+    # tarball URL on SheetJS's own download site (SheetJS stopped publishing to the npm registry),
+    # which the npm registry cannot serve. 0.18.5 is the newest xlsx on the npm registry; n8n uses it
+    # only in its spreadsheet nodes (Spreadsheet File, Extract from File, Convert to File), which the
+    # tests do not use.
+    nodes_base="$(npm view "n8n@$N8N_VERSION" dependencies.n8n-nodes-base 2>/dev/null)" || return 1
+    xlsx="$(npm view "n8n-nodes-base@$nodes_base" dependencies.xlsx 2>/dev/null)" || return 1
+    [[ "$xlsx" == http* ]] && overrides+=('"xlsx": "0.18.5"')
+    if ((${#overrides[@]})); then
+        echo "e2e-n8n: n8n $N8N_VERSION needs npm overrides: ${overrides[*]}" >&2
+        local IFS=,
+        echo "{\"name\":\"n8n-e2e-app\",\"private\":true,\"overrides\":{${overrides[*]}}}"
+    else
+        echo '{"name":"n8n-e2e-app","private":true}'
+    fi
+}
+
 install_n8n() {
     local work="$N8N_HOME.partial.$$"
     rm -rf "$N8N_HOME".partial.*  # left by an install that was killed (we hold the lock)
@@ -58,7 +80,7 @@ install_n8n() {
         export PATH="$work/node/bin:$PATH" npm_config_nodedir="$work/node"
         [[ "$(node --version)" == "v$NODE_VERSION" ]] || exit 1
         cd app || exit 1
-        echo '{"name":"n8n-e2e-app","private":true}' >package.json
+        app_package_json >package.json || exit 1
         # --ignore-scripts: an unused Kafka client's native build fails; the two native
         # modules n8n needs are rebuilt explicitly below.
         npm install "n8n@$N8N_VERSION" --no-audit --no-fund --ignore-scripts --loglevel=error || exit 1

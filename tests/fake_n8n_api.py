@@ -30,6 +30,7 @@ class FakeN8nApi:
     stop_status: int = 200
     list_status: int = 200
     stop_body: dict[str, Any] = field(default_factory=lambda: {"id": "1234", "status": "canceled"})
+    error_body: dict[str, Any] = field(default_factory=lambda: {"message": "no"})  # any answer that is no 200
     hold: Gate | None = None
     calls: list[ApiCall] = field(default_factory=list)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -42,11 +43,12 @@ class FakeN8nApi:
 
             def do_GET(self) -> None:
                 self._answer(
-                    api.list_status, {"data": api.running(), "nextCursor": None} if api.list_status == 200 else {}
+                    api.list_status,
+                    {"data": api.running(), "nextCursor": None} if api.list_status == 200 else api.error_body,
                 )
 
             def do_POST(self) -> None:
-                self._answer(api.stop_status, api.stop_body if api.stop_status == 200 else {"message": "no"})
+                self._answer(api.stop_status, api.stop_body if api.stop_status == 200 else api.error_body)
                 api.stopped.set()
 
             def _answer(self, status: int, value: Any) -> None:

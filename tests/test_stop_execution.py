@@ -15,7 +15,7 @@ from fake_n8n_api import FakeN8nApi, execution
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_line, n8n_reply
 from test_errors_and_stop import STOP_WITHIN, reply_threads, stop_after_first_chunk, threads_left_after
 
-from pipe_n8n_stream import Pipe, Turn
+from pipe_n8n_stream import API_KEY_WORKS, STOP_UNSUPPORTED, Pipe, Turn, api_check
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
 API_KEY = "n8n_api_4f1c9e7d-KEY-secret"
@@ -176,17 +176,29 @@ def test_a_slow_api_never_delays_the_chat_nor_stalls_the_event_loop(chat):
             "Stopped; the `n8n_api_key` may not do this (HTTP 403): give it the execution:stop scopes",
         ),
         ({"stop_status": 409}, "Stopped; n8n execution 1234 had already finished"),
-        (
-            {"stop_status": 404},
+        (  # n8n before 2.10: no such route, its request validator answers
+            {"stop_status": 404, "error_body": {"message": "not found"}},
             "Stopped; this n8n cannot stop executions through its API (that needs n8n 2.10 or later)",
+        ),
+        (  # n8n 1.104.2 lists no running executions
+            {
+                "list_status": 400,
+                "error_body": {
+                    "message": "request/query/status must be equal to one of the allowed values: "
+                    "error, success, waiting"
+                },
+            },
+            "Stopped; this n8n cannot stop executions through its API (that needs n8n 2.10 or later)",
+        ),
+        (  # n8n 2.11.2: the run ended between the lookup and the stop
+            {"stop_status": 404, "error_body": {"message": "Not Found"}},
+            "Stopped; n8n execution 1234 had already finished",
         ),
     ],
 )
 def test_why_the_execution_could_not_be_stopped(chat, api_says, final):
     with LoopbackServer([stalled_after_hello()]) as webhook:
         api = FakeN8nApi(running=lists_this_turn_as_1234(webhook), **api_says)
-        if api_says.get("stop_status") == 404:
-            api.stop_body = {"message": "not found"}  # n8n before 2.10: no such route
         turn = chat(n8n_url=webhook.url, n8n_api_key=API_KEY, n8n_api_url=api.url)
 
         async def scenario() -> str:
@@ -316,3 +328,20 @@ def test_text_after_an_error_item_is_still_shown(chat):
         shown = asyncio.run(scenario(chat(n8n_url=webhook.url)))
 
     assert "".join(shown) == "Hello\n\n⚠️ n8n error in AI Agent: tool failed\n\n again"
+
+
+@pytest.mark.parametrize(
+    ("stop_answer", "said"),
+    [
+        ({"message": "Failed to find execution to stop"}, API_KEY_WORKS),  # n8n 2.41.1
+        ({"message": "Not Found"}, API_KEY_WORKS),  # n8n 2.11.2
+        ({"message": "not found"}, STOP_UNSUPPORTED),  # n8n 1.104.2: no stop route
+    ],
+)
+def test_the_doctor_tells_an_unknown_execution_from_a_missing_stop_route(stop_answer, said):
+    """The doctor stops an id no execution has: each n8n's 404 for it says whether the route exists."""
+    api = FakeN8nApi(stop_status=404, error_body=stop_answer)
+    try:
+        assert api_check("http://127.0.0.1:1/webhook/x", api.url, API_KEY) == said
+    finally:
+        api.close()

@@ -51,6 +51,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SHIPPED = REPO / "n8n"
 N8N_VERSION = os.environ.get("N8N_E2E_VERSION") or "2.41.1"
+N8N_RELEASE = tuple(int(part) for part in N8N_VERSION.split("-")[0].split("."))
+
+
+def n8n_older_than(version: str) -> bool:
+    """Whether the n8n under test (N8N_E2E_VERSION) is a release before `version`."""
+    return tuple(int(part) for part in version.split(".")) > N8N_RELEASE
+
+
 TOKEN = "e2e-token-7f3a9c"
 START_TIMEOUT = 120
 OWNER_PASSWORD = "Owner-e2e-Passw0rd"
@@ -101,6 +109,12 @@ class N8n:
         session.post(f"{self.base_url}/rest/login", json=login, timeout=30).raise_for_status()
         label = {"label": f"pipe-{uuid.uuid4().hex[:8]}", "scopes": list(scopes), "expiresAt": None}
         made = session.post(f"{self.base_url}/rest/api-keys", json=label, timeout=30)
+        if made.status_code == 400 and "Invalid scopes" in made.text:
+            # n8n before 2.10 has no `execution:stop` scope (it has no stop API) and refuses the whole
+            # list ("Invalid scopes for user role"): the key gets those of the scopes this n8n offers
+            offered = session.get(f"{self.base_url}/rest/api-keys/scopes", timeout=30).json()["data"]
+            label["scopes"] = [scope for scope in scopes if scope in offered]
+            made = session.post(f"{self.base_url}/rest/api-keys", json=label, timeout=30)
         made.raise_for_status()
         return str(made.json()["data"]["rawApiKey"])
 
@@ -234,7 +248,19 @@ def workflows_to_import(models_url: str) -> dict[str, dict[str, Any]]:
         workflows["ollama-auth"] = with_auth(variant(ollama, "auth", "e2eOllamaWithAu1"), auth_ref)
     workflows["agent-nostream"] = agent_streaming_off(variant(ollama, "nostream", "e2eAgentNoStrm1"))
     workflows["ollama-tool"] = with_tool(variant(ollama, "tool", "e2eOllamaTool001"), gated_http_tool(models_url))
-    return workflows
+    return {name: for_this_n8n(workflow) for name, workflow in workflows.items()}
+
+
+def for_this_n8n(workflow: dict[str, Any]) -> dict[str, Any]:
+    """The workflow as the n8n under test can import it. The files in n8n/ are for current n8n; an
+    older n8n does not know some of their node versions and fails to activate the workflow
+    ("Cannot read properties of undefined (reading 'execute')"). Only node versions are changed,
+    in memory, to the newest that release has, with the same parameters."""
+    if n8n_older_than("2.0.0"):
+        # n8n 1.x's AI Agent ends at typeVersion 2.2 (2.1 brought `options.enableStreaming`); 3.x came with 2.0
+        for agent in (n for n in workflow["nodes"] if n["type"] == "@n8n/n8n-nodes-langchain.agent"):
+            agent["typeVersion"] = min(agent["typeVersion"], 2.2)
+    return workflow
 
 
 # -- running n8n -------------------------------------------------------------------------------
@@ -298,12 +324,15 @@ def n8n_env(home: Path, folder: Path, port: int, webhook_port: int | None = None
         N8N_PERSONALIZATION_ENABLED="false",
         N8N_VERSION_NOTIFICATIONS_ENABLED="false",
         N8N_TEMPLATES_ENABLED="false",
-        N8N_DISABLED_MODULES="mcp-registry",  # it fetches a server list from the internet
         N8N_SECURE_COOKIE="false",
         N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS="false",
         N8N_LOG_LEVEL=os.environ.get("N8N_E2E_LOG_LEVEL", "info"),
         DB_TYPE="sqlite",
     )
+    if (home / "app" / "node_modules" / "n8n" / "dist" / "modules" / "mcp-registry").is_dir():
+        # it fetches a server list from the internet; older n8n (1.101.1) has no such module and refuses
+        # to start when told to disable a module it does not know
+        env["N8N_DISABLED_MODULES"] = "mcp-registry"
     if QUEUE:
         env.update(queue_env())
     return env
@@ -352,6 +381,13 @@ def wait_until_registered(
         time.sleep(0.25)
 
 
+def publish_command(workflow_id: str) -> list[str]:
+    """n8n 2.x publishes a workflow; 1.x has no `publish:workflow` and activates it instead."""
+    if n8n_older_than("2.0.0"):
+        return ["update:workflow", f"--id={workflow_id}", "--active=true"]
+    return ["publish:workflow", f"--id={workflow_id}"]
+
+
 def start_n8n(home: Path, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     """One long-running n8n process (`n8n start`, `n8n worker`, `n8n webhook`), its output in `log`."""
     with log.open("a") as out:
@@ -396,7 +432,7 @@ def running_n8n() -> Iterator[N8n]:
         with ThreadPoolExecutor(max_workers=4 if QUEUE else 1) as pool:
             ids = [str(workflow["id"]) for workflow in workflows.values()]
             logs = [folder / f"publish-{wid}.log" if QUEUE else n8n.log for wid in ids]
-            list(pool.map(lambda wid, log: n8n_cli(home, env, log, "publish:workflow", f"--id={wid}"), ids, logs))
+            list(pool.map(lambda wid, log: n8n_cli(home, env, log, *publish_command(wid)), ids, logs))
         processes.append(start_n8n(home, env, n8n.log, "start"))
         health = [f"{n8n.base_url}/healthz"]
         if QUEUE:

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import requests
 from fake_models import BREAK_AFTER, LONG_TOKENS, TOKENS
-from n8n_harness import REPO, TOKEN, N8n
+from n8n_harness import N8N_VERSION, REPO, TOKEN, N8n, n8n_older_than
 
-from pipe_n8n_stream import Pipe
+from pipe_n8n_stream import STOP_UNSUPPORTED, Pipe
 
 FULL_TEXT = "".join(TOKENS)
 LONG_TEXT = "".join(LONG_TOKENS)
@@ -321,6 +321,20 @@ def canceled_within(n8n: N8n, key: str, execution_id: str, since: float, limit: 
     return status
 
 
+NO_STOP_API = "2.10.0"  # the first n8n whose public API has POST /executions/{id}/stop
+NO_STOP_API_REASON = (
+    f"n8n {N8N_VERSION}'s public API has no POST /executions/{{id}}/stop (it came with n8n 2.10.0) and no "
+    "execution:stop scope: nothing can stop a run through the API"
+)
+
+
+@pytest.fixture
+def n8n_has_stop_api(request: pytest.FixtureRequest) -> None:
+    """Tests of n8n really stopping a run through its API: expected to fail before n8n 2.10."""
+    if n8n_older_than(NO_STOP_API):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=NO_STOP_API_REASON))
+
+
 def test_stop_cancels_the_n8n_execution_and_the_model_call(n8n: N8n, api_key: str, n8n_can_stop: None) -> None:
     pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN, **n8n.api_valves(api_key))
     turn = Turn()
@@ -331,6 +345,15 @@ def test_stop_cancels_the_n8n_execution_and_the_model_call(n8n: N8n, api_key: st
         return stopped, await final_status(turn, STOPPING)
 
     stopped, final = asyncio.run(scenario())
+    if n8n_older_than(NO_STOP_API):
+        # an n8n without the stop API: the chat says so, and n8n runs the workflow to its end
+        assert final == f"Stopped; {STOP_UNSUPPORTED}"
+        [call] = n8n.models.calls_for("LONG stop-me")
+        deadline = time.monotonic() + 20
+        while call.finished_at is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(call.token_times) == len(LONG_TOKENS)
+        return
     found = STOPPED.fullmatch(final)
     assert found, final
     assert canceled_within(n8n, api_key, found.group(1), stopped, 3) == "canceled"
@@ -343,7 +366,9 @@ def test_stop_cancels_the_n8n_execution_and_the_model_call(n8n: N8n, api_key: st
     assert turn.text and LONG_TEXT.startswith(turn.text)
 
 
-def test_stopping_one_chat_leaves_the_other_running(n8n: N8n, api_key: str, n8n_can_stop: None) -> None:
+def test_stopping_one_chat_leaves_the_other_running(
+    n8n: N8n, api_key: str, n8n_can_stop: None, n8n_has_stop_api: None
+) -> None:
     pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN, **n8n.api_valves(api_key))
     stopped_turn, other = Turn(), Turn()
 
@@ -394,6 +419,8 @@ def test_without_an_api_key_stop_says_n8n_keeps_running(n8n: N8n) -> None:
 
 def test_a_run_stopped_in_n8n_ends_the_reply_within_seconds(n8n: N8n, api_key: str, n8n_reports_stop: None) -> None:
     """Stopped elsewhere (n8n's editor, another client): n8n sends an error item, then nothing at all."""
+    if n8n_older_than(NO_STOP_API):
+        pytest.skip(f"the test stops the run through the public API's stop; {NO_STOP_API_REASON}")
     turn = Turn()
 
     async def scenario() -> float:
@@ -423,8 +450,12 @@ def stop_in_n8n(n8n: N8n, key: str, execution_id: str) -> None:
 
 def test_doctor_checks_the_api_key(n8n: N8n, api_key: str) -> None:
     code, output = doctor(n8n.url("ollama"), "--token", TOKEN, "--api-key", api_key)
-    assert code == 0, output
-    assert "n8n API: the key works; Stop will stop n8n executions" in output
+    if n8n_older_than(NO_STOP_API):  # the webhook streams, but Stop cannot stop n8n: the doctor fails
+        assert f"n8n API: {STOP_UNSUPPORTED}" in output
+        assert code == 1, output
+    else:
+        assert "n8n API: the key works; Stop will stop n8n executions" in output
+        assert code == 0, output
     code, output = doctor(n8n.url("ollama"), "--token", TOKEN, "--api-key", "wrong-key")
     assert "n8n API: n8n rejected the `n8n_api_key` (HTTP 401)" in output
 
@@ -481,12 +512,18 @@ def test_non_streaming_chat_gets_the_whole_text(n8n: N8n) -> None:
 
 # -- the agent's work: tool steps and sources --------------------------------------------------------
 
-# n8n 2.41.1 names the step after the tool node and keeps its output as the JSON text the node returned.
+# n8n 2.41.1 names the step after the tool node and keeps its output as the JSON text the node returned;
+# n8n 1.x (measured on 1.104.2) names it after the tool ("calculator") and keeps only the result ("4").
 CALCULATOR_BLOCK = (
     '<details type="tool_calls" done="true" name="Calculator" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
     'result="&quot;[{\\&quot;response\\&quot;:\\&quot;4\\&quot;}]&quot;">\n'
     "<summary>Tool Executed</summary>\n</details>\n"
 )
+if n8n_older_than("2.0.0"):
+    CALCULATOR_BLOCK = (
+        '<details type="tool_calls" done="true" name="calculator" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
+        'result="&quot;4&quot;">\n<summary>Tool Executed</summary>\n</details>\n'
+    )
 
 
 def test_complete_reply_shows_the_agents_tool_step_and_its_sources(n8n: N8n) -> None:
@@ -522,6 +559,14 @@ def open_when_said(turn: Turn, words: str, gate: threading.Event) -> threading.T
     return watcher
 
 
+ONE_BLOCK_PER_RUN = (
+    f"n8n {N8N_VERSION}'s AI Agent streams one begin/end block for its whole run, not one per model call "
+    "(measured on 1.104.2: `begin`, then nothing while the tool ran, then the answer's items and one `end`): "
+    "the stream does not show that a tool is running"
+)
+
+
+@pytest.mark.xfail(n8n_older_than("2.0.0"), strict=True, reason=ONE_BLOCK_PER_RUN)
 def test_streamed_agent_is_seen_using_a_tool_while_the_tool_runs(n8n: N8n) -> None:
     """The fake model calls a real HTTP Request Tool whose server answers only once the chat said the
     agent is working: the status is shown while n8n's stream is open between two blocks."""

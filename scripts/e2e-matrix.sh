@@ -11,11 +11,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-# The oldest n8n whose Webhook streams, the first with the API's stop, the newest; Open WebUI's
-# oldest supported release (the pipe's required_open_webui_version) and the newest.
-N8N_MATRIX="${N8N_MATRIX-1.101.1 2.10.0 2.41.1}"
-N8N_QUEUE_MATRIX="${N8N_QUEUE_MATRIX-$N8N_MATRIX}"
-OWUI_MATRIX="${OWUI_MATRIX-0.12.4}"
+# n8n: the oldest release on the npm registry whose Webhook and AI Agent stream (1.104.2: 1.101.1's
+# nodes cannot yet), the oldest with the API's stop that installs (2.11.2: 2.10.0's pinned packages are
+# missing from the registry), the newest. Open WebUI: the pipe's required_open_webui_version and the newest.
+N8N_MATRIX="${N8N_MATRIX-1.104.2 2.11.2 2.41.1}"
+N8N_QUEUE_MATRIX="${N8N_QUEUE_MATRIX-1.104.2 2.41.1}"
+OWUI_MATRIX="${OWUI_MATRIX-0.6.0 0.12.4}"
 RESULTS=.cache/matrix
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 

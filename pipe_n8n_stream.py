@@ -410,10 +410,14 @@ class Attachment:
 
 
 def user_prompt_of(metadata: dict[str, Any]) -> str | None:
-    """The user's words as typed: the web app's own `user_message` (Open WebUI 0.12.4), before Open WebUI
-    prepends its <attached_files> list and wraps the message in its RAG template."""
-    message = metadata.get("user_message")
-    return message_text(message) if isinstance(message, dict) else None
+    """The user's words as typed: the web app's own `user_message` (Open WebUI 0.12.4), or the question it
+    sends as `parent_message` (0.6), before Open WebUI prepends its <attached_files> list and wraps the
+    message in its RAG template. None when neither came (the API): the last user message is used."""
+    for key in ("user_message", "parent_message"):
+        message = metadata.get(key)
+        if isinstance(message, dict) and message.get("role", "user") == "user":
+            return message_text(message)
+    return None
 
 
 def with_attachments(turn: Turn, stored: list[Attachment]) -> Turn:

@@ -439,6 +439,8 @@ class Browser:
         }
         if chat_id:
             body["chat_id"] = chat_id
+        if not SERVER_CREATES_CHAT:  # the web app before 0.9 sends the question as `parent_message`
+            body["parent_message"] = question
         if background_tasks is not None:
             body["background_tasks"] = background_tasks
         if files:

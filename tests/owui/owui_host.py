@@ -79,8 +79,8 @@ OFFLINE_ENV = {
 
 # A second function, used only by the tests: it reports which threads are running code of
 # another function's module at this moment (Open WebUI execs each function into a module
-# named `function_<id>_<hex>`), so a test can see from inside the server that a reply's
-# worker thread is gone.
+# named `function_<id>_<hex>`; in older releases `function_<id>`), so a test can see from inside the
+# server that a reply's worker thread is gone.
 PROBE_FUNCTION = '''"""
 title: e2e thread probe
 """
@@ -99,7 +99,7 @@ class Pipe:
             import os
             from open_webui.tasks import item_tasks
             return json.dumps({"pid": os.getpid(), "chats": sorted(k for k, v in item_tasks.items() if v)})
-        prefix = "function_" + (body["messages"][-1]["content"] or "").strip() + "_"
+        module = "function_" + (body["messages"][-1]["content"] or "").strip()
         busy = []
         names = {t.ident: t.name for t in threading.enumerate()}
         for ident, frame in sys._current_frames().items():
@@ -107,7 +107,8 @@ class Pipe:
                 continue
             stack = []
             while frame is not None:
-                if str(frame.f_globals.get("__name__", "")).startswith(prefix):
+                name = str(frame.f_globals.get("__name__", ""))
+                if name == module or name.startswith(module + "_"):
                     stack.append(frame.f_code.co_name)
                 frame = frame.f_back
             if stack:

@@ -365,6 +365,7 @@ class Browser:
         self._lock = threading.Lock()
         self.sio = socketio.Client(reconnection=False)
         self.sio.on("events", self._on_event)
+        self.sio.on("chat-events", self._on_event)  # their name in 0.6.30 and older (0.6.43: `events`)
         self.sio.connect(
             admin.base_url, socketio_path="/ws/socket.io", auth={"token": admin.token}, transports=["websocket"]
         )

@@ -57,8 +57,14 @@ DELTA_EVENTS = OWUI_VERSION >= (0, 12, 0)  # `response:completion` deltas
 STOP_BY_CHAT = OWUI_VERSION >= (0, 9, 0)  # POST /api/tasks/chat/<chat id>/stop
 SERVER_CREATES_CHAT = OWUI_VERSION >= (0, 9, 0)  # a first message without a chat id
 SERVER_SAVES_DONE = OWUI_VERSION >= (0, 9, 0)  # the saved answer's `done`; before, the web app saved it
+TASKS_BY_CHAT = OWUI_VERSION >= (0, 6, 20)  # GET /api/tasks/chat/<chat id> (0.6.0 lacks it, 0.6.20 has it)
+TASKS_IN_REDIS = OWUI_VERSION >= (0, 6, 20)  # Stop reaches another worker's task (0.6.0: only its own)
+CANCEL_EVENT = "chat:tasks:cancel" if OWUI_VERSION >= (0, 6, 30) else "task-cancelled"  # 0.6.20: task-cancelled
+SERVER_SAVES_SOURCES = OWUI_VERSION >= (0, 6, 30)  # before, the web app saved the `source` events it was sent
 CHAT_ACTIVE_EVENTS = OWUI_VERSION >= (0, 8, 0)  # `chat:active` false once the background tasks are done
 OUTPUT_ITEMS = OWUI_VERSION >= (0, 8, 0)  # the saved message's `output` items (reasoning among them)
+
+TASK_IDS: dict[str, list[str]] = {}  # chat id -> the task ids its completion requests answered (before 0.6.20)
 
 PIPE_ID = "n8n_stream"  # the function id an admin would give the pipe; its models are `n8n_stream.<entry>`
 PROBE_ID = "e2e_probe"
@@ -97,7 +103,10 @@ class Pipe:
         if body["messages"][-1]["content"] == "which worker?":
             # Which worker process answered, and which chats have a task running in it.
             import os
-            from open_webui.tasks import item_tasks
+            try:
+                from open_webui.tasks import item_tasks
+            except ImportError:  # before 0.6.20 no task is listed by chat
+                item_tasks = {}
             return json.dumps({"pid": os.getpid(), "chats": sorted(k for k, v in item_tasks.items() if v)})
         module = "function_" + (body["messages"][-1]["content"] or "").strip()
         busy = []
@@ -248,8 +257,12 @@ class Admin:
     def stop(self, chat_id: str) -> Any:
         if STOP_BY_CHAT:
             return self.call("POST", f"/api/tasks/chat/{chat_id}/stop")
-        # Before 0.9 the web app's Stop asks for the chat's tasks and stops each one.
-        task_ids = self.call("GET", f"/api/tasks/chat/{chat_id}").get("task_ids") or []
+        # Before 0.9 the web app's Stop asks for the chat's tasks and stops each one; before 0.6.20 it stops the
+        # task whose id came back with the chat completion request.
+        if TASKS_BY_CHAT:
+            task_ids = self.call("GET", f"/api/tasks/chat/{chat_id}").get("task_ids") or []
+        else:
+            task_ids = TASK_IDS.get(chat_id, [])
         return [self.call("POST", f"/api/tasks/stop/{task_id}") for task_id in task_ids]
 
     def complete(self, model: str, text: str, timeout: float = 60) -> dict[str, Any]:
@@ -451,6 +464,8 @@ class Browser:
         sent_at = time.monotonic()
         response = self.admin.call("POST", "/api/chat/completions", body)
         chat_id = chat_id or response["chat_id"]
+        if isinstance(response, dict) and response.get("task_id"):
+            TASK_IDS.setdefault(chat_id, []).append(response["task_id"])
         return Turn(self, chat_id, message_id, text, sent_at, response)
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_reply
-from owui_host import PIPE_ID, Admin, Browser
+from owui_host import CANCEL_EVENT, OWUI_RELEASE, PIPE_ID, TASKS_IN_REDIS, Admin, Browser
 
 MODEL = f"{PIPE_ID}.n8n"
 STREAM_HEADERS = CAPTURE_HEADERS["n8n-stream"]
@@ -22,6 +22,13 @@ WORKERS = int(os.environ.get("OWUI_WORKERS") or "1")
 TOKENS = ["Zwei", " Worker,", " ein", " Strom", " über", " Redis."]
 
 pytestmark = pytest.mark.skipif(WORKERS < 2, reason="runs only with OWUI_WORKERS=2 (scripts/e2e-openwebui.sh)")
+# Open WebUI before 0.6.20 keeps its tasks in each worker's memory: no list of a chat's tasks (the probe
+# cannot tell which worker runs a chat) and Stop cancels only a task of the worker it reaches.
+STOP_ON_ITS_WORKER_ONLY = pytest.mark.xfail(
+    not TASKS_IN_REDIS,
+    strict=True,
+    reason=f"Open WebUI {OWUI_RELEASE} keeps tasks per worker (no open_webui.tasks.item_tasks, no Stop through Redis)",
+)
 
 
 def connections_by_worker(base_url: str, tries: int = 40) -> dict[int, Admin]:
@@ -72,6 +79,7 @@ def test_reply_streams_over_socketio_from_either_worker(owui, admin):
         assert turn.saved()["content"] == "".join(TOKENS)
 
 
+@STOP_ON_ITS_WORKER_ONLY
 def test_stop_sent_to_the_other_worker_closes_the_webhook_within_1s(owui, admin, browser):
     reply = Reply(headers=STREAM_HEADERS, steps=[*n8n_reply(["Erste Hälfte", " — gezeigt"])[:3], "hang"])
     workers = connections_by_worker(owui.url)
@@ -92,7 +100,7 @@ def test_stop_sent_to_the_other_worker_closes_the_webhook_within_1s(owui, admin,
         assert n8n.client_gone.wait(5), "the webhook connection stayed open after Stop sent to the other worker"
         closed_after = n8n.requests[0].disconnected_at - stop_at
         assert closed_after < 1.0, f"the webhook saw its connection closed {closed_after:.2f} s after Stop"
-        turn.wait(lambda: any(e.type == "chat:tasks:cancel" for e in turn.events()), 5, "chat:tasks:cancel")
+        turn.wait(lambda: any(e.type == CANCEL_EVENT for e in turn.events()), 5, CANCEL_EVENT)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(turn.chat_id in s.worker()["chats"] for s in workers.values()):
             time.sleep(0.1)

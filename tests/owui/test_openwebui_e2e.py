@@ -22,6 +22,8 @@ from owui_host import (
     CANCEL_EVENT,
     CHAT_ACTIVE_EVENTS,
     OUTPUT_ITEMS,
+    OWUI_RELEASE,
+    OWUI_VERSION,
     PIPE_ID,
     SERVER_SAVES_DONE,
     SERVER_SAVES_SOURCES,
@@ -486,3 +488,24 @@ def test_an_uploaded_png_and_pdf_reach_the_workflow(admin, browser):
     assert seen.headers["content-type"].startswith("multipart/form-data; boundary=")
     assert multipart_fields(seen)["chatInput"] == "What do these show?"
     assert multipart_files(seen) == [("image-1.png", "image/png", PNG), ("Bericht.pdf", "application/pdf", PDF)]
+
+
+@pytest.mark.xfail(
+    OWUI_VERSION < (0, 6, 43),
+    strict=True,
+    reason=f"Open WebUI {OWUI_RELEASE} passes a pipe neither user_message nor parent_message, only the message "
+    "rewritten into its RAG template: chatInput is that prompt",
+)
+def test_with_a_document_the_workflow_gets_the_users_words_not_the_rag_prompt(admin, browser):
+    """Open WebUI puts an attached document's text and the question into its RAG template, in the message the
+    pipe is given; chatInput must still be what the user typed (the web app's user_message / parent_message)."""
+    notes = admin.upload("notizen.txt", b"Das Treffen ist am Dienstag um 10 Uhr.", "text/plain")
+    with LoopbackServer([streamed(["Am", " Dienstag"])]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        turn = browser.send(MODEL, "Wann ist das Treffen?", files=[file_item(notes, "file")])
+        turn.wait_done(60)
+
+    assert turn.text_shown() == "Am Dienstag"
+    seen = n8n.requests[0]
+    assert multipart_fields(seen)["chatInput"] == "Wann ist das Treffen?"
+    assert [(name, kind) for name, kind, _ in multipart_files(seen)] == [("notizen.txt", "text/plain")]

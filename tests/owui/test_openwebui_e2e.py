@@ -22,8 +22,6 @@ from owui_host import (
     CANCEL_EVENT,
     CHAT_ACTIVE_EVENTS,
     OUTPUT_ITEMS,
-    OWUI_RELEASE,
-    OWUI_VERSION,
     PIPE_ID,
     SERVER_SAVES_DONE,
     SERVER_SAVES_SOURCES,
@@ -490,15 +488,10 @@ def test_an_uploaded_png_and_pdf_reach_the_workflow(admin, browser):
     assert multipart_files(seen) == [("image-1.png", "image/png", PNG), ("Bericht.pdf", "application/pdf", PDF)]
 
 
-@pytest.mark.xfail(
-    OWUI_VERSION < (0, 6, 43),
-    strict=True,
-    reason=f"Open WebUI {OWUI_RELEASE} passes a pipe neither user_message nor parent_message, only the message "
-    "rewritten into its RAG template: chatInput is that prompt",
-)
 def test_with_a_document_the_workflow_gets_the_users_words_not_the_rag_prompt(admin, browser):
-    """Open WebUI puts an attached document's text and the question into its RAG template, in the message the
-    pipe is given; chatInput must still be what the user typed (the web app's user_message / parent_message)."""
+    """Open WebUI puts an attached document's text and the question into its RAG template; 0.6.43 and 0.12.4
+    put that into the user's message the pipe is given (0.6.30 into a system message). chatInput must still be
+    what the user typed (the web app's user_message / parent_message)."""
     notes = admin.upload("notizen.txt", b"Das Treffen ist am Dienstag um 10 Uhr.", "text/plain")
     with LoopbackServer([streamed(["Am", " Dienstag"])]) as n8n:
         admin.set_valves(PIPE_ID, n8n_url=n8n.url)

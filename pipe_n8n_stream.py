@@ -716,6 +716,7 @@ def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
 # Decoding: pure, bytes in -> pieces out, testable without a socket. Every decoder has the same pair:
 # feed() what arrived, finish() at the end of the body.
 
+THINK_END = "\n</think>\n\n"  # closes the <think> block the chat renders as the model's reasoning
 PieceKind = Literal["text", "thinking", "node", "error", "dropped", "end", "execution", "step", "source", "block_end"]
 SHOWN_KINDS = ("text", "error")  # what counts as an answer: a reply with neither says it had no text
 
@@ -2529,7 +2530,7 @@ class ChatRenderer:
         if not self._thinking:
             return ""
         self._thinking = False
-        return "\n</think>\n\n"
+        return THINK_END
 
     def notice(self, piece: Piece) -> str:
         chunks = self.outcome.chunks
@@ -2671,7 +2672,14 @@ async def chat_chunks(
                         tool_wait.ended(piece.value)
                     elif piece.kind == "source" and citations is not None:
                         await citations.cite(piece.value)
-                    shown.append(renderer.render(piece))
+                    rendered = renderer.render(piece)
+                    if THINK_END in rendered and shown:
+                        # Open WebUI 0.6.0 looks for a reasoning block's end tag only in a chunk after the one
+                        # that opened it: sent with its <think>, the answer would stay inside "Thinking…".
+                        for chunk in open_webui_safe("".join(shown)):
+                            yield chunk
+                        shown.clear()
+                    shown.append(rendered)
                 for chunk in open_webui_safe("".join(shown)):
                     yield chunk
                 tool_wait.after_batch()

@@ -58,7 +58,7 @@ STOP_BY_CHAT = OWUI_VERSION >= (0, 9, 0)  # POST /api/tasks/chat/<chat id>/stop
 SERVER_CREATES_CHAT = OWUI_VERSION >= (0, 9, 0)  # a first message without a chat id
 SERVER_SAVES_DONE = OWUI_VERSION >= (0, 9, 0)  # the saved answer's `done`; before, the web app saved it
 TASKS_BY_CHAT = OWUI_VERSION >= (0, 6, 20)  # GET /api/tasks/chat/<chat id> (0.6.0 lacks it, 0.6.20 has it)
-TASKS_IN_REDIS = OWUI_VERSION >= (0, 6, 20)  # Stop reaches another worker's task (0.6.0: only its own)
+TASKS_IN_REDIS = OWUI_VERSION >= (0, 6, 20)  # UVICORN_WORKERS, and Stop reaches another worker's task (0.6.0: neither)
 CANCEL_EVENT = "chat:tasks:cancel" if OWUI_VERSION >= (0, 6, 30) else "task-cancelled"  # 0.6.20: task-cancelled
 SERVER_SAVES_SOURCES = OWUI_VERSION >= (0, 6, 30)  # before, the web app saved the `source` events it was sent
 CHAT_ACTIVE_EVENTS = OWUI_VERSION >= (0, 8, 0)  # `chat:active` false once the background tasks are done

@@ -4,7 +4,7 @@ author: pipe_n8n_stream maintainers
 version: 0.1.0
 license: MIT
 description: Stream n8n workflow answers into the chat as they are generated, without blocking Open WebUI.
-required_open_webui_version: 0.6.30
+required_open_webui_version: 0.6.0
 """
 
 # Map of this file, in the order data flows:

@@ -4,7 +4,7 @@ author: pipe_n8n_stream maintainers
 version: 0.1.0
 license: MIT
 description: Stream n8n workflow answers into the chat as they are generated, without blocking Open WebUI.
-required_open_webui_version: 0.12.4
+required_open_webui_version: 0.6.0
 """
 
 # Map of this file, in the order data flows:
@@ -410,10 +410,14 @@ class Attachment:
 
 
 def user_prompt_of(metadata: dict[str, Any]) -> str | None:
-    """The user's words as typed: the web app's own `user_message` (Open WebUI 0.12.4), before Open WebUI
-    prepends its <attached_files> list and wraps the message in its RAG template."""
-    message = metadata.get("user_message")
-    return message_text(message) if isinstance(message, dict) else None
+    """The user's words as typed: the web app's own `user_message` (Open WebUI 0.12.4), or the question it
+    sends as `parent_message` (0.6), before Open WebUI prepends its <attached_files> list and wraps the
+    message in its RAG template. None when neither came (the API): the last user message is used."""
+    for key in ("user_message", "parent_message"):
+        message = metadata.get(key)
+        if isinstance(message, dict) and message.get("role", "user") == "user":
+            return message_text(message)
+    return None
 
 
 def with_attachments(turn: Turn, stored: list[Attachment]) -> Turn:
@@ -712,6 +716,7 @@ def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
 # Decoding: pure, bytes in -> pieces out, testable without a socket. Every decoder has the same pair:
 # feed() what arrived, finish() at the end of the body.
 
+THINK_END = "\n</think>\n\n"  # closes the <think> block the chat renders as the model's reasoning
 PieceKind = Literal["text", "thinking", "node", "error", "dropped", "end", "execution", "step", "source", "block_end"]
 SHOWN_KINDS = ("text", "error")  # what counts as an answer: a reply with neither says it had no text
 
@@ -2540,7 +2545,7 @@ class ChatRenderer:
         if not self._thinking:
             return ""
         self._thinking = False
-        return "\n</think>\n\n"
+        return THINK_END
 
     def notice(self, piece: Piece) -> str:
         chunks = self.outcome.chunks
@@ -2682,7 +2687,14 @@ async def chat_chunks(
                         tool_wait.ended(piece.value)
                     elif piece.kind == "source" and citations is not None:
                         await citations.cite(piece.value)
-                    shown.append(renderer.render(piece))
+                    rendered = renderer.render(piece)
+                    if THINK_END in rendered and shown:
+                        # Open WebUI 0.6.0 looks for a reasoning block's end tag only in a chunk after the one
+                        # that opened it: sent with its <think>, the answer would stay inside "Thinking…".
+                        for chunk in open_webui_safe("".join(shown)):
+                            yield chunk
+                        shown.clear()
+                    shown.append(rendered)
                 for chunk in open_webui_safe("".join(shown)):
                     yield chunk
                 tool_wait.after_batch()

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The pipe inside a real Open WebUI 0.12.4, end to end (tests/owui/).
+# The pipe inside a real Open WebUI (0.12.4 unless OWUI_E2E_VERSION says another), end to end (tests/owui/).
 #
 #   bash scripts/e2e-openwebui.sh                 install Open WebUI (once, cached), then run tests/owui
 #   bash scripts/e2e-openwebui.sh --install-only  only make sure the cached install exists
 #   bash scripts/e2e-openwebui.sh -- -k stop      extra arguments after -- go to pytest
+#   OWUI_E2E_VERSION=0.6.43 bash scripts/e2e-openwebui.sh   the same suite in an older Open WebUI
 #
-# Open WebUI comes from the package registry, pinned in tests/owui/requirements.txt and installed
-# with --no-deps into a virtual environment cached OUTSIDE the repository, so every checkout on this
-# machine reuses it: ${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}/owui-0.12.4
-# (first install ~1-2 minutes, ~0.8 GB; OWUI_VENV overrides the place). The tests start it offline
+# Open WebUI comes from the package registry, pinned in tests/owui/requirements.txt (0.12.4) or
+# tests/owui/requirements-<version>.txt (any other version) and installed with --no-deps into a
+# virtual environment cached OUTSIDE the repository, so every checkout on this machine reuses it:
+# ${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}/owui-<version>
+# (0.12.4: first install ~1-2 minutes, ~0.8 GB; OWUI_VENV overrides the place). The tests start it offline
 # on 127.0.0.1 with a throwaway data folder, install the pipe through the REST API and chat over
 # socket.io as the browser does. If Open WebUI cannot be installed or started this script fails
 # loudly: it never reports success without having run the end-to-end tests.
@@ -21,9 +23,18 @@ source scripts/lib/debs.sh
 # shellcheck source=lib/redis.sh
 source scripts/lib/redis.sh
 
-REQUIREMENTS=tests/owui/requirements.txt
+OWUI_VERSION="${OWUI_E2E_VERSION:-0.12.4}"
+if [[ "$OWUI_VERSION" == "0.12.4" ]]; then
+    REQUIREMENTS=tests/owui/requirements.txt
+else
+    REQUIREMENTS="tests/owui/requirements-$OWUI_VERSION.txt"
+fi
+[[ -f "$REQUIREMENTS" ]] || {
+    echo "e2e-openwebui: no pinned requirements for Open WebUI $OWUI_VERSION ($REQUIREMENTS)" >&2
+    exit 1
+}
 CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
-VENV="${OWUI_VENV:-$CACHE_ROOT/owui-0.12.4}"
+VENV="${OWUI_VENV:-$CACHE_ROOT/owui-$OWUI_VERSION}"
 STAMP="$VENV/.installed-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
 INSTALL_LOG="$VENV.install.log"
 WORK=.cache/e2e-openwebui
@@ -57,11 +68,12 @@ find_python() {
 }
 
 check_install() {
-    "$VENV/bin/python" - <<'EOF'
+    OWUI_VERSION="$OWUI_VERSION" "$VENV/bin/python" - <<'EOF'
 import importlib.metadata as md
 import importlib.util
+import os
 
-assert md.version("open-webui") == "0.12.4", md.version("open-webui")
+assert md.version("open-webui") == os.environ["OWUI_VERSION"], md.version("open-webui")
 for module in ("open_webui", "uvicorn", "websockets", "fastapi", "socketio", "websocket", "pytest", "requests"):
     assert importlib.util.find_spec(module), f"missing {module}"
 EOF
@@ -69,8 +81,8 @@ EOF
 
 install_open_webui() {
     local python
-    python="$(find_python)" || fail "Open WebUI 0.12.4 needs Python 3.11 or 3.12 and none was found (set OWUI_PYTHON)"
-    echo "e2e-openwebui: installing Open WebUI 0.12.4 into $VENV (first run only: a minute or two)"
+    python="$(find_python)" || fail "Open WebUI $OWUI_VERSION needs Python 3.11 or 3.12 and none was found (set OWUI_PYTHON)"
+    echo "e2e-openwebui: installing Open WebUI $OWUI_VERSION into $VENV (first run only: 0.12.4 a minute or two, a full set like 0.6.43's about 6 minutes)"
     rm -rf "$VENV"
     "$python" -m venv "$VENV" >"$INSTALL_LOG" 2>&1 || fail "cannot create a virtual environment at $VENV"
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -r "$REQUIREMENTS" \
@@ -119,7 +131,7 @@ trap cleanup EXIT
 
 mkdir -p "$(dirname "$WORK")"
 status=0
-OWUI_E2E=1 OWUI_VENV="$VENV" OWUI_PIDFILE="$PIDFILE" timeout -s INT -k 60 1500 \
+OWUI_E2E=1 OWUI_E2E_VERSION="$OWUI_VERSION" OWUI_VENV="$VENV" OWUI_PIDFILE="$PIDFILE" timeout -s INT -k 60 1500 \
     "$VENV/bin/python" -m pytest -c tests/owui/pytest.ini --rootdir tests/owui -p no:cacheprovider \
     --basetemp="$WORK" -v -rfEs --ignore tests/owui/test_two_workers.py tests/owui "$@" || status=$?
 if [[ "$status" -ne 0 ]]; then
@@ -128,13 +140,19 @@ fi
 echo "e2e-openwebui: one worker passed in $((SECONDS - started)) s"
 
 # Two workers, as production runs Open WebUI: websocket manager, tasks and Stop through Redis.
+# A --junitxml=FILE.xml given for the first run becomes FILE-2w.xml here, so the first report is kept.
+two_worker_args=()
+for arg in "$@"; do
+    [[ "$arg" == --junitxml=*.xml ]] && arg="${arg%.xml}-2w.xml"
+    two_worker_args+=("$arg")
+done
 ensure_debs redis-server:redis-server || fail "redis-server is missing and could not be installed (Debian package)"
 REDIS_DIR="$(mktemp -d /tmp/pipe-owui-redis.XXXXXX)"
 start_redis "$REDIS_DIR" || fail "Redis did not start"
-OWUI_E2E=1 OWUI_VENV="$VENV" OWUI_PIDFILE="$PIDFILE" OWUI_WORKERS=2 OWUI_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
+OWUI_E2E=1 OWUI_E2E_VERSION="$OWUI_VERSION" OWUI_VENV="$VENV" OWUI_PIDFILE="$PIDFILE" OWUI_WORKERS=2 OWUI_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
     timeout -s INT -k 60 900 \
     "$VENV/bin/python" -m pytest -c tests/owui/pytest.ini --rootdir tests/owui -p no:cacheprovider \
-    --basetemp="$WORK-2w" -v -rfEs tests/owui/test_two_workers.py "$@" || status=$?
+    --basetemp="$WORK-2w" -v -rfEs tests/owui/test_two_workers.py ${two_worker_args[@]+"${two_worker_args[@]}"} || status=$?
 if [[ "$status" -ne 0 ]]; then
     fail "two workers: pytest exited with $status (Open WebUI's log: $WORK-2w/owui0/open-webui.log)"
 fi

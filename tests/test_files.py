@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, Seen, n8n_reply
 
-from pipe_n8n_stream import Pipe
+from pipe_n8n_stream import Pipe, user_prompt_of
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -158,6 +158,36 @@ def test_chat_input_is_the_users_words_not_open_webuis_rag_prompt(tmp_path):
         )
 
     assert fields_of(n8n.requests[0])["chatInput"] == "summarise it"
+
+
+@pytest.mark.parametrize("key", ["user_message", "parent_message"])
+def test_chat_input_is_the_question_open_webui_keeps_beside_the_rag_prompt(tmp_path, key):
+    """0.12.4's web app sends the question as `user_message`, 0.6's as `parent_message`; both reach `__metadata__`."""
+    pdf = tmp_path / "a.pdf"
+    pdf.write_bytes(PDF)
+    rag = "### Task:\nRespond using the context\n<context>PDF TEXT</context>\n### Query: summarise it"
+    pipe = Pipe()
+    with answering() as n8n:
+        pipe.valves.n8n_url = n8n.url
+        metadata = {"chat_id": "chat-7", key: {"id": "m1", "role": "user", "content": "summarise it"}}
+
+        async def run() -> str:
+            chunks = await pipe.pipe(
+                {"model": "n8n_stream.n8n", "stream": True, "messages": [{"role": "user", "content": rag}]},
+                __user__=USER,
+                __metadata__=metadata,
+                __files__=[stored_file(pdf, "a.pdf", "application/pdf")],
+            )
+            return "".join([chunk async for chunk in chunks])
+
+        asyncio.run(run())
+
+    assert fields_of(n8n.requests[0])["chatInput"] == "summarise it"
+
+
+def test_a_parent_message_that_is_no_user_message_is_not_the_question():
+    assert user_prompt_of({"parent_message": {"role": "assistant", "content": "an earlier answer"}}) is None
+    assert user_prompt_of({}) is None
 
 
 def test_text_mode_sends_json_with_the_extracted_text_and_no_bytes(tmp_path):

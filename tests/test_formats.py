@@ -567,3 +567,18 @@ def test_text_starting_with_data_prefix_reaches_the_chat_as_text(chat, kind):
     assert "".join(outcome.answer) == text
     assert [chunk for chunk in outcome.answer if chunk.startswith("data:") or not chunk] == []
     assert_done(outcome, "Done: first text after")
+
+
+def test_thinking_and_its_answer_in_one_read_still_end_the_think_block_in_a_chunk_of_its_own(chat):
+    """Open WebUI 0.6.0 ends its reasoning block only when </think> comes in a later chunk than <think>."""
+    events = [
+        sse({"choices": [{"index": 0, "delta": {"reasoning_content": "Hmm, 2+2"}}]}),
+        sse({"choices": [{"index": 0, "delta": {"content": "It is 4."}}]}),
+        b"data: [DONE]\n\n",
+    ]
+    outcome = talk(chat, [Reply(headers=SSE_HEADERS, steps=[b"".join(events)])])
+
+    assert "".join(outcome.answer) == "<think>\nHmm, 2+2\n</think>\n\nIt is 4."
+    opened = next(i for i, chunk in enumerate(outcome.answer) if "<think>" in chunk)
+    closed = next(i for i, chunk in enumerate(outcome.answer) if "</think>" in chunk)
+    assert closed > opened, outcome.answer

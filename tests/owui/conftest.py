@@ -47,7 +47,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture(scope="session")
 def owui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A running Open WebUI 0.12.4 with the pipe (and the thread probe) installed and active."""
+    """A running Open WebUI (0.12.4, or OWUI_E2E_VERSION) with the pipe (and the thread probe) installed and active."""
     from owui_host import PIPE_ID, PROBE_FUNCTION, PROBE_ID, Admin, OpenWebUI
 
     venv = Path(os.environ.get("OWUI_VENV", sys.prefix))

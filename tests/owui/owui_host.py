@@ -1,13 +1,27 @@
-"""A real Open WebUI 0.12.4 as a subprocess on 127.0.0.1, and a client that talks to it as the browser does.
+"""A real Open WebUI (0.12.4, or OWUI_E2E_VERSION) as a subprocess on 127.0.0.1, and a client that talks to it
+as the browser does.
 
 `OpenWebUI` starts the server offline with a throwaway data folder and its log in a file.
 `Admin` is the REST API an admin uses (install a function, set its valves, refresh models).
 `Browser` is one browser tab: a socket.io session that receives the chat's events, and
 `POST /api/chat/completions` with the fields the web app sends.
+
+Older Open WebUI releases talk to their own web app differently (read from each release's source); where the
+*harness* must differ, it does so here, keyed on the running version (`OWUI_VERSION`), so the tests assert
+the same thing the user sees in each release:
+- before 0.12: each `chat:completion` event carries the whole answer so far as `content` (no
+  `response:completion` deltas); `Turn.deltas()` turns each growth into the delta the newer shape carries.
+  (Read in 0.6.43's and 0.7.2's source; only the releases in README's compatibility table were run.)
+- before 0.9: Stop is `GET /api/tasks/chat/<chat id>` then `POST /api/tasks/stop/<task id>` for each task
+  (what that web app's Stop button does); no `POST /api/tasks/chat/<chat id>/stop`.
+- before 0.9: the web app creates the chat (with the user's message and an empty assistant message in its
+  history) before it asks for the answer; the server neither creates chats nor saves the user's message,
+  and reads the question for the title from the saved history.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import socket
@@ -22,6 +36,35 @@ from typing import Any
 
 import requests
 from process_group import stop_process_group
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def installed_open_webui() -> str:
+    """The Open WebUI under test: this interpreter's (the e2e venv's), else what the script asked for."""
+    try:
+        return importlib.metadata.version("open-webui")
+    except importlib.metadata.PackageNotFoundError:
+        return os.environ.get("OWUI_E2E_VERSION") or "0.12.4"
+
+
+OWUI_RELEASE = installed_open_webui()
+OWUI_VERSION = version_tuple(OWUI_RELEASE)
+# The first release with the newer web-app protocol (see the module docstring); set from each release's source.
+DELTA_EVENTS = OWUI_VERSION >= (0, 12, 0)  # `response:completion` deltas
+STOP_BY_CHAT = OWUI_VERSION >= (0, 9, 0)  # POST /api/tasks/chat/<chat id>/stop
+SERVER_CREATES_CHAT = OWUI_VERSION >= (0, 9, 0)  # a first message without a chat id
+SERVER_SAVES_DONE = OWUI_VERSION >= (0, 9, 0)  # the saved answer's `done`; before, the web app saved it
+TASKS_BY_CHAT = OWUI_VERSION >= (0, 6, 20)  # GET /api/tasks/chat/<chat id> (0.6.0 lacks it, 0.6.20 has it)
+TASKS_IN_REDIS = OWUI_VERSION >= (0, 6, 20)  # UVICORN_WORKERS, and Stop reaches another worker's task (0.6.0: neither)
+CANCEL_EVENT = "chat:tasks:cancel" if OWUI_VERSION >= (0, 6, 30) else "task-cancelled"  # 0.6.20: task-cancelled
+SERVER_SAVES_SOURCES = OWUI_VERSION >= (0, 6, 30)  # before, the web app saved the `source` events it was sent
+CHAT_ACTIVE_EVENTS = OWUI_VERSION >= (0, 8, 0)  # `chat:active` false once the background tasks are done
+OUTPUT_ITEMS = OWUI_VERSION >= (0, 8, 0)  # the saved message's `output` items (reasoning among them)
+
+TASK_IDS: dict[str, list[str]] = {}  # chat id -> the task ids its completion requests answered (before 0.6.20)
 
 PIPE_ID = "n8n_stream"  # the function id an admin would give the pipe; its models are `n8n_stream.<entry>`
 PROBE_ID = "e2e_probe"
@@ -42,8 +85,8 @@ OFFLINE_ENV = {
 
 # A second function, used only by the tests: it reports which threads are running code of
 # another function's module at this moment (Open WebUI execs each function into a module
-# named `function_<id>_<hex>`), so a test can see from inside the server that a reply's
-# worker thread is gone.
+# named `function_<id>_<hex>`; in older releases `function_<id>`), so a test can see from inside the
+# server that a reply's worker thread is gone.
 PROBE_FUNCTION = '''"""
 title: e2e thread probe
 """
@@ -60,9 +103,12 @@ class Pipe:
         if body["messages"][-1]["content"] == "which worker?":
             # Which worker process answered, and which chats have a task running in it.
             import os
-            from open_webui.tasks import item_tasks
+            try:
+                from open_webui.tasks import item_tasks
+            except ImportError:  # before 0.6.20 no task is listed by chat
+                item_tasks = {}
             return json.dumps({"pid": os.getpid(), "chats": sorted(k for k, v in item_tasks.items() if v)})
-        prefix = "function_" + (body["messages"][-1]["content"] or "").strip() + "_"
+        module = "function_" + (body["messages"][-1]["content"] or "").strip()
         busy = []
         names = {t.ident: t.name for t in threading.enumerate()}
         for ident, frame in sys._current_frames().items():
@@ -70,7 +116,8 @@ class Pipe:
                 continue
             stack = []
             while frame is not None:
-                if str(frame.f_globals.get("__name__", "")).startswith(prefix):
+                name = str(frame.f_globals.get("__name__", ""))
+                if name == module or name.startswith(module + "_"):
                     stack.append(frame.f_code.co_name)
                 frame = frame.f_back
             if stack:
@@ -195,15 +242,28 @@ class Admin:
             raise AssertionError(f"upload {name} -> HTTP {response.status_code}: {response.text[:2000]}")
         return dict(response.json())
 
-    def new_chat(self, model: str) -> str:
-        chat = {"title": "New Chat", "models": [model], "messages": [], "history": {"messages": {}, "currentId": None}}
+    def new_chat(self, model: str, messages: list[dict[str, Any]] | None = None) -> str:
+        """A chat as the web app creates it; `messages` (older releases) are put in its history, linked."""
+        history: dict[str, Any] = {"messages": {}, "currentId": None}
+        for message in messages or []:
+            history["messages"][message["id"]] = message
+            history["currentId"] = message["id"]
+        chat = {"title": "New Chat", "models": [model], "messages": messages or [], "history": history}
         return self.call("POST", "/api/v1/chats/new", {"chat": chat})["id"]
 
     def chat(self, chat_id: str) -> dict[str, Any]:
         return self.call("GET", f"/api/v1/chats/{chat_id}")
 
     def stop(self, chat_id: str) -> Any:
-        return self.call("POST", f"/api/tasks/chat/{chat_id}/stop")
+        if STOP_BY_CHAT:
+            return self.call("POST", f"/api/tasks/chat/{chat_id}/stop")
+        # Before 0.9 the web app's Stop asks for the chat's tasks and stops each one; before 0.6.20 it stops the
+        # task whose id came back with the chat completion request.
+        if TASKS_BY_CHAT:
+            task_ids = self.call("GET", f"/api/tasks/chat/{chat_id}").get("task_ids") or []
+        else:
+            task_ids = TASK_IDS.get(chat_id, [])
+        return [self.call("POST", f"/api/tasks/stop/{task_id}") for task_id in task_ids]
 
     def complete(self, model: str, text: str, timeout: float = 60) -> dict[str, Any]:
         """The API without streaming: one request, the whole answer in the response."""
@@ -258,13 +318,36 @@ class Turn:
         return [e for e in self.browser.snapshot() if e.chat_id == self.chat_id and e.message_id == self.message_id]
 
     def deltas(self) -> list[Event]:
+        if not DELTA_EVENTS:
+            return self._deltas_from_contents()
         return [
             e
             for e in self.events()
             if e.type == "response:completion" and (e.data or {}).get("type") == "response.output_text.delta"
         ]
 
+    def contents(self) -> list[Event]:
+        """Before 0.12: the `chat:completion` events that carry the whole answer so far."""
+        events = self.events()
+        return [e for e in events if e.type == "chat:completion" and isinstance((e.data or {}).get("content"), str)]
+
+    def _deltas_from_contents(self) -> list[Event]:
+        """Each growth of the answer shown, as the delta event 0.12+ sends for it."""
+        deltas, shown = [], ""
+        for event in self.contents():
+            content = event.data["content"]
+            if content == shown or shown.startswith(content):  # the same text, or sent again trimmed
+                continue
+            added = content[len(shown) :] if content.startswith(shown) else content
+            shown = content
+            data = {"type": "response:completion", "data": {"type": "response.output_text.delta", "delta": added}}
+            deltas.append(Event(event.at, {**event.payload, "data": data}))
+        return deltas
+
     def text_shown(self) -> str:
+        if not DELTA_EVENTS:
+            contents = self.contents()
+            return contents[-1].data["content"] if contents else ""
         return "".join(e.data["delta"] for e in self.deltas())
 
     def statuses(self) -> list[dict[str, Any]]:
@@ -295,6 +378,7 @@ class Browser:
         self._lock = threading.Lock()
         self.sio = socketio.Client(reconnection=False)
         self.sio.on("events", self._on_event)
+        self.sio.on("chat-events", self._on_event)  # their name in 0.6.30 and older (0.6.43: `events`)
         self.sio.connect(
             admin.base_url, socketio_path="/ws/socket.io", auth={"token": admin.token}, transports=["websocket"]
         )
@@ -322,15 +406,40 @@ class Browser:
         """What the web app sends for a question. By default into a chat made first with POST /api/v1/chats/new;
         `first_message` sends it as the web app sends a new chat's first question: no chat id, `parent_id: null`,
         and Open WebUI creates the chat (and starts the title task) itself."""
-        chat_id = None if first_message else self.admin.new_chat(model)
         user_message_id, message_id = str(uuid.uuid4()), str(uuid.uuid4())
+        if SERVER_CREATES_CHAT:
+            chat_id = None if first_message else self.admin.new_chat(model)
+        else:
+            # Before 0.9 the web app saves the question and an empty answer in the chat (creating the chat on
+            # the first message) before it asks for the answer: there is no server-created chat.
+            now = int(time.time())
+            question = {
+                "id": user_message_id,
+                "parentId": None,
+                "childrenIds": [message_id],
+                "role": "user",
+                "content": text,
+                "files": files or [],
+                "timestamp": now,
+                "models": [model],
+            }
+            answer = {
+                "id": message_id,
+                "parentId": user_message_id,
+                "childrenIds": [],
+                "role": "assistant",
+                "content": "",
+                "model": model,
+                "timestamp": now,
+            }
+            chat_id = self.admin.new_chat(model, [question, answer])
         body: dict[str, Any] = {
             "model": model,
             "stream": True,
             "messages": [{"role": "user", "content": user_content(text, images or [])}],
             "session_id": self.sio.get_sid(),
             "id": message_id,
-            "parent_id": None,
+            "parent_id": None if SERVER_CREATES_CHAT else user_message_id,
             "user_message": {
                 "id": user_message_id,
                 "parentId": None,
@@ -345,6 +454,8 @@ class Browser:
         }
         if chat_id:
             body["chat_id"] = chat_id
+        if not SERVER_CREATES_CHAT:  # the web app before 0.9 sends the question as `parent_message`
+            body["parent_message"] = question
         if background_tasks is not None:
             body["background_tasks"] = background_tasks
         if files:
@@ -353,6 +464,8 @@ class Browser:
         sent_at = time.monotonic()
         response = self.admin.call("POST", "/api/chat/completions", body)
         chat_id = chat_id or response["chat_id"]
+        if isinstance(response, dict) and response.get("task_id"):
+            TASK_IDS.setdefault(chat_id, []).append(response["task_id"])
         return Turn(self, chat_id, message_id, text, sent_at, response)
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_reply
-from owui_host import PIPE_ID, Admin, Browser
+from owui_host import CANCEL_EVENT, OWUI_RELEASE, PIPE_ID, TASKS_IN_REDIS, Admin, Browser
 
 MODEL = f"{PIPE_ID}.n8n"
 STREAM_HEADERS = CAPTURE_HEADERS["n8n-stream"]
@@ -22,6 +22,14 @@ WORKERS = int(os.environ.get("OWUI_WORKERS") or "1")
 TOKENS = ["Zwei", " Worker,", " ein", " Strom", " über", " Redis."]
 
 pytestmark = pytest.mark.skipif(WORKERS < 2, reason="runs only with OWUI_WORKERS=2 (scripts/e2e-openwebui.sh)")
+# Open WebUI 0.6.0's `open-webui serve` has no UVICORN_WORKERS (measured: one process answered every
+# connection; 0.6.20 has it), and it keeps tasks in each worker's memory (no Stop through Redis).
+BEFORE_WORKERS = pytest.mark.xfail(
+    not TASKS_IN_REDIS,
+    strict=True,
+    reason=f"Open WebUI {OWUI_RELEASE}: `open-webui serve` runs one worker (no UVICORN_WORKERS) and keeps tasks "
+    "per worker",
+)
 
 
 def connections_by_worker(base_url: str, tries: int = 40) -> dict[int, Admin]:
@@ -36,6 +44,7 @@ def connections_by_worker(base_url: str, tries: int = 40) -> dict[int, Admin]:
     return found
 
 
+@BEFORE_WORKERS
 def test_both_workers_answer(owui):
     workers = connections_by_worker(owui.url)
     assert len(workers) == WORKERS, f"only these workers answered: {sorted(workers)}"
@@ -43,6 +52,7 @@ def test_both_workers_answer(owui):
         assert session.worker()["pid"] == pid, "a kept-alive connection moved to another worker"
 
 
+@BEFORE_WORKERS
 def test_reply_streams_over_socketio_from_either_worker(owui, admin):
     """One chat started on each worker; the browser's socket.io connection is on one of them, so at
     least one chat's deltas reach it through Redis."""
@@ -72,6 +82,7 @@ def test_reply_streams_over_socketio_from_either_worker(owui, admin):
         assert turn.saved()["content"] == "".join(TOKENS)
 
 
+@BEFORE_WORKERS
 def test_stop_sent_to_the_other_worker_closes_the_webhook_within_1s(owui, admin, browser):
     reply = Reply(headers=STREAM_HEADERS, steps=[*n8n_reply(["Erste Hälfte", " — gezeigt"])[:3], "hang"])
     workers = connections_by_worker(owui.url)
@@ -92,7 +103,7 @@ def test_stop_sent_to_the_other_worker_closes_the_webhook_within_1s(owui, admin,
         assert n8n.client_gone.wait(5), "the webhook connection stayed open after Stop sent to the other worker"
         closed_after = n8n.requests[0].disconnected_at - stop_at
         assert closed_after < 1.0, f"the webhook saw its connection closed {closed_after:.2f} s after Stop"
-        turn.wait(lambda: any(e.type == "chat:tasks:cancel" for e in turn.events()), 5, "chat:tasks:cancel")
+        turn.wait(lambda: any(e.type == CANCEL_EVENT for e in turn.events()), 5, CANCEL_EVENT)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(turn.chat_id in s.worker()["chats"] for s in workers.values()):
             time.sleep(0.1)

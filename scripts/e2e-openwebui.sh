@@ -129,30 +129,31 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# E2E_JUNIT_DIR (set by scripts/e2e-matrix.sh) keeps each run's outcomes for the README's compatibility table.
+one_worker_report=() two_workers_report=()
+if [[ -n "${E2E_JUNIT_DIR:-}" ]]; then
+    one_worker_report=(--junitxml="$E2E_JUNIT_DIR/owui-$OWUI_VERSION.xml")
+    two_workers_report=(--junitxml="$E2E_JUNIT_DIR/owui-$OWUI_VERSION-2workers.xml")
+fi
+
 mkdir -p "$(dirname "$WORK")"
 status=0
 OWUI_E2E=1 OWUI_E2E_VERSION="$OWUI_VERSION" OWUI_VENV="$VENV" OWUI_PIDFILE="$PIDFILE" timeout -s INT -k 60 1500 \
     "$VENV/bin/python" -m pytest -c tests/owui/pytest.ini --rootdir tests/owui -p no:cacheprovider \
-    --basetemp="$WORK" -v -rfEs --ignore tests/owui/test_two_workers.py tests/owui "$@" || status=$?
+    --basetemp="$WORK" -v -rfEs --ignore tests/owui/test_two_workers.py tests/owui "$@" ${one_worker_report[@]+"${one_worker_report[@]}"} || status=$?
 if [[ "$status" -ne 0 ]]; then
     fail "pytest exited with $status (Open WebUI's log: $WORK/owui0/open-webui.log)"
 fi
 echo "e2e-openwebui: one worker passed in $((SECONDS - started)) s"
 
 # Two workers, as production runs Open WebUI: websocket manager, tasks and Stop through Redis.
-# A --junitxml=FILE.xml given for the first run becomes FILE-2w.xml here, so the first report is kept.
-two_worker_args=()
-for arg in "$@"; do
-    [[ "$arg" == --junitxml=*.xml ]] && arg="${arg%.xml}-2w.xml"
-    two_worker_args+=("$arg")
-done
 ensure_debs redis-server:redis-server || fail "redis-server is missing and could not be installed (Debian package)"
 REDIS_DIR="$(mktemp -d /tmp/pipe-owui-redis.XXXXXX)"
 start_redis "$REDIS_DIR" || fail "Redis did not start"
 OWUI_E2E=1 OWUI_E2E_VERSION="$OWUI_VERSION" OWUI_VENV="$VENV" OWUI_PIDFILE="$PIDFILE" OWUI_WORKERS=2 OWUI_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
     timeout -s INT -k 60 900 \
     "$VENV/bin/python" -m pytest -c tests/owui/pytest.ini --rootdir tests/owui -p no:cacheprovider \
-    --basetemp="$WORK-2w" -v -rfEs tests/owui/test_two_workers.py ${two_worker_args[@]+"${two_worker_args[@]}"} || status=$?
+    --basetemp="$WORK-2w" -v -rfEs tests/owui/test_two_workers.py "$@" ${two_workers_report[@]+"${two_workers_report[@]}"} || status=$?
 if [[ "$status" -ne 0 ]]; then
     fail "two workers: pytest exited with $status (Open WebUI's log: $WORK-2w/owui0/open-webui.log)"
 fi

@@ -3,7 +3,7 @@
     python scripts/matrix_table.py RESULTS_DIR README.md
 
 Each file is one pytest run, named by the e2e scripts: `n8n-<version>[-queue-<webhooks>].xml`,
-`owui-<version>[-2workers].xml`. A column is the outcome of the tests that prove it, so the table
+`owui-<version>[-2workers].xml` (E2E_JUNIT_DIR). A column is the outcome of the tests that prove it, so the table
 says only what a run showed: "yes" when they all passed, the expected-failure reason when the
 version lacks the feature (strict xfail), "FAILED" when one failed, "—" when the run has no such test.
 The table replaces the lines between the README's `<!-- matrix:begin -->` and `<!-- matrix:end -->`.
@@ -46,6 +46,19 @@ COLUMNS = {
         "test_stop_cancels_the_n8n_execution",
     ),
     "background tasks kept from the workflow": ("test_background_tasks_do_not_run_the_workflow",),
+    "files and images": (
+        "test_an_attached_png_reaches_the_model_as_an_image",
+        "test_an_attached_pdf_reaches_the_workflow_as_a_binary_property",
+        "test_an_uploaded_png_and_pdf_reach_the_workflow",
+        "test_with_a_document_the_workflow_gets_the_users_words_not_the_rag_prompt",
+    ),
+    "tool steps, sources": (
+        "test_complete_reply_shows_the_agents_tool_step_and_its_sources",
+        "test_streamed_agent_is_seen_using_a_tool_while_the_tool_runs",
+        "test_saved_message_has_the_tool_step_block_and_the_sources",
+        "test_the_status_says_the_agent_is_using_a_tool_between_blocks",
+    ),
+    "thinking block": ("test_thinking_becomes_open_webuis_reasoning_block",),
 }
 
 

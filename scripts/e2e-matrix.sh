@@ -20,16 +20,21 @@ OWUI_MATRIX="${OWUI_MATRIX-0.6.0 0.12.4}"
 RESULTS=.cache/matrix
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 
-rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+# Each run replaces its own reports; the other versions' reports of an earlier run stay, so a part of
+# the matrix can be run again and the table still has every row.
+mkdir -p "$RESULTS"
 export E2E_JUNIT_DIR="$PWD/$RESULTS"
 failed=()
 for version in $N8N_MATRIX; do
+    rm -f "$RESULTS/n8n-$version.xml"
     N8N_E2E_VERSION="$version" bash scripts/e2e-n8n.sh || failed+=("n8n $version")
 done
 for version in $N8N_QUEUE_MATRIX; do
+    rm -f "$RESULTS/n8n-$version-queue-"*.xml
     N8N_E2E_VERSION="$version" bash scripts/e2e-n8n-queue.sh || failed+=("n8n $version in queue mode")
 done
 for version in $OWUI_MATRIX; do
+    rm -f "$RESULTS/owui-$version.xml" "$RESULTS/owui-$version-"*.xml
     OWUI_E2E_VERSION="$version" bash scripts/e2e-openwebui.sh || failed+=("Open WebUI $version")
 done
 

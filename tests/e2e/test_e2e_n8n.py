@@ -254,7 +254,7 @@ WEBHOOK_PROCESSOR_STOP_GAP = (
 def n8n_can_stop(n8n: N8n, request: pytest.FixtureRequest) -> None:
     """Tests that need n8n to really stop a run: expected to fail (strictly: a fixed n8n makes them pass
     and this must then be removed) where n8n cannot, behind webhook processors. An n8n without the stop
-    API (before 2.10) is tested for saying so, in every mode."""
+    API (before 2.10) fails these for that reason instead (`n8n_has_stop_api`)."""
     if n8n.mode == "queue" and not n8n_older_than(NO_STOP_API):
         request.applymarker(pytest.mark.xfail(strict=True, reason=WEBHOOK_PROCESSOR_STOP_GAP))
 
@@ -336,25 +336,35 @@ def n8n_has_stop_api(request: pytest.FixtureRequest) -> None:
         request.applymarker(pytest.mark.xfail(strict=True, reason=NO_STOP_API_REASON))
 
 
-def test_stop_cancels_the_n8n_execution_and_the_model_call(n8n: N8n, api_key: str, n8n_can_stop: None) -> None:
+def stopped_with_api_key(n8n: N8n, api_key: str, prompt: str, turn: Turn) -> tuple[float, str]:
+    """A chat with the `n8n_api_key` valve set, stopped a second after its first chunk: (when, final status)."""
     pipe = make_pipe(n8n.url("ollama"), n8n_bearer_token=TOKEN, **n8n.api_valves(api_key))
-    turn = Turn()
 
     async def scenario() -> tuple[float, str]:
-        reply = await start(pipe, "LONG stop-me", turn, f"e2e-{uuid.uuid4().hex[:8]}")
+        reply = await start(pipe, prompt, turn, f"e2e-{uuid.uuid4().hex[:8]}")
         stopped = await stop_after(reply, turn, 1.0)
         return stopped, await final_status(turn, STOPPING)
 
-    stopped, final = asyncio.run(scenario())
-    if n8n_older_than(NO_STOP_API):
-        # an n8n without the stop API: the chat says so, and n8n runs the workflow to its end
-        assert final == f"Stopped; {STOP_UNSUPPORTED}"
-        [call] = n8n.models.calls_for("LONG stop-me")
-        deadline = time.monotonic() + 20
-        while call.finished_at is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(call.token_times) == len(LONG_TOKENS)
-        return
+    return asyncio.run(scenario())
+
+
+def test_stop_on_an_n8n_without_the_stop_api_says_so(n8n: N8n, api_key: str) -> None:
+    if not n8n_older_than(NO_STOP_API):
+        pytest.skip(f"n8n {N8N_VERSION} has the stop API: test_stop_cancels_the_n8n_execution_and_the_model_call")
+    _, final = stopped_with_api_key(n8n, api_key, "LONG stop-me-not", Turn())
+    assert final == f"Stopped; {STOP_UNSUPPORTED}"
+    [call] = n8n.models.calls_for("LONG stop-me-not")
+    deadline = time.monotonic() + 20
+    while call.finished_at is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(call.token_times) == len(LONG_TOKENS), "n8n runs the workflow to its end"
+
+
+def test_stop_cancels_the_n8n_execution_and_the_model_call(
+    n8n: N8n, api_key: str, n8n_can_stop: None, n8n_has_stop_api: None
+) -> None:
+    turn = Turn()
+    stopped, final = stopped_with_api_key(n8n, api_key, "LONG stop-me", turn)
     found = STOPPED.fullmatch(final)
     assert found, final
     assert canceled_within(n8n, api_key, found.group(1), stopped, 3) == "canceled"

@@ -2678,9 +2678,8 @@ async def chat_chunks(
                         where = host_and_port(exchange.request.url)
                         log.warning("n8n at %s: %s", where, redact(piece.value, url_secrets(exchange.request.url)))
                     elif piece.kind == "node":
-                        for chunk in open_webui_safe("".join(shown)):
+                        for chunk in chunks_of(shown):
                             yield chunk
-                        shown.clear()
                         tool_wait.began(piece.value)
                         await status.show(f"{piece.value} is answering")
                     elif piece.kind == "block_end":
@@ -2691,11 +2690,10 @@ async def chat_chunks(
                     if THINK_END in rendered and shown:
                         # Open WebUI 0.6.0 looks for a reasoning block's end tag only in a chunk after the one
                         # that opened it: sent with its <think>, the answer would stay inside "Thinking…".
-                        for chunk in open_webui_safe("".join(shown)):
+                        for chunk in chunks_of(shown):
                             yield chunk
-                        shown.clear()
                     shown.append(rendered)
-                for chunk in open_webui_safe("".join(shown)):
+                for chunk in chunks_of(shown):
                     yield chunk
                 tool_wait.after_batch()
     except (GeneratorExit, asyncio.CancelledError):
@@ -2732,6 +2730,13 @@ async def single_chunk(text: str, status: StatusReporter | None = None, failure:
         await status.show(failure, done=True)
     for chunk in open_webui_safe(text):
         yield chunk
+
+
+def chunks_of(shown: list[str]) -> list[str]:
+    """What is gathered for one chat chunk, taken out (`shown` is left empty) and made safe to yield."""
+    text = "".join(shown)
+    shown.clear()
+    return open_webui_safe(text)
 
 
 def open_webui_safe(text: str) -> list[str]:

@@ -51,12 +51,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SHIPPED = REPO / "n8n"
 N8N_VERSION = os.environ.get("N8N_E2E_VERSION") or "2.41.1"
-N8N_RELEASE = tuple(int(part) for part in N8N_VERSION.split("-")[0].split("."))
+
+
+def release(version: str) -> tuple[int, ...]:
+    """`2.11.2` (or `2.11.2-beta`) as numbers that compare in release order."""
+    return tuple(int(part) for part in version.split("-")[0].split("."))
 
 
 def n8n_older_than(version: str) -> bool:
     """Whether the n8n under test (N8N_E2E_VERSION) is a release before `version`."""
-    return tuple(int(part) for part in version.split(".")) > N8N_RELEASE
+    return release(N8N_VERSION) < release(version)
 
 
 TOKEN = "e2e-token-7f3a9c"

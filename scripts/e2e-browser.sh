@@ -12,6 +12,9 @@
 # When something cannot be installed this script fails loudly: it never passes without having run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/banner.sh
+source scripts/lib/banner.sh
+banner_for e2e-browser "The browser tests did NOT pass."
 
 PLAYWRIGHT_VERSION=1.65.2
 APT_PACKAGES=(chromium chromium-driver fonts-noto-color-emoji)
@@ -19,18 +22,6 @@ CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
 VENV="${OWUI_VENV:-$CACHE_ROOT/owui-0.12.4}"
 WORK=.cache/e2e-browser
 SCREENSHOTS=docs/screenshots
-
-fail() {
-    {
-        echo
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo "!! e2e-browser: $*"
-        echo "!! The browser tests did NOT pass."
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo
-    } >&2
-    exit 1
-}
 
 missing_apt_packages() {
     local package

@@ -20,17 +20,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib/debs.sh
 # shellcheck source=lib/redis.sh
 source scripts/lib/redis.sh
-
-loud() {
-    {
-        echo
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo "!! e2e-n8n-queue: $*"
-        echo "!! The end-to-end tests against n8n in queue mode did NOT pass."
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo
-    } >&2
-}
+# shellcheck source=lib/banner.sh
+source scripts/lib/banner.sh
+banner_for e2e-n8n-queue "The end-to-end tests against n8n in queue mode did NOT pass."
 
 pytest_args=()
 [[ "${1:-}" == "--" ]] && shift

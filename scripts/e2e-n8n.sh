@@ -17,6 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/debs.sh
 source scripts/lib/debs.sh
+# shellcheck source=lib/banner.sh
+source scripts/lib/banner.sh
+banner_for e2e-n8n "The end-to-end tests against a real n8n did NOT run."
 
 # N8N_E2E_VERSION picks another n8n (run so far: 2.11.2, 1.104.2; see the README's "Proven where users
 # run it"); each version has its own cached install. Node 24.21.0 suits all of them (their engines allow it).
@@ -25,17 +28,6 @@ NODE_VERSION=24.21.0
 CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
 N8N_HOME="$CACHE_ROOT/n8n-$N8N_VERSION"
 MARKER="$N8N_HOME/.installed"
-
-loud() {
-    {
-        echo
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo "!! e2e-n8n: $*"
-        echo "!! The end-to-end tests against a real n8n did NOT run."
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo
-    } >&2
-}
 
 installed_ok() {
     [[ -f "$MARKER" ]] || return 1

@@ -22,6 +22,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib/debs.sh
 # shellcheck source=lib/redis.sh
 source scripts/lib/redis.sh
+# shellcheck source=lib/banner.sh
+source scripts/lib/banner.sh
+banner_for e2e-openwebui "The end-to-end tests inside Open WebUI did NOT pass."
 
 OWUI_VERSION="${OWUI_E2E_VERSION:-0.12.4}"
 if [[ "$OWUI_VERSION" == "0.12.4" ]]; then
@@ -38,22 +41,6 @@ VENV="${OWUI_VENV:-$CACHE_ROOT/owui-$OWUI_VERSION}"
 STAMP="$VENV/.installed-$(sha256sum "$REQUIREMENTS" | cut -c1-16)"
 INSTALL_LOG="$VENV.install.log"
 WORK=.cache/e2e-openwebui
-
-loud() {
-    {
-        echo
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo "!! e2e-openwebui: $*"
-        echo "!! The end-to-end tests inside Open WebUI did NOT pass."
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo
-    } >&2
-}
-
-fail() {
-    loud "$*"
-    exit 1
-}
 
 find_python() {
     local candidate

@@ -15,12 +15,12 @@ required_open_webui_version: 0.6.0
 #       LineSplitter    bytes -> lines (CR, LF, CRLF; a line limit)
 #       SSEDecoder      lines -> server-sent events (WHATWG rules)
 #       N8nBlocks       n8n's begin/item/end lines -> pieces (a model's words verbatim; Respond to Webhook)
-#       pieces_of_json  one JSON value -> pieces, whatever produced it (n8n, OpenAI, Ollama, Anthropic)
+#       events_of_json  one JSON value -> pieces, whatever produced it (n8n, OpenAI, Ollama, Anthropic)
 #   Handover            pieces from the worker thread to the event loop, one wake per drain
 #   ExecutionStop       on Stop, n8n's API stops this turn's execution (a thread of its own)
 #   ChatRenderer        pieces -> chat text (thinking, tool steps, notices); StatusReporter, Citations, ToolWait
 #   main()              command line: demo, check (the webhook doctor)
-# A new producer's JSON shape (another model API) is one more branch in pieces_of_json; a new framing
+# A new producer's JSON shape (another model API) is one more branch in events_of_json; a new framing
 # (how values are cut out of the bytes) is one more WireFormat, picked by sniff().
 
 from __future__ import annotations
@@ -42,19 +42,19 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, cast
+from typing import Any, Literal, Protocol, assert_never, cast
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
 import urllib3
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from requests.adapters import HTTPAdapter
 
 log = logging.getLogger("pipe_n8n_stream")
@@ -71,6 +71,8 @@ ACCEPT_COMPLETE = "application/json"
 BOM = b"\xef\xbb\xbf"
 BLANK = b" \t\r\n"
 JSON_OPENINGS = ("{", "[")
+JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+JSON_BLANKS = (" ", "\t", "\r", "\n")
 LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 SSE_FIELD_PREFIXES = (b"data:", b"event:", b"id:", b"retry:", b":")
 N8N_STREAM_TYPES = {"begin", "item", "end", "error", "keepalive"}
@@ -245,92 +247,67 @@ class Pipe:
         __task__: str | None = None,
         __task_body__: dict[str, Any] | None = None,
         __files__: list[dict[str, Any]] | None = None,
+        outcome: Outcome | None = None,
         **kwargs: Any,
     ) -> str | AsyncGenerator[str, None]:
-        """Answer one chat turn: a text stream when the chat streams, else the whole text."""
+        """Answer one chat turn: a text stream when the chat streams, else the whole text. `outcome` is the
+        doctor's and the demo's window into how the reply went; Open WebUI never passes it."""
+        settings = Settings.of(self.valves)
         turn = Turn.from_open_webui(body, __user__, __metadata__, __task__, kwargs.get("__chat_id__"))
         if not turn.task:
             turn = with_attachments(turn, await stored_attachments(__files__ or []))
-        if turn.task and not self.valves.forward_background_tasks:
+        if turn.task and not settings.forward_background_tasks:
             answer = background_task_answer(turn.task, __task_body__ or body)
             return single_chunk(answer) if turn.wants_stream else answer
 
-        status = StatusReporter(__event_emitter__ if self.valves.emit_status and not turn.task else None)
-        url = self.webhook_url(turn.model)
-        problem = self.valve_problem(turn.model, url)
+        emitter = Emitter(__event_emitter__, statuses=settings.emit_status and not turn.task, sources=not turn.task)
+        url = webhook_url(settings, turn.model)
+        problem = valve_problem(settings, turn.model, url)
         if not url and not problem:
             problem = "No n8n webhook is set: fill in the `n8n_url` valve (Admin Panel > Functions > this pipe)."
         if problem:
-            return single_chunk(f"⚠️ {problem}", status, problem) if turn.wants_stream else f"⚠️ {problem}"
+            return single_chunk(f"⚠️ {problem}", emitter, problem) if turn.wants_stream else f"⚠️ {problem}"
 
-        secrets = [self.valves.n8n_bearer_token, bare_token(self.valves.n8n_bearer_token)]
-        note = unsent_note(turn) if self.valves.send_files == "off" else ""
-        chunks = chat_chunks(
-            Exchange(self.webhook_request(url, turn)),
-            status,
-            self.valves.show_thinking,
-            secrets,
-            show_tool_steps=self.valves.show_tool_steps,
-            citations=Citations(None if turn.task else __event_emitter__),
-        )
-        if note:
+        chat_turn = ChatTurn(Exchange(webhook_request(settings, url, turn)), emitter, settings.secrets, outcome)
+        chunks = chat_turn.chunks()
+        if settings.send_files == "off" and (note := unsent_note(turn)):
             chunks = noted_first(note, chunks)
         if turn.wants_stream:
             return chunks
         async with aclosing(chunks):
             return "".join([chunk async for chunk in chunks])
 
-    def webhook_request(self, url: str, turn: Turn) -> WebhookRequest:
-        """The call to make for this turn, from the valves as they are now."""
-        stream = self.valves.stream and turn.wants_stream
-        return WebhookRequest(
-            url=url,
-            payload=build_payload(self.valves, turn, url, stream),
-            headers=build_headers(self.valves, stream),
-            connect_timeout=self.valves.connect_timeout,
-            read_timeout=self.valves.read_timeout,
-            verify_ssl=self.valves.verify_ssl,
-            response_field=self.valves.response_field,
-            stream=stream,
-            max_reply_bytes=int(self.valves.max_reply_mb * MIB),
-            max_reply_seconds=self.valves.max_reply_minutes * 60,
-            execution_api=execution_api(self.valves, url, turn),
-            attachments=turn.attachments if self.valves.send_files != "off" else (),
-            send_files=self.valves.send_files,
-            max_upload_bytes=int(self.valves.max_upload_mb * MIB),
-        )
-
-    def webhook_url(self, model_id: str) -> str:
-        """The URL of the workflow behind the picked model (`<function id>.<entry id>`), "" when that entry
-        is gone: a chat must never reach another workflow than the one it was started with."""
-        workflows = parse_models(self.valves.models)
-        entry = model_entry(model_id)
-        if entry in workflows:
-            return workflows[entry][1]
-        n8n_url = self.valves.n8n_url.strip()
-        if entry == "":  # no chat model (the doctor, the demo): n8n_url, else the first workflow
-            return n8n_url or next((url for _, url in workflows.values()), "")
-        return n8n_url if entry == SINGLE_MODEL else ""
-
-    def valve_problem(self, model_id: str, url: str) -> str | None:
-        """What in the valves makes this turn's request pointless or broken, said before anything is sent."""
-        problem = models_problem(self.valves.models)
-        if problem:
-            return problem
-        entry = model_entry(model_id)
-        if not url and (
-            entry not in ("", SINGLE_MODEL) or (entry == SINGLE_MODEL and parse_models(self.valves.models))
-        ):
-            return (
-                f"This model ('{entry}') no longer exists in the pipe's `models` valve: pick another model for "
-                f"this chat, or add its 'Name = URL' line back ({VALVES_AT})."
-            )
-        valve = "n8n_url" if url == self.valves.n8n_url.strip() else "models"
-        return url_problem(url, valve) or header_problem(self.valves)
-
 
 # ---------------------------------------------------------------------------
 # Request: pure functions, no I/O.
+
+
+class Settings(Pipe.Valves):
+    """The valves as one turn reads them: a frozen copy taken when the turn starts, so a valve saved while
+    a reply streams changes the next turn, never half of this one. Defaults live in Valves alone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def of(cls, valves: Pipe.Valves) -> Settings:
+        return cls.model_construct(**valves.model_dump())
+
+    @property
+    def max_reply_bytes(self) -> int:
+        return int(self.max_reply_mb * MIB)
+
+    @property
+    def max_reply_seconds(self) -> float:
+        return self.max_reply_minutes * 60
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MIB)
+
+    @property
+    def secrets(self) -> list[str]:
+        """What never appears in a message, a status or a log line."""
+        return [self.n8n_bearer_token, bare_token(self.n8n_bearer_token)]
 
 
 @dataclass(frozen=True)
@@ -376,24 +353,17 @@ class Turn:
         return f"openwebui-{self.user['id']}" if self.user.get("id") else "openwebui"
 
 
-@dataclass
+@dataclass(frozen=True)
 class WebhookRequest:
     """Everything one call to the webhook needs; the worker thread reads nothing else."""
 
     url: str
     payload: dict[str, Any]
     headers: dict[str, str]
-    connect_timeout: float
-    read_timeout: float
-    verify_ssl: bool
-    response_field: str
+    settings: Settings
     stream: bool
-    max_reply_bytes: int = 16 * MIB
-    max_reply_seconds: float = 30 * 60
-    execution_api: ExecutionApi | None = None
-    attachments: tuple[Attachment, ...] = ()
-    send_files: str = "multipart"
-    max_upload_bytes: int = 25 * MIB
+    execution_api: ExecutionApi | None
+    attachments: tuple[Attachment, ...]
 
 
 @dataclass(frozen=True)
@@ -611,7 +581,49 @@ def payload_field_problem(valve: str, name: str, input_field: Any = None) -> str
     return None
 
 
-def build_payload(valves: Pipe.Valves, turn: Turn, url: str, stream: bool) -> dict[str, Any]:
+def webhook_url(settings: Settings, model_id: str) -> str:
+    """The URL of the workflow behind the picked model (`<function id>.<entry id>`), "" when that entry
+    is gone: a chat must never reach another workflow than the one it was started with."""
+    workflows = parse_models(settings.models)
+    entry = model_entry(model_id)
+    if entry in workflows:
+        return workflows[entry][1]
+    n8n_url = settings.n8n_url.strip()
+    if entry == "":  # no chat model (the doctor, the demo): n8n_url, else the first workflow
+        return n8n_url or next((url for _, url in workflows.values()), "")
+    return n8n_url if entry == SINGLE_MODEL else ""
+
+
+def valve_problem(settings: Settings, model_id: str, url: str) -> str | None:
+    """What in the valves makes this turn's request pointless or broken, said before anything is sent."""
+    problem = models_problem(settings.models)
+    if problem:
+        return problem
+    entry = model_entry(model_id)
+    if not url and (entry not in ("", SINGLE_MODEL) or (entry == SINGLE_MODEL and parse_models(settings.models))):
+        return (
+            f"This model ('{entry}') no longer exists in the pipe's `models` valve: pick another model for "
+            f"this chat, or add its 'Name = URL' line back ({VALVES_AT})."
+        )
+    valve = "n8n_url" if url == settings.n8n_url.strip() else "models"
+    return url_problem(url, valve) or header_problem(settings)
+
+
+def webhook_request(settings: Settings, url: str, turn: Turn) -> WebhookRequest:
+    """The call to make for this turn."""
+    stream = settings.stream and turn.wants_stream
+    return WebhookRequest(
+        url=url,
+        payload=build_payload(settings, turn, url, stream),
+        headers=build_headers(settings, stream),
+        settings=settings,
+        stream=stream,
+        execution_api=execution_api(settings, url, turn),
+        attachments=turn.attachments if settings.send_files != "off" else (),
+    )
+
+
+def build_payload(valves: Settings, turn: Turn, url: str, stream: bool) -> dict[str, Any]:
     """The fields n8n receives: the last user message, a stable session id, and opt-in extras."""
     payload: dict[str, Any] = {
         valves.input_field: last_user_text(turn.messages) if turn.user_prompt is None else turn.user_prompt,
@@ -666,7 +678,7 @@ def url_path(url: str) -> str:
         return ""
 
 
-def build_headers(valves: Pipe.Valves, stream: bool = True) -> dict[str, str]:
+def build_headers(valves: Settings, stream: bool = True) -> dict[str, str]:
     """Accept every stream format we read, refuse gzip (it holds a stream back), add auth. The body's
     Content-Type is set by whoever encodes the body."""
     headers = {
@@ -713,44 +725,194 @@ def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Decoding: pure, bytes in -> pieces out, testable without a socket. Every decoder has the same pair:
-# feed() what arrived, finish() at the end of the body.
-
-THINK_END = "\n</think>\n\n"  # closes the <think> block the chat renders as the model's reasoning
-PieceKind = Literal["text", "thinking", "node", "error", "dropped", "end", "execution", "step", "source", "block_end"]
-SHOWN_KINDS = ("text", "error")  # what counts as an answer: a reply with neither says it had no text
+# Events: one small immutable type per thing that happened in a reply. Decoders and transport make
+# them; ChatTurn.handle (Presentation) is the one place that reads them. Adding a kind: its class here,
+# in `Event`, and its case in ChatTurn.handle (mypy's assert_never names a missing case).
 
 
-class Piece(NamedTuple):
-    """One meaningful thing in a reply: text, thinking, a node starting (node), a failure the workflow
-    reported (error), the reply cut short (dropped), its end marker (end), or the n8n execution id the
-    workflow streamed (execution, never shown). The agent's work: one tool step (step: JSON
-    `{"tool", "input", "output"}`, input and output as JSON text), one citation (source: JSON of Open
-    WebUI's source event data), an n8n block ending (block_end: the node's name).
-    A NamedTuple: one is made per token (bench/README.md)."""
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Words of the answer, shown byte for byte."""
 
-    kind: PieceKind
-    value: str = ""
+    text: str
 
 
-END = Piece("end")
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """The model's reasoning, shown as collapsible thinking."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStarted:
+    """An n8n node began a block of the stream (n8n's `begin`)."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEnded:
+    """An n8n node's block ended (n8n's `end`): more blocks may follow while the agent's tools run."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStep:
+    """One of the AI Agent's tool calls (its `intermediateSteps`): the tool, its input, its output."""
+
+    tool: str
+    input: Any
+    output: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A source the workflow names (its `sources`), cited under the answer; `url` only when http(s)."""
+
+    title: str
+    url: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionId:
+    """The n8n execution id the workflow streamed (`{"executionId": ...}`), never shown: Stop uses it."""
+
+    execution_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The producer's own end marker (`[DONE]`, Ollama's `done`, Anthropic's `message_stop`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Responded:
+    """n8n (or a proxy in front of it) answered with this HTTP status."""
+
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEnded:
+    """The reply's body is read, or given up: what it turned out to be, for the status and the doctor."""
+
+    format: str
+    streamed: bool
+    empty: bool
+
+
+FailureCode = Literal[
+    # what the reply said
+    "n8n_error",
+    "model_error",
+    "workflow_started",
+    "empty_reply",
+    "no_text",
+    "no_text_at_field",
+    # limits
+    "line_too_long",
+    "event_stream_line_too_long",
+    "event_too_long",
+    "json_too_long",
+    "reply_too_large",
+    "reply_too_long",
+    # before anything was sent
+    "attachment_too_large",
+    "attachment_unreadable",
+    "invalid_url",
+    "host_not_found",
+    "plain_http",
+    "tls_handshake_stalled",
+    "tls_certificate",
+    "tls_error",
+    "connect_timeout",
+    "connection_refused",
+    "proxy_failed",
+    # while waiting or reading
+    "read_timeout",
+    "connection_reset",
+    "connection_closed",
+    "connection_lost",
+    # what n8n or a proxy answered instead of the workflow's reply
+    "auth_rejected",
+    "webhook_not_found",
+    "http_error",
+    "gateway",
+    "html_page",
+    "redirect",
+    "informational_only",
+    "no_content",
+    "not_modified",
+    "unknown_encoding",
+    "internal_error",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Something went wrong, as facts: `code` says what, the other fields what is known of it. The
+    sentence the user reads is made from them in one place (Words, below), where secrets are redacted."""
+
+    code: FailureCode
+    status: int | None = None  # the HTTP status n8n, a proxy or the API answered
+    host: str = ""  # host:port only: a webhook's path can be its secret
+    node: str = ""  # the n8n node that failed
+    message: str = ""  # n8n's (or the model's) own words
+    hint: str = ""  # n8n's hint, with its message
+    detail: str = ""  # one more fact, named per code: a page title, a redirect's target, a file, a field
+    seconds: float = 0.0  # a timeout, or how long the answer took
+    size: float = 0.0  # bytes
+    limit: float = 0.0  # the limit passed, in bytes or seconds
+    may_have_reached_n8n: bool = False  # the request may be running in n8n: it is never sent again
+    broke_off: bool = False  # the reply broke off while it was read: what was shown stays
+    let_go: bool = False  # the pipe let go of a reply n8n was still making: its execution is stopped
+
+
+Event = (
+    Text
+    | Thinking
+    | NodeStarted
+    | BlockEnded
+    | ToolStep
+    | Source
+    | ExecutionId
+    | End
+    | Responded
+    | ReplyEnded
+    | Failure
+)
+END = End()
 
 
 class ReplyCut(ValueError):
-    """The reply passed a limit: reading stops, what was shown stays, and the message names the limit."""
+    """The reply passed a limit: reading stops, what was shown stays, and the failure names the limit."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.code)
+        self.failure = failure
 
 
 class LineTooLong(ReplyCut):
     """A line grew past its limit without a line break."""
 
 
+# ---------------------------------------------------------------------------
+# Decoding: pure, bytes in -> events out, testable without a socket. Every decoder has the same pair:
+# feed() what arrived, finish() at the end of the body.
+
+THINK_END = "\n</think>\n\n"  # closes the <think> block the chat renders as the model's reasoning
+
+
 class LineSplitter:
     """Splits bytes on CR, LF or CRLF (also split across reads) into UTF-8 decoded lines.
     Works on bytes so a character cut between two reads is decoded whole."""
 
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES, too_long: str = "") -> None:
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES, too_long: FailureCode = "line_too_long") -> None:
         self.max_line_bytes = max_line_bytes
-        self.too_long = too_long or f"n8n sent a line longer than {max_line_bytes // 1024} KiB without a line break"
+        self.too_long: FailureCode = too_long
         self._partial = bytearray()
         self._after_cr = False
 
@@ -781,7 +943,7 @@ class LineSplitter:
 
     def _check(self, length: int) -> None:
         if length > self.max_line_bytes:
-            raise LineTooLong(self.too_long)
+            raise LineTooLong(Failure(self.too_long, limit=self.max_line_bytes))
 
 
 @dataclass(frozen=True)
@@ -815,7 +977,7 @@ class SSEDecoder:
             self._data.append(value)
             self._data_size += len(value) + 1
             if self._data_size > self.max_event_bytes:
-                raise LineTooLong(f"n8n sent an event over {self.max_event_bytes // 1024} KiB without a blank line")
+                raise LineTooLong(Failure("event_too_long", limit=self.max_event_bytes))
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
@@ -882,7 +1044,7 @@ class ReplyDecoder:
     def empty(self) -> bool:
         return isinstance(self._format, EmptyFormat)
 
-    def feed(self, data: bytes) -> list[Piece]:
+    def feed(self, data: bytes) -> list[Event]:
         if self.ended:
             return []
         wire = self._format
@@ -898,9 +1060,9 @@ class ReplyDecoder:
             data, self._head = bytes(self._head), bytearray()
         return self._seen(wire.feed(data))
 
-    def finish(self) -> list[Piece]:
+    def finish(self) -> list[Event]:
         """The rest of the body, then the verdict on the whole reply: empty, or no text in it."""
-        pieces: list[Piece] = []
+        pieces: list[Event] = []
         wire = self._format
         if wire is None:
             wire = self._start(self._sniffed(at_end=True) or "text")
@@ -910,18 +1072,18 @@ class ReplyDecoder:
             pieces += self._seen(wire.finish())
         self.ended = True
         if not self._shown:
-            pieces.append(Piece("error", wire.no_text()))
+            pieces.append(wire.no_text())
             self._shown = True
         return pieces
 
-    def _seen(self, pieces: list[Piece]) -> list[Piece]:
+    def _seen(self, pieces: list[Event]) -> list[Event]:
         """Nothing counts after the end marker. The reader stops at the read that carried it, so what
         followed it in that same read must go too, or the answer would depend on where reads fall."""
         if END in pieces:
             self.ended = True
             pieces = pieces[: pieces.index(END) + 1]
         if not self._shown:
-            self._shown = any(p.kind in SHOWN_KINDS for p in pieces)
+            self._shown = any(isinstance(p, Text | Failure) for p in pieces)
         return pieces
 
     def _sniffed(self, at_end: bool) -> WireFormatName | None:
@@ -961,26 +1123,26 @@ class WireFormat:
         """Whether the reply comes in parts as it is made, rather than as one complete body."""
         return self.STREAMS
 
-    def feed(self, data: bytes) -> list[Piece]:
+    def feed(self, data: bytes) -> list[Event]:
         raise NotImplementedError
 
-    def finish(self) -> list[Piece]:
+    def finish(self) -> list[Event]:
         return []
 
-    def no_text(self) -> str:
-        """What to say when the whole reply carried no text."""
-        return f"The workflow's reply ({self.label}) contained no text."
+    def no_text(self) -> Failure:
+        """The failure of a whole reply that carried no text."""
+        return Failure("no_text", detail=self.label, may_have_reached_n8n=True)
 
 
 class EmptyFormat(WireFormat):
     LABEL = "empty"
     STREAMS = False
 
-    def feed(self, data: bytes) -> list[Piece]:
+    def feed(self, data: bytes) -> list[Event]:
         return []
 
-    def no_text(self) -> str:
-        return EMPTY_REPLY
+    def no_text(self) -> Failure:
+        return Failure("empty_reply", may_have_reached_n8n=True)
 
 
 class TextFormat(WireFormat):
@@ -994,11 +1156,11 @@ class TextFormat(WireFormat):
         super().__init__(response_field, labelled_ndjson, max_json_bytes)
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
 
-    def feed(self, data: bytes) -> list[Piece]:
-        return text_pieces(self._utf8.decode(data))
+    def feed(self, data: bytes) -> list[Event]:
+        return text_events(self._utf8.decode(data))
 
-    def finish(self) -> list[Piece]:
-        return text_pieces(self._utf8.decode(b"", final=True))
+    def finish(self) -> list[Event]:
+        return text_events(self._utf8.decode(b"", final=True))
 
 
 class JsonLinesFormat(WireFormat):
@@ -1010,7 +1172,7 @@ class JsonLinesFormat(WireFormat):
         self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
     ) -> None:
         super().__init__(response_field, labelled_ndjson, max_json_bytes)
-        self._lines = LineSplitter(max_json_bytes, json_too_long(max_json_bytes))
+        self._lines = LineSplitter(max_json_bytes, "json_too_long")
         self._blocks = N8nBlocks(response_field)
         self._values = 0
         self._n8n = False
@@ -1028,31 +1190,28 @@ class JsonLinesFormat(WireFormat):
             return "n8n stream"
         return "NDJSON" if self.streams else "complete JSON"
 
-    def feed(self, data: bytes) -> list[Piece]:
+    def feed(self, data: bytes) -> list[Event]:
         return [piece for line in self._lines.feed(data) for piece in self._line(line)]
 
-    def finish(self) -> list[Piece]:
+    def finish(self) -> list[Event]:
         last = self._lines.finish()
         pieces = self._line(last) if last is not None else []
         if self._body is not None:
             pieces += self._whole_body()
         return pieces + self._blocks.finish()
 
-    def no_text(self) -> str:
+    def no_text(self) -> Failure:
         if self.streams:
             return super().no_text()
         snippet = shorten(json.dumps(without_agent_work(self._first_value), ensure_ascii=False))
-        return (
-            f"n8n's reply has no text at `{self.response_field}`: {snippet}. "
-            "Set the `response_field` valve to the field that holds the answer."
-        )
+        return Failure("no_text_at_field", detail=self.response_field, message=snippet, may_have_reached_n8n=True)
 
-    def _line(self, line: str) -> list[Piece]:
+    def _line(self, line: str) -> list[Event]:
         if self._body is not None:
             self._body.append(line)
             self._body_bytes += len(line)
             if self._body_bytes > self.max_json_bytes:
-                raise LineTooLong(json_too_long(self.max_json_bytes))
+                raise LineTooLong(Failure("json_too_long", limit=self.max_json_bytes))
             return []
         if not line.strip():
             return []
@@ -1063,10 +1222,10 @@ class JsonLinesFormat(WireFormat):
                 self._body = [line]
                 self._body_bytes = len(line)
                 return []
-            return text_pieces(line + "\n")
+            return text_events(line + "\n")
         return self._value(value)
 
-    def _value(self, value: Any) -> list[Piece]:
+    def _value(self, value: Any) -> list[Event]:
         self._values += 1
         if self._values == 1:
             self._first_value = value
@@ -1074,85 +1233,75 @@ class JsonLinesFormat(WireFormat):
             self._n8n = True
             return self._blocks.feed(value)
         # No n8n line: an item held back as a possible Respond to Webhook body was a model's words after all.
-        return self._blocks.finish() + pieces_of_json(value, self.response_field)
+        return self._blocks.finish() + events_of_json(value, self.response_field)
 
-    def _whole_body(self) -> list[Piece]:
+    def _whole_body(self) -> list[Event]:
         text = "\n".join(self._body or [])
         self._body = None
         try:
             value = json.loads(text)
         except JSON_ERRORS:
-            return text_pieces(text)
+            return text_events(text)
         return self._value(value)
-
-
-SSE_LINE_TOO_LONG = (
-    f"n8n sent an event-stream line longer than {MAX_LINE_BYTES // 1024} KiB without a line break: "
-    "that is no event stream a chat can read"
-)
-
-
-def json_too_long(limit: int) -> str:
-    return f"n8n's reply holds a JSON value over {limit / MIB:g} MB, the limit set by the `max_reply_mb` valve"
 
 
 class N8nBlocks:
     """n8n's stream lines: begin, item, end, error, keepalive. Items are a model's words, shown byte for
     byte, JSON-looking or not. Only Respond to Webhook's body is unwrapped: a block whose one item is a
-    whole JSON document (`{"output": ...}`) shows that document's `response_field`. So a block's first
-    item is held back while it could be such a body, until the next line says which it is."""
+    whole JSON document as n8n writes it (compact: `{"output":"..."}`) shows that document's
+    `response_field`. So a block's first item is held back while it could be such a body, until the next
+    line says which it is."""
 
     def __init__(self, response_field: str) -> None:
         self.response_field = response_field
         self._held: str | None = None
         self._block_start = False
 
-    def feed(self, value: dict[str, Any]) -> list[Piece]:
+    def feed(self, value: dict[str, Any]) -> list[Event]:
         kind = type_of(value)
         content = value.get("content")
         if kind == "item":  # first: one per token
             if not isinstance(content, str):
                 return []
-            if self._block_start and is_json_document(content):
+            if self._block_start and is_n8n_json_document(content):
                 self._block_start, self._held = False, content
                 return []
             self._block_start = False
-            return self.finish() + text_pieces(content) if self._held is not None else text_pieces(content)
+            return self.finish() + text_events(content) if self._held is not None else text_events(content)
         if kind == "keepalive":
             return []
         if kind == "end" and self._held is not None:
             held, self._held = self._held, None
-            return respond_node_pieces(held, self.response_field)
-        pieces = self.finish()
+            return respond_node_events(held, self.response_field)
+        events = self.finish()
         self._block_start = kind == "begin"
         node = text_at(value, "metadata.nodeName") or ""
         if kind == "begin" and node:
-            pieces.append(Piece("node", node))
+            events.append(NodeStarted(node))
         elif kind == "end":
-            pieces.append(Piece("block_end", node))
+            events.append(BlockEnded(node))
         elif kind == "error":
-            reason = shorten(content) if isinstance(content, str) and content.strip() else "the workflow failed"
-            in_node = f" in {node}" if node else ""
-            advice = n8n_error_advice(reason)
-            said = f"{with_full_stop(reason)} {advice}" if advice else reason
-            pieces.append(Piece("error", f"n8n error{in_node}: {said}"))
-        return pieces
+            reason = content if isinstance(content, str) else ""
+            events.append(Failure("n8n_error", node=node, message=reason, may_have_reached_n8n=True))
+        return events
 
-    def finish(self) -> list[Piece]:
+    def finish(self) -> list[Event]:
         """A held item whose block did not end right after it was a model's words: shown as they came."""
         held, self._held = self._held, None
-        return text_pieces(held) if held is not None else []
+        return text_events(held) if held is not None else []
 
 
-def is_json_document(text: str) -> bool:
-    """A JSON object or list, whole: what Respond to Webhook streams as its one item."""
-    if not text.lstrip().startswith(JSON_OPENINGS):
+def is_n8n_json_document(text: str) -> bool:
+    """A JSON object or list as n8n's JSON.stringify writes the body Respond to Webhook streams: whole
+    and compact, with no space, tab or line break outside its strings. A model's words that are JSON
+    (models write `{"a": 1}`, with spaces) stay words. Parsed first, so the string scan is linear."""
+    if not text.startswith(JSON_OPENINGS):
         return False
     try:
         json.loads(text)
     except JSON_ERRORS:
         return False
-    return True
+    return not any(blank in JSON_STRINGS.sub("", text) for blank in JSON_BLANKS)
 
 
 class SSEFormat(WireFormat):
@@ -1164,15 +1313,15 @@ class SSEFormat(WireFormat):
         self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
     ) -> None:
         super().__init__(response_field, labelled_ndjson, max_json_bytes)
-        self._lines = LineSplitter(too_long=SSE_LINE_TOO_LONG)
+        self._lines = LineSplitter(too_long="event_stream_line_too_long")
         self._events = SSEDecoder()
 
-    def feed(self, data: bytes) -> list[Piece]:
-        pieces: list[Piece] = []
+    def feed(self, data: bytes) -> list[Event]:
+        pieces: list[Event] = []
         for line in self._lines.feed(data):
             event = self._events.feed(line)
             if event is not None:
-                pieces += pieces_of_event(event, self.response_field)
+                pieces += events_of_sse(event, self.response_field)
         return pieces
 
 
@@ -1183,29 +1332,30 @@ WIRE_FORMATS: dict[WireFormatName, type[WireFormat]] = {
     "text": TextFormat,
 }
 
-EMPTY_REPLY = (
-    "n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "
-    "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
-    "'When Last Node Finishes'."
-)
 
-
-def pieces_of_event(event: ServerSentEvent, response_field: str) -> list[Piece]:
+def events_of_sse(event: ServerSentEvent, response_field: str) -> list[Event]:
     if event.data.strip() == "[DONE]":
-        return [Piece("end")]
+        return [END]
     try:
         value = json.loads(event.data)
     except JSON_ERRORS:
         value = None
     if not isinstance(value, (dict, list)):  # plain words, or a JSON number or string: the data as it came
-        return [Piece("error" if event.event == "error" else "text", event.data)] if event.data else []
-    pieces = pieces_of_json(value, response_field)
-    if event.event == "error" and not any(p.kind == "error" for p in pieces):
-        return [Piece("error", common_text(value) or text_at(value, "message") or shorten(event.data))]
-    return pieces
+        if not event.data:
+            return []
+        return [model_error(event.data)] if event.event == "error" else [Text(event.data)]
+    events = events_of_json(value, response_field)
+    if event.event == "error" and not any(isinstance(e, Failure) for e in events):
+        return [model_error(common_text(value) or text_at(value, "message") or shorten(event.data))]
+    return events
 
 
-def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
+def model_error(message: str) -> Failure:
+    """An error the model's API (or the workflow) put into the reply itself, in its own words."""
+    return Failure("model_error", message=message, may_have_reached_n8n=True)
+
+
+def events_of_json(value: Any, response_field: str) -> list[Event]:
     """Text, thinking, errors and markers from one JSON value, whatever produced it:
     n8n's stream, OpenAI, Ollama, Anthropic, or a complete n8n reply.
 
@@ -1217,29 +1367,29 @@ def pieces_of_json(value: Any, response_field: str) -> list[Piece]:
     if isinstance(value, list):
         found = text_at(value, response_field)
         if found is not None:
-            return agent_work_pieces(value) + text_pieces(found)
+            return agent_work_events(value) + text_events(found)
         texts = (text_at(item, response_field) or common_text(item) for item in value)
-        return agent_work_pieces(value) + text_pieces("\n\n".join(t for t in texts if t))
+        return agent_work_events(value) + text_events("\n\n".join(t for t in texts if t))
     if not isinstance(value, dict):
-        return text_pieces(value)
+        return text_events(value)
     kind = type_of(value)
     if is_n8n_chunk(value):  # met outside n8n's own stream (inside SSE data, say): read on its own
         return N8nBlocks(response_field).feed(value)
     if kind in ANTHROPIC_EVENTS:
         return ANTHROPIC_EVENTS[kind](value)
     if value.get("error"):
-        return [Piece("error", error_message(value["error"]))]
+        return [model_error(error_message(value["error"]))]
     found = text_at(value, response_field)
     if found is not None:
-        return agent_work_pieces(value) + text_pieces(found)
+        return agent_work_events(value) + text_events(found)
     if "choices" in value:
-        return openai_pieces(value)
+        return openai_events(value)
     if "done" in value or ("model" in value and ("message" in value or "response" in value)):
-        return ollama_pieces(value)
+        return ollama_events(value)
     if value.get("message") == "Workflow was started":
-        return [Piece("error", WORKFLOW_STARTED)]
+        return [Failure("workflow_started", may_have_reached_n8n=True)]
     text = common_text(value)
-    return agent_work_pieces(value) + text_pieces(text) if text is not None else []
+    return agent_work_events(value) + text_events(text) if text is not None else []
 
 
 def is_n8n_chunk(value: Any) -> bool:
@@ -1249,18 +1399,18 @@ def is_n8n_chunk(value: Any) -> bool:
     )
 
 
-def respond_node_pieces(content: str, response_field: str) -> list[Piece]:
+def respond_node_events(content: str, response_field: str) -> list[Event]:
     """A Respond to Webhook body, a JSON document: the execution id a workflow streams for Stop (never
     shown), or the agent's steps and sources in it, then its text at `response_field`."""
     try:
         value = json.loads(content)
     except JSON_ERRORS:
-        return text_pieces(content)
+        return text_events(content)
     execution_id = streamed_execution_id(value)
     if execution_id:
-        return [Piece("execution", execution_id)]
+        return [ExecutionId(execution_id)]
     found = body_text(value, response_field)
-    return agent_work_pieces(value) + text_pieces(found if found is not None else content)
+    return agent_work_events(value) + text_events(found if found is not None else content)
 
 
 def streamed_execution_id(value: Any) -> str:
@@ -1279,61 +1429,38 @@ def body_text(value: Any, response_field: str) -> str | None:
     return found
 
 
-def agent_work_pieces(value: Any) -> list[Piece]:
+def agent_work_events(value: Any) -> list[Event]:
     """The AI Agent's tool steps (`intermediateSteps`) and the workflow's `sources` in a complete reply,
     `{...}` or n8n's `[{...}]`: shown as tool blocks and citations, never as text."""
     items = value if isinstance(value, list) else [value]
-    pieces: list[Piece] = []
+    pieces: list[Event] = []
     for item in items:
         if isinstance(item, dict):
-            pieces += step_pieces(item.get("intermediateSteps")) + source_pieces(item.get("sources"))
+            pieces += step_events(item.get("intermediateSteps")) + source_events(item.get("sources"))
     return pieces
 
 
-def step_pieces(steps: Any) -> list[Piece]:
+def step_events(steps: Any) -> list[Event]:
     """n8n's `[{action: {tool, toolInput, log}, observation}]`, inputs and outputs cut to TOOL_TEXT_CHARS."""
-    pieces: list[Piece] = []
+    pieces: list[Event] = []
     for step in steps if isinstance(steps, list) else []:
         action = object_at(step, "action")
         tool = action.get("tool")
         if not isinstance(tool, str) or not tool.strip():
             continue
-        shown = {
-            "tool": " ".join(tool.split()),
-            "input": tool_json(action.get("toolInput")),
-            "output": tool_json(step.get("observation")),
-        }
-        pieces.append(Piece("step", json.dumps(shown, ensure_ascii=False)))
+        pieces.append(ToolStep(" ".join(tool.split()), action.get("toolInput"), step.get("observation")))
     return pieces
 
 
-def tool_json(value: Any) -> str:
-    """A tool's input or output as JSON text, as Open WebUI keeps its own tools' arguments and results;
-    a string longer than TOOL_TEXT_CHARS is cut, a longer JSON value becomes its cut text."""
-    if not isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
-        if len(text) <= TOOL_TEXT_CHARS:
-            return well_formed(text)
-        value = text
-    cut = value if len(value) <= TOOL_TEXT_CHARS else value[:TOOL_TEXT_CHARS] + "…"
-    return well_formed(json.dumps(cut, ensure_ascii=False))
-
-
-def source_pieces(sources: Any) -> list[Piece]:
+def source_events(sources: Any) -> list[Event]:
     """`[{"title"|"name", "url", "content"?}]` -> Open WebUI's source event data, one per entry."""
-    pieces: list[Piece] = []
+    pieces: list[Event] = []
     for entry in (sources if isinstance(sources, list) else [])[:MAX_SOURCES]:
         url = web_url(text_at(entry, "url") or "")
         title = text_at(entry, "title") or text_at(entry, "name") or url
         if not title:
             continue
-        content = text_at(entry, "content") or title
-        data = {
-            "source": {"name": title, "url": url} if url else {"name": title},
-            "document": [content],
-            "metadata": [{"source": url or title, "name": title}],
-        }
-        pieces.append(Piece("source", json.dumps(data, ensure_ascii=False)))
+        pieces.append(Source(title, url, text_at(entry, "content") or title))
     return pieces
 
 
@@ -1351,31 +1478,31 @@ def without_agent_work(value: Any) -> Any:
     return value
 
 
-def openai_pieces(value: dict[str, Any]) -> list[Piece]:
+def openai_events(value: dict[str, Any]) -> list[Event]:
     choice = object_at(value, "choices.0")
     delta = object_at(choice, "delta") or object_at(choice, "message")
     thinking = delta.get("reasoning_content") or delta.get("reasoning")
-    return thinking_pieces(thinking) + text_pieces(delta.get("content"))
+    return thinking_events(thinking) + text_events(delta.get("content"))
 
 
-def ollama_pieces(value: dict[str, Any]) -> list[Piece]:
+def ollama_events(value: dict[str, Any]) -> list[Event]:
     inner = value.get("message")
     message: dict[str, Any] = inner if isinstance(inner, dict) else value
-    pieces = thinking_pieces(message.get("thinking"))
-    pieces += text_pieces(message.get("content") if "content" in message else message.get("response"))
-    return pieces + ([Piece("end")] if value.get("done") is True else [])
+    pieces = thinking_events(message.get("thinking"))
+    pieces += text_events(message.get("content") if "content" in message else message.get("response"))
+    return pieces + ([END] if value.get("done") is True else [])
 
 
-def anthropic_delta(value: dict[str, Any]) -> list[Piece]:
+def anthropic_delta(value: dict[str, Any]) -> list[Event]:
     delta = object_at(value, "delta")
     if delta.get("type") == "thinking_delta":
-        return thinking_pieces(delta.get("thinking"))
-    return text_pieces(delta.get("text"))
+        return thinking_events(delta.get("thinking"))
+    return text_events(delta.get("text"))
 
 
-ANTHROPIC_EVENTS: dict[str, Callable[[dict[str, Any]], list[Piece]]] = {
+ANTHROPIC_EVENTS: dict[str, Callable[[dict[str, Any]], list[Event]]] = {
     "content_block_delta": anthropic_delta,
-    "message_stop": lambda value: [Piece("end")],
+    "message_stop": lambda value: [END],
     "message_start": lambda value: [],
     "content_block_start": lambda value: [],
     "content_block_stop": lambda value: [],
@@ -1383,18 +1510,13 @@ ANTHROPIC_EVENTS: dict[str, Callable[[dict[str, Any]], list[Piece]]] = {
     "ping": lambda value: [],
 }
 
-WORKFLOW_STARTED = (
-    "n8n answered 'Workflow was started': the webhook replies before the workflow runs. "
-    "In the Webhook node set Respond to 'Streaming' (or 'When Last Node Finishes')."
-)
+
+def text_events(text: Any) -> list[Event]:
+    return [Text(well_formed(text))] if isinstance(text, str) and text else []
 
 
-def text_pieces(text: Any) -> list[Piece]:
-    return [Piece("text", well_formed(text))] if isinstance(text, str) and text else []
-
-
-def thinking_pieces(text: Any) -> list[Piece]:
-    return [Piece("thinking", well_formed(text))] if isinstance(text, str) and text else []
+def thinking_events(text: Any) -> list[Event]:
+    return [Thinking(well_formed(text))] if isinstance(text, str) and text else []
 
 
 def well_formed(text: str) -> str:
@@ -1652,7 +1774,7 @@ def reply_body(response: requests.Response) -> RawBody:
     return cast(RawBody, raw)
 
 
-HandOver = Callable[[list[Piece]], None]
+HandOver = Callable[[list[Event]], None]
 
 
 class ReplyLimits:
@@ -1660,30 +1782,29 @@ class ReplyLimits:
     endless reply or one that drips a byte a second for ever ends with what was shown. A reply that
     sends nothing at all is `read_timeout`'s."""
 
-    def __init__(self, request: WebhookRequest) -> None:
-        self.max_bytes = request.max_reply_bytes
-        self.max_seconds = request.max_reply_seconds
-        self.deadline = time.monotonic() + request.max_reply_seconds
+    def __init__(self, settings: Settings) -> None:
+        self.max_bytes = settings.max_reply_bytes
+        self.max_seconds = settings.max_reply_seconds
+        self.deadline = time.monotonic() + settings.max_reply_seconds
         self.received = 0
 
     def check(self, size: int) -> None:
         self.received += size
         if self.received > self.max_bytes:
-            raise ReplyCut(f"the reply passed {self.max_bytes / MIB:g} MB, the limit set by the `max_reply_mb` valve")
+            raise ReplyCut(Failure("reply_too_large", limit=self.max_bytes))
         if time.monotonic() > self.deadline:
-            minutes = f"{self.max_seconds / 60:g} min"
-            raise ReplyCut(f"the reply went on for over {minutes}, the limit set by the `max_reply_minutes` valve")
+            raise ReplyCut(Failure("reply_too_long", limit=self.max_seconds))
 
 
 class Exchange:
-    """One call to the webhook, run in a worker thread: open, read with read1(), decode, hand over."""
+    """One call to the webhook, run in a worker thread: open, read with read1(), decode, hand over the
+    events. What the chat learns of the reply travels as events; the exchange keeps only the execution
+    id it saw, for Stop."""
 
     def __init__(self, request: WebhookRequest) -> None:
         self.request = request
         self.stopper = Stopper()
-        self.outcome = Outcome()
         self.execution = ExecutionStop(request.execution_api)
-        self.gave_up = False  # the pipe let go of a reply n8n was still making (a limit, read_timeout)
         self._after_error = False
 
     def stop(self) -> None:
@@ -1704,6 +1825,7 @@ class Exchange:
                 hand_over([internal_error(exc)])
 
     def _call(self, request: WebhookRequest, hand_over: HandOver) -> None:
+        settings = request.settings
         URLLIB3_LOGS.secrets.update(url_secrets(request.url))
         with requests.Session() as session:
             adapter = StoppableAdapter(self.stopper)
@@ -1712,7 +1834,7 @@ class Exchange:
             try:
                 body, headers = outgoing_body(request)
             except AttachmentRefused as exc:
-                hand_over([Piece("error", str(exc))])
+                hand_over([exc.failure])
                 return
             self._check_stopped()
             try:
@@ -1720,73 +1842,59 @@ class Exchange:
                     request.url,
                     **body,
                     headers=headers,
-                    timeout=(request.connect_timeout, request.read_timeout),
-                    verify=request.verify_ssl,
+                    timeout=(settings.connect_timeout, settings.read_timeout),
+                    verify=settings.verify_ssl,
                     stream=True,
                     allow_redirects=False,  # a redirect would carry the token to another host, or drop the POST
                     auth=token_headers_only,
                 )
             except requests.RequestException as exc:
                 self._check_stopped()
-                self.gave_up = (
-                    is_timeout(exc) and not isinstance(exc, requests.ConnectTimeout) and not handshake_stalled(exc)
-                )
-                hand_over([Piece("error", proxy_failure(exc, request.url) or connection_failure(exc, request))])
+                hand_over([request_failure(exc, request)])
                 return
             with response:
                 self._check_stopped()
-                self.outcome.status_code = response.status_code
-                if response.status_code >= 400:
-                    hand_over([Piece("error", http_failure(response, request.url))])
-                    return
-                if response.is_redirect:
-                    hand_over([Piece("error", redirect_failure(response, request.url))])
-                    return
-                if odd := odd_reply_failure(response):
-                    hand_over([Piece("error", odd)])
-                    return
-                content_type = response.headers.get("Content-Type", "")
-                decoder = ReplyDecoder(content_type, request.response_field, request.max_reply_bytes)
-                self.read_body(reply_body(response), decoder, hand_over)
+                failure = answer_failure(response, request.url)
+                hand_over([Responded(response.status_code), *([failure] if failure else [])])
+                if failure is None:
+                    content_type = response.headers.get("Content-Type", "")
+                    decoder = ReplyDecoder(content_type, settings.response_field, settings.max_reply_bytes)
+                    self.read_body(reply_body(response), decoder, hand_over)
 
     def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver) -> None:
         """The read loop: read, decode, hand over what that read meant, until the reply ends. Every read's
-        pieces go at once: how the bytes were cut into segments never decides when text is shown."""
-        limits = ReplyLimits(self.request)
+        events go at once: how the bytes were cut into segments never decides when text is shown."""
+        limits = ReplyLimits(self.request.settings)
         try:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
                 self._check_stopped()
                 limits.check(len(data))  # first: over the limit, nothing of this read is kept in memory
-                pieces = decoder.feed(data)
-                self._noted(pieces)  # before the chat sees them: a Stop right after must know the id
-                hand_over(pieces)
+                events = decoder.feed(data)
+                self._noted(events)  # before the chat sees them: a Stop right after must know the id
+                hand_over(events)
             self._check_stopped()
             hand_over(decoder.finish())
         except ReplyCut as exc:
-            self.gave_up = True
-            hand_over([Piece("dropped", str(exc))])
+            hand_over([replace(exc.failure, may_have_reached_n8n=True, broke_off=True, let_go=True)])
         except NETWORK_ERRORS as exc:
             self._check_stopped()
-            if self._after_error and is_timeout(exc):
-                return  # n8n reported an error and then went silent: the reply ends with the error shown
-            self.gave_up = is_timeout(exc)
-            hand_over([Piece("dropped", read_failure(exc, self.request))])
+            if not (self._after_error and is_timeout(exc)):  # after n8n's error, silence ends the reply
+                hand_over([read_failure(exc, self.request.settings.read_timeout)])
         finally:
-            self.outcome.format = decoder.format
-            self.outcome.streamed = decoder.streams
-            self.outcome.empty = decoder.empty
+            with suppress(Stopped):
+                hand_over([ReplyEnded(decoder.format, decoder.streams, decoder.empty)])
 
-    def _noted(self, pieces: list[Piece]) -> None:
+    def _noted(self, events: list[Event]) -> None:
         """What a read told about n8n itself: the execution id the workflow streamed, and an error item,
         after which n8n may send nothing at all (a stopped run leaves the body open for minutes): then
         reads wait ERROR_GRACE_SECONDS only, as long as nothing more comes."""
-        for piece in pieces:
-            if piece.kind == "execution":
-                self.execution.execution_id = piece.value
-        after_error = any(p.kind == "error" for p in pieces) or (self._after_error and not pieces)
+        for event in events:
+            if isinstance(event, ExecutionId):
+                self.execution.execution_id = event.execution_id
+        after_error = any(isinstance(e, Failure) for e in events) or (self._after_error and not events)
         if after_error != self._after_error:
             self._after_error = after_error
-            self.stopper.set_timeout(ERROR_GRACE_SECONDS if after_error else self.request.read_timeout)
+            self.stopper.set_timeout(ERROR_GRACE_SECONDS if after_error else self.request.settings.read_timeout)
 
     def _check_stopped(self) -> None:
         if self.stopper.stopped:
@@ -1796,18 +1904,23 @@ class Exchange:
 class AttachmentRefused(Exception):
     """An attachment the pipe will not send (too large, unreadable): nothing is sent, the chat says why."""
 
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.code)
+        self.failure = failure
+
 
 def outgoing_body(request: WebhookRequest) -> tuple[dict[str, Any], dict[str, str]]:
     """session.post's body argument and the headers for it, read here in the worker thread. Without
     attachments the JSON of before; `text` mode adds the extracted texts; else a multipart form."""
+    settings = request.settings
     if not request.attachments:
         return {"json": request.payload}, request.headers
     for attachment in request.attachments:
-        check_upload_size(attachment.name, attachment.size, request.max_upload_bytes)
-    if request.send_files == "text":
+        check_upload_size(attachment.name, attachment.size, settings.max_upload_bytes)
+    if settings.send_files == "text":
         files = [{"name": a.name, "type": a.type, "size": a.size, "text": a.text} for a in request.attachments]
         return {"json": {**request.payload, "files": files}}, request.headers
-    read = [(a, attachment_bytes(a, request.max_upload_bytes)) for a in request.attachments]
+    read = [(a, attachment_bytes(a, settings.max_upload_bytes)) for a in request.attachments]
     boundary = uuid.uuid4().hex
     content_type = f"multipart/form-data; boundary={boundary}"
     return {"data": multipart_body(request.payload, read, boundary)}, {**request.headers, "Content-Type": content_type}
@@ -1815,10 +1928,7 @@ def outgoing_body(request: WebhookRequest) -> tuple[dict[str, Any], dict[str, st
 
 def check_upload_size(name: str, size: int, limit: int) -> None:
     if size > limit:
-        raise AttachmentRefused(
-            f"'{name}' is {size / MIB:.1f} MB, over the {limit / MIB:g} MB the `max_upload_mb` valve allows: "
-            "the message was not sent to n8n."
-        )
+        raise AttachmentRefused(Failure("attachment_too_large", detail=name, size=size, limit=limit))
 
 
 def attachment_bytes(attachment: Attachment, limit: int) -> bytes:
@@ -1830,10 +1940,8 @@ def attachment_bytes(attachment: Attachment, limit: int) -> bytes:
             with open(storage_path(attachment.path), "rb") as file:
                 data = file.read(limit + 1)
     except (OSError, ValueError) as exc:
-        raise AttachmentRefused(
-            f"'{attachment.name}' could not be read from Open WebUI ({type(exc).__name__}): "
-            "the message was not sent to n8n."
-        ) from exc
+        unreadable = Failure("attachment_unreadable", detail=attachment.name, message=type(exc).__name__)
+        raise AttachmentRefused(unreadable) from exc
     check_upload_size(attachment.name, len(data), limit)
     return data
 
@@ -1860,9 +1968,9 @@ def token_headers_only(request: requests.PreparedRequest) -> requests.PreparedRe
 NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
 
 
-def internal_error(exc: BaseException) -> Piece:
+def internal_error(exc: BaseException) -> Failure:
     """A bug in the pipe, said in the chat: an exception would vanish inside Open WebUI."""
-    return Piece("error", f"internal error in the n8n pipe: {type(exc).__name__}")
+    return Failure("internal_error", detail=type(exc).__name__)
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -1900,115 +2008,94 @@ def handshake_stalled(exc: BaseException) -> bool:
     return is_timeout(exc) and "handshake" in " ".join(str(e) for e in causes(exc)).lower()
 
 
-def connection_failure(exc: BaseException, request: WebhookRequest) -> str:
+def request_failure(exc: requests.RequestException, request: WebhookRequest) -> Failure:
+    """Why no answer came, as facts. A read timeout here means n8n has the request and is still making
+    the reply: the pipe lets go of it (`let_go`)."""
+    let_go = is_timeout(exc) and not isinstance(exc, requests.ConnectTimeout) and not handshake_stalled(exc)
+    return replace(connection_failure(exc, request), let_go=let_go)
+
+
+def connection_failure(exc: BaseException, request: WebhookRequest) -> Failure:
+    settings = request.settings
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return Failure("proxy_failed", host=proxy_host(request.url), detail=broken_connection(exc))
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.URLRequired | ValueError):
-        return "The `n8n_url` valve is not a valid http(s) URL."
+        return Failure("invalid_url")
     host = host_and_port(request.url)  # after the check above: an invalid URL (port 99999) has no host:port
     chain = causes(exc)
     if any(isinstance(e, socket.gaierror) for e in chain) or "Name or service not known" in str(exc):
-        return f"Cannot reach n8n at {host}: host name not found. Check the `n8n_url` valve."
+        return Failure("host_not_found", host=host)
     said = " ".join(str(e) for e in chain).lower()
     if "wrong_version_number" in said or "wrong version number" in said:
-        return f"n8n at {host} speaks plain HTTP, not HTTPS: write http:// instead of https:// in the `n8n_url` valve."
+        return Failure("plain_http", host=host)
     if handshake_stalled(exc):
-        return (
-            f"Cannot reach n8n at {host}: the TLS handshake did not finish within {request.connect_timeout:g} s "
-            "(connect_timeout). Is this port serving HTTPS?"
-        )
+        return Failure("tls_handshake_stalled", host=host, seconds=settings.connect_timeout)
     if isinstance(exc, requests.exceptions.SSLError):
         if "certificate" in said or "hostname" in said:
-            return f"TLS error talking to n8n at {host}: certificate not accepted (see the `verify_ssl` valve)."
-        return f"TLS error talking to n8n at {host}: {shorten(str(chain[-1]), 120)}."
+            return Failure("tls_certificate", host=host)
+        return Failure("tls_error", host=host, message=str(chain[-1]))
     if isinstance(exc, requests.ConnectTimeout):
-        return f"Cannot reach n8n at {host}: no answer within {request.connect_timeout:g} s (connect_timeout)."
+        return Failure("connect_timeout", host=host, seconds=settings.connect_timeout)
     if is_timeout(exc):
-        return f"{read_failure(exc, request)}."
+        return Failure("read_timeout", seconds=settings.read_timeout, may_have_reached_n8n=True)
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(exc).lower():
-        return f"Cannot reach n8n at {host}: connection refused. Is n8n running, and is `n8n_url` right?"
-    return f"Cannot reach n8n at {host}: {read_failure_reason(exc)}."
+        return Failure("connection_refused", host=host)
+    return Failure(broken_connection(exc), host=host, may_have_reached_n8n=True)
 
 
-def read_failure(exc: BaseException, request: WebhookRequest) -> str:
+def read_failure(exc: BaseException, read_timeout: float) -> Failure:
+    """The connection broke, or went silent, while the reply was read: n8n had the request."""
     if is_timeout(exc):
-        return f"n8n sent nothing for {request.read_timeout:g} s (read_timeout)"
-    return read_failure_reason(exc)
+        return Failure("read_timeout", seconds=read_timeout, may_have_reached_n8n=True, broke_off=True, let_go=True)
+    return Failure(broken_connection(exc), may_have_reached_n8n=True, broke_off=True)
 
 
-def read_failure_reason(exc: BaseException) -> str:
+BrokenConnection = Literal["connection_reset", "connection_closed", "connection_lost"]
+
+
+def broken_connection(exc: BaseException) -> BrokenConnection:
     chain = causes(exc)
     if any(isinstance(e, ConnectionResetError) for e in chain):
-        return "connection reset"
+        return "connection_reset"
     text = " ".join(str(e) for e in chain).lower()
     if any(word in text for word in ("incomplete", "invalidchunklength", "broken")):
-        return "connection closed before the reply ended"
-    return "connection lost"
+        return "connection_closed"
+    return "connection_lost"
 
 
-def redirect_failure(response: requests.Response, url: str) -> str:
-    """Redirects are not followed (the token would go along): the valve should hold the final URL."""
-    location = urljoin(url, response.headers.get("Location", ""))
-    return f"`n8n_url` redirects to {location} (HTTP {response.status_code}): put that URL in the `n8n_url` valve."
-
-
-def proxy_failure(exc: BaseException, url: str) -> str | None:
-    """A proxy from HTTP_PROXY/HTTPS_PROXY that failed is named as the proxy, not as n8n."""
-    if not isinstance(exc, requests.exceptions.ProxyError):
-        return None
+def proxy_host(url: str) -> str:
+    """The proxy HTTP_PROXY/HTTPS_PROXY name for this URL, as host:port; "" when none is named."""
     proxies = requests.utils.get_environ_proxies(url)
     proxy = proxies.get(urlsplit(url).scheme) or proxies.get("all") or ""
-    where = host_and_port(proxy) if proxy else "the proxy"
-    return (
-        f"Cannot reach n8n through the proxy at {where} (set by HTTP_PROXY/HTTPS_PROXY in Open WebUI's "
-        f"environment): {read_failure_reason(exc)}. If Open WebUI should reach n8n directly, add n8n's host "
-        "to NO_PROXY."
-    )
+    return host_and_port(proxy) if proxy else ""
 
 
-def http_failure(response: requests.Response, url: str) -> str:
-    """n8n's error reply as advice: which valve to fix, with n8n's own words."""
+def answer_failure(response: requests.Response, url: str) -> Failure | None:
+    """What in n8n's answer makes it no reply to decode, as facts; None for a reply to decode."""
+    if response.status_code >= 400:
+        return http_failure(response, url)
+    if response.is_redirect:
+        location = urljoin(url, response.headers.get("Location", ""))
+        return Failure("redirect", status=response.status_code, detail=location)
+    return odd_reply_failure(response)
+
+
+def http_failure(response: requests.Response, url: str) -> Failure:
+    """n8n's (or a proxy's) error reply: its status and n8n's own words."""
     body = read_bounded(response)
     status = response.status_code
     if status >= 500 and from_proxy(response, body):
-        return gateway_failure(response, body)
+        took = response.elapsed.total_seconds()
+        return Failure("gateway", status=status, seconds=took, detail=page_title(body), may_have_reached_n8n=True)
     if is_html(response, body):
-        return html_page_failure(status, body)
+        return Failure("html_page", status=status, detail=page_title(body))
     message, hint = n8n_message(body)
     if status in (401, 403):
-        return (
-            f"n8n rejected the request (HTTP {status}: {message or 'authentication failed'}). "
-            "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
-        )
+        return Failure("auth_rejected", status=status, message=message)
     if status == 404:
-        test_url = "/webhook-test/" in url_path(url)
-        advice = (
-            "Test URLs (/webhook-test/) answer only while the n8n editor is listening ('Execute workflow')."
-            if test_url
-            else "Production URLs (/webhook/) need the workflow to be active (published) in n8n."
-        )
-        said = "".join(f"{with_full_stop(part)} " for part in (message, hint) if part)
-        return f"n8n: webhook not found (HTTP 404). {said}Check the `n8n_url` valve. {advice}"
-    advice = n8n_error_advice(message)
-    if advice:
-        return f"n8n answered HTTP {status}: {with_full_stop(message)} {advice}"
-    return f"n8n answered HTTP {status}: {message or 'no details'}"
-
-
-def n8n_error_advice(reason: str) -> str:
-    """What to do about a failure n8n reported (an HTTP error's message, a streamed `error` item's content),
-    in n8n's words: the reason alone ("Original error: TypeError") does not say where to look. "" if none."""
-    if "No authentication data defined on node" in reason:
-        return (
-            "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create or pick "
-            "the credential under Authentication, then publish the workflow again."
-        )
-    if "AbortError" in reason:
-        return "The workflow's execution was stopped in n8n (from its editor, its API or the pipe's Stop)."
-    if "Original error" in reason or re.search(r"\b(TypeError|ResponseError)\b", reason):
-        return (
-            "The model behind the workflow failed (its credential, URL or model name, or the model server): "
-            "open the workflow's Executions list in n8n to see which node failed and why."
-        )
-    return ""
+        where = "test" if "/webhook-test/" in url_path(url) else "production"
+        return Failure("webhook_not_found", status=status, message=message, hint=hint, detail=where)
+    return Failure("http_error", status=status, message=message, may_have_reached_n8n=status >= 500)
 
 
 # A `Server:` header naming one of these: the error page is the proxy's, not n8n's (n8n sends no Server header).
@@ -2042,39 +2129,6 @@ def from_proxy(response: requests.Response, body: str) -> bool:
     )
 
 
-def gateway_failure(response: requests.Response, body: str) -> str:
-    """A proxy's 5xx as what it means for the turn: n8n may have the request and still be running it."""
-    status = response.status_code
-    after = f"after {seconds_said(response.elapsed.total_seconds())} s"
-    if status == 504:
-        return (
-            f"The proxy in front of n8n answered 504 {after}; the workflow may still be running; "
-            "raise the proxy's read timeout (see deploy/nginx.conf)."
-        )
-    if status == 524:
-        return (
-            f"Cloudflare answered 524 {after}: n8n sent no response within Cloudflare's 100 s; the workflow may "
-            "still be running; let the Webhook respond by streaming, or reach n8n without Cloudflare."
-        )
-    if status == 503:
-        return (
-            f"The proxy in front of n8n answered 503 {after}: n8n is not available behind it (stopped, starting "
-            "or overloaded); try again once n8n is up."
-        )
-    if status == 502:
-        return (
-            f"The proxy in front of n8n answered 502 {after}: it got no valid answer from n8n; the workflow may "
-            "still be running. Check that n8n is up and that the proxy points at its port (see deploy/nginx.conf)."
-        )
-    title = page_title(body)
-    page = f" ('{title}')" if title else ""
-    return f"The proxy in front of n8n answered {status}{page} {after}: see the proxy's error log."
-
-
-def seconds_said(seconds: float) -> str:
-    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
-
-
 def is_html(response: requests.Response, body: str | None = None) -> bool:
     """An HTML page: said so by its Content-Type, or, without one, by how the body starts."""
     content_type = response.headers.get("Content-Type", "").lower()
@@ -2094,46 +2148,21 @@ def page_title(body: str) -> str:
     return shorten(title, 80)
 
 
-def html_page_failure(status: int, body: str) -> str:
-    """An HTML page where the workflow's answer should be, named by its title and never pasted: n8n's editor
-    (an editor URL in `n8n_url`) or a login or proxy page in front of n8n."""
-    title = page_title(body)
-    label = ", ".join(
-        part for part in (f"HTTP {status}" if status != 200 else "", f"'{title}'" if title else "") if part
-    )
-    page = f"an HTML page ({label})" if label else "an HTML page"
-    if "n8n" in title.lower() or title.startswith("Cannot POST"):
-        return (
-            f"`n8n_url` answered {page}, not the workflow: the URL must be the Webhook node's Production URL "
-            "(…/webhook/…), not an n8n editor address."
-        )
-    return f"`n8n_url` answered {page}, not the workflow: is a login or proxy page in front of n8n?"
-
-
-def odd_reply_failure(response: requests.Response) -> str | None:
+def odd_reply_failure(response: requests.Response) -> Failure | None:
     """A reply below 400 that holds no answer to decode: an HTML page, 204/304, an informational status, or
     a body in a compression the pipe cannot undo. None for a reply to decode."""
     status = response.status_code
     if status < 200:
-        return f"n8n answered only an informational HTTP {status} and no answer after it."
+        return Failure("informational_only", status=status)
     if status == 204:
-        return (
-            "n8n answered HTTP 204 (No Content): the workflow sent no answer. Set the Webhook's Respond to "
-            "'Streaming' or 'When Last Node Finishes', or give the Respond to Webhook node a body."
-        )
+        return Failure("no_content", status=status, may_have_reached_n8n=True)
     if status == 304:
-        return (
-            "n8n's address answered HTTP 304 (Not Modified), which only answers a cached request: a cache or proxy "
-            "in front of n8n answered instead; turn caching off for /webhook/ (see deploy/nginx.conf)."
-        )
+        return Failure("not_modified", status=status)
     if is_html(response):
-        return html_page_failure(status, read_bounded(response))
+        return Failure("html_page", status=status, detail=page_title(read_bounded(response)))
     unknown = [e for e in content_encodings(response) if e not in ("identity", *DECODABLE_ENCODINGS)]
     if unknown:
-        return (
-            f"n8n's reply is compressed as '{', '.join(unknown)}', which the pipe cannot decode (it asks for "
-            "identity): switch compression off for /webhook/ in the proxy in front of n8n (see deploy/nginx.conf)."
-        )
+        return Failure("unknown_encoding", status=status, detail=", ".join(unknown), may_have_reached_n8n=True)
     return None
 
 
@@ -2142,11 +2171,6 @@ DECODABLE_ENCODINGS = tuple(urllib3.response.HTTPResponse.CONTENT_DECODERS)
 
 def content_encodings(response: requests.Response) -> list[str]:
     return [e.strip().lower() for e in response.headers.get("Content-Encoding", "").split(",") if e.strip()]
-
-
-def with_full_stop(text: str) -> str:
-    """n8n's hints can end without a full stop ("...only in the executions list)"): ours follows them."""
-    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
 
 
 def read_bounded(response: requests.Response) -> str:
@@ -2188,32 +2212,32 @@ class FinalResponse(http.client.HTTPResponse):
 
 
 class Handover:
-    """Pieces from the worker thread to the event loop. The worker adds every read's pieces at once; the
+    """Events from the worker thread to the event loop. The worker adds every read's events at once; the
     loop is woken only when it has no wake pending, so a fast stream costs one wake per drain, not one
-    per token (bench/README.md), and no piece ever waits for a later read. Too much text waiting pauses
+    per token (bench/README.md), and no event ever waits for a later read. Too much text waiting pauses
     the worker, so a stalled chat cannot grow memory."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._ready = asyncio.Event()
         self._lock = threading.Condition(threading.Lock())
-        self._pieces: list[Piece] = []
+        self._events: list[Event] = []
         self._queued_chars = 0
         self._wake_pending = False
         self._finished = False
         self._abandoned = False
 
-    def put(self, pieces: list[Piece]) -> None:
+    def put(self, events: list[Event]) -> None:
         """Worker side. Raises Stopped when the chat has gone."""
-        if not pieces:
+        if not events:
             return
-        size = sum(len(p.value) for p in pieces)
+        size = sum(len(e.text) for e in events if isinstance(e, Text | Thinking))
         with self._lock:
             while self._queued_chars > QUEUED_CHARS and not self._abandoned:
                 self._lock.wait()
             if self._abandoned:
                 raise Stopped
-            self._pieces += pieces
+            self._events += events
             self._queued_chars += size
             wake, self._wake_pending = not self._wake_pending, True
         if wake:
@@ -2227,15 +2251,15 @@ class Handover:
         if wake:
             self._wake()
 
-    async def drain(self) -> tuple[list[Piece], bool]:
+    async def drain(self) -> tuple[list[Event], bool]:
         """Loop side: everything handed over so far, and whether that is all."""
         await self._ready.wait()
         self._ready.clear()
         with self._lock:
-            pieces, self._pieces, self._queued_chars = self._pieces, [], 0
+            events, self._events, self._queued_chars = self._events, [], 0
             self._wake_pending = False
             self._lock.notify_all()
-            return pieces, self._finished
+            return events, self._finished
 
     def abandon(self) -> None:
         """Loop side, on Stop: a worker waiting for room leaves at once."""
@@ -2255,7 +2279,7 @@ class Handover:
 THREAD_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="n8n-starter")
 
 
-async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Piece], None]:
+async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Event], None]:
     """Runs the exchange in its own thread and hands its pieces to the event loop as they come, all
     that arrived since the last look in one batch.
     A thread per reply (not the shared executor): a slow workflow must not queue other chats."""
@@ -2298,7 +2322,6 @@ API_TIMEOUT = (3.0, 5.0)  # connect, read: a slow API ends the attempt, never th
 LOOKUP_DELAYS = (0.0, 0.25, 0.5, 1.0)  # n8n lists a run ~50 ms after its request: an early Stop looks again
 LOOKUP_PAGE_SIZE = 100
 LOOKUP_PAGES = 5
-NO_API_KEY = "n8n keeps running the workflow to its end (set the `n8n_api_key` valve to stop it too)"
 
 
 @dataclass(frozen=True)
@@ -2311,13 +2334,13 @@ class ExecutionApi:
     verify_ssl: bool = True
 
 
-def execution_api(valves: Pipe.Valves, webhook_url: str, turn: Turn) -> ExecutionApi | None:
+def execution_api(settings: Settings, webhook_url: str, turn: Turn) -> ExecutionApi | None:
     """None without an API key: Stop then only hangs up, as before the key existed."""
-    key = valves.n8n_api_key.strip()
+    key = settings.n8n_api_key.strip()
     if not key:
         return None
-    url = valves.n8n_api_url.strip().rstrip("/") or api_url_of(webhook_url)
-    return ExecutionApi(url, key, turn.turn_id, valves.verify_ssl)
+    url = settings.n8n_api_url.strip().rstrip("/") or api_url_of(webhook_url)
+    return ExecutionApi(url, key, turn.turn_id, settings.verify_ssl)
 
 
 def api_url_of(webhook_url: str) -> str:
@@ -2330,6 +2353,44 @@ def api_url_of(webhook_url: str) -> str:
     return f"{parts.scheme}://{host}/api/v1" if parts.scheme and host else ""
 
 
+ApiCode = Literal[
+    "cancelled",
+    "already_finished",
+    "not_running",
+    "cannot_stop",
+    "key_rejected",
+    "scope_missing",
+    "no_api",
+    "api_http_error",
+    "api_invalid_url",
+    "api_unreachable",
+    "api_not_json",
+    "key_works",
+]
+ApiCause = Literal["timeout", "connection_refused", "connection_reset", "connection_closed", "connection_lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAnswer:
+    """What n8n's API did for the pipe, as facts; said in Words (api_words)."""
+
+    code: ApiCode
+    execution_id: str = ""
+    status: int | None = None
+    host: str = ""
+    scopes: str = ""  # the key's scopes this call needs
+    message: str = ""  # n8n's own words
+    cause: ApiCause | None = None  # why the API could not be reached
+
+
+class ApiRefused(Exception):
+    """n8n's API refused a call, with the facts of why."""
+
+    def __init__(self, answer: ApiAnswer) -> None:
+        super().__init__(answer.code)
+        self.answer = answer
+
+
 class ExecutionStop:
     """Stops one turn's n8n execution: the id the workflow streamed (`executionId`), else the run whose
     input holds the turn's id, found through the executions API."""
@@ -2338,20 +2399,20 @@ class ExecutionStop:
         self.api = api
         self.execution_id = ""
 
-    async def stop(self, reason: str, status: StatusReporter) -> None:
+    async def stop(self, reason: str, emitter: Emitter) -> None:
         """Says why the reply ended, then stops the execution in a thread whose outcome becomes the final
         status. The thread starts after the first status is shown, so the two never swap places."""
         reason = reason.rstrip(".")
         if self.api is None:
-            await status.show(f"{reason}; {NO_API_KEY}", done=True)
+            await emitter.status(f"{reason}; {NO_API_KEY}", done=True)
             return
-        await status.show(f"{reason}; stopping the n8n execution…", done=True)
+        await emitter.status(f"{reason}; {STOPPING}", done=True)
         api, execution_id, loop = self.api, self.execution_id, asyncio.get_running_loop()
 
         def work() -> None:
-            said = f"{reason}; {stop_execution(api, execution_id)}"
-            log.info("n8n API at %s: %s", host_and_port(api.url), redact(said, [api.key]))
-            report_from_thread(loop, status.show(redact(said, [api.key]), done=True))
+            said = redact(f"{reason}; {api_words(stop_execution(api, execution_id))}", [api.key])
+            log.info("n8n API at %s: %s", host_and_port(api.url), said)
+            report_from_thread(loop, emitter.status(said, done=True))
 
         THREAD_STARTER.submit(threading.Thread(target=work, name="n8n-stop", daemon=True).start)
 
@@ -2364,25 +2425,21 @@ def report_from_thread(loop: asyncio.AbstractEventLoop, shown: Coroutine[Any, An
         shown.close()
 
 
-class ApiRefused(Exception):
-    """n8n's API refused a call: the message says why, in the user's words."""
-
-
-def stop_execution(api: ExecutionApi, execution_id: str) -> str:
-    """What happened to the turn's execution, in the user's words; never raises."""
+def stop_execution(api: ExecutionApi, execution_id: str) -> ApiAnswer:
+    """What happened to the turn's execution; never raises."""
     with requests.Session() as session:
         session.headers["X-N8N-API-KEY"] = api.key
         try:
             execution_id = execution_id or find_execution(session, api)
             if not execution_id:
-                return "no running n8n execution of this message was found (it had already finished)"
+                return ApiAnswer("not_running")
             response = api_call(session, api, "POST", f"/executions/{execution_id}/stop")
         except ApiRefused as exc:
-            return str(exc)
+            return exc.answer
         except requests.RequestException as exc:
             return api_unreachable(exc, api)
         except JSON_ERRORS:
-            return f"n8n's API at {host_and_port(api.url)} answered something that is not n8n's JSON"
+            return ApiAnswer("api_not_json", host=host_and_port(api.url))
         return stop_result(response, execution_id)
 
 
@@ -2420,7 +2477,7 @@ def running_execution(session: requests.Session, api: ExecutionApi) -> str:
         if response.status_code == 400 and "query/status" in response.text:
             # n8n before 2.10 lists no running executions: "request/query/status must be equal to one of
             # the allowed values: error, success, waiting" (1.104.2); it has no stop either
-            raise ApiRefused(STOP_UNSUPPORTED)
+            raise ApiRefused(ApiAnswer("cannot_stop"))
         if response.status_code != 200:
             raise ApiRefused(api_refusal(response, api, "execution:list and execution:read"))
         page = response.json()
@@ -2433,16 +2490,16 @@ def running_execution(session: requests.Session, api: ExecutionApi) -> str:
     return ""
 
 
-def stop_result(response: requests.Response, execution_id: str) -> str:
+def stop_result(response: requests.Response, execution_id: str) -> ApiAnswer:
     status = response.status_code
     if status == 200:
-        return f"n8n execution {execution_id} cancelled"
+        return ApiAnswer("cancelled", execution_id=execution_id)
     if status == 409:
-        return f"n8n execution {execution_id} had already finished"
+        return ApiAnswer("already_finished", execution_id=execution_id)
     if no_stop_route(response):
-        return STOP_UNSUPPORTED
+        return ApiAnswer("cannot_stop")
     if status == 404:
-        return f"n8n execution {execution_id} had already finished"
+        return ApiAnswer("already_finished", execution_id=execution_id)
     return api_refusal(response, None, "execution:stop")
 
 
@@ -2457,82 +2514,212 @@ def no_stop_route(response: requests.Response) -> bool:
     return "execution" not in response.text.lower()
 
 
-STOP_UNSUPPORTED = "this n8n cannot stop executions through its API (that needs n8n 2.10 or later)"
-
-
-def api_refusal(response: requests.Response, api: ExecutionApi | None, scopes: str) -> str:
-    """Why the API said no, with the fix: the key (401), its scopes (403), or the API's address."""
+def api_refusal(response: requests.Response, api: ExecutionApi | None, scopes: str) -> ApiAnswer:
+    """Why the API said no: the key (401), its scopes (403), or the API's address."""
     status = response.status_code
     if status == 401:
-        return "n8n rejected the `n8n_api_key` (HTTP 401): create a new API key in n8n (Settings > n8n API)"
+        return ApiAnswer("key_rejected", status=status)
     if status == 403:
-        return f"the `n8n_api_key` may not do this (HTTP 403): give it the {scopes} scopes"
+        return ApiAnswer("scope_missing", status=status, scopes=scopes)
     if status in (404, 405) or 300 <= status < 400:
-        where = host_and_port(api.url) if api else "the `n8n_api_url`"
-        return f"no n8n API at {where} (HTTP {status}): check the `n8n_api_url` valve (…/api/v1)"
+        return ApiAnswer("no_api", status=status, host=host_and_port(api.url) if api else "")
     message, _ = n8n_message(response.text[:ERROR_BODY_LIMIT])
-    return f"n8n's API answered HTTP {status}: {message or 'no details'}"
+    return ApiAnswer("api_http_error", status=status, message=message)
 
 
-def api_unreachable(exc: BaseException, api: ExecutionApi) -> str:
+def api_unreachable(exc: BaseException, api: ExecutionApi) -> ApiAnswer:
     if isinstance(
         exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema | requests.exceptions.InvalidSchema
     ):
-        return "the `n8n_api_url` valve is not a valid http(s) URL"
+        return ApiAnswer("api_invalid_url")
+    cause: ApiCause
     if is_timeout(exc):
-        reason = "no answer in time"
+        cause = "timeout"
     elif any(isinstance(e, ConnectionRefusedError) for e in causes(exc)):
-        reason = "connection refused"
+        cause = "connection_refused"
     else:
-        reason = read_failure_reason(exc)
-    return f"n8n's API at {host_and_port(api.url)} could not be reached ({reason}): the workflow may still be running"
+        cause = broken_connection(exc)
+    return ApiAnswer("api_unreachable", host=host_and_port(api.url), cause=cause)
 
 
 # ---------------------------------------------------------------------------
-# Presentation: pieces of the reply -> what the chat shows.
+# Presentation: events of the reply -> what the chat shows. ChatTurn.handle is the one place each
+# event kind is read; the sentences come from Words, below.
 
 
-class StatusReporter:
-    """Status lines under the message; silent without an emitter, never breaks the stream."""
+class Emitter:
+    """Open WebUI's event emitter for one turn: status lines and citations. Silent without an emitter
+    and for what the turn leaves out (statuses when `emit_status` is off, both for background tasks);
+    a failing UI channel never breaks the stream."""
 
-    def __init__(self, emitter: Callable[[dict[str, Any]], Any] | None) -> None:
-        self._emitter = emitter
+    def __init__(
+        self, emit: Callable[[dict[str, Any]], Any] | None, statuses: bool = True, sources: bool = True
+    ) -> None:
+        self._emit = emit
+        self._statuses = statuses and emit is not None
+        self._sources = sources and emit is not None
 
-    async def show(self, description: str, done: bool = False) -> None:
-        if self._emitter is None:
-            return
+    async def status(self, description: str, done: bool = False) -> None:
+        if self._statuses:
+            await self._send({"type": "status", "data": {"description": description, "done": done}})
+
+    async def source(self, source: Source) -> None:
+        if self._sources:
+            await self._send({"type": "source", "data": source_data(source)})
+
+    async def _send(self, event: dict[str, Any]) -> None:
         try:
-            await self._emitter({"type": "status", "data": {"description": description, "done": done}})
+            await cast(Callable[[dict[str, Any]], Awaitable[Any]], self._emit)(event)
         except Exception as exc:  # the chat must go on even when the UI channel fails
-            log.warning("status event failed: %s", type(exc).__name__)
+            log.warning("%s event failed: %s", event["type"], type(exc).__name__)
+
+
+def source_data(source: Source) -> dict[str, Any]:
+    """A source as Open WebUI's `source` event data: a citation under the answer."""
+    return {
+        "source": {"name": source.title, "url": source.url} if source.url else {"name": source.title},
+        "document": [source.content],
+        "metadata": [{"source": source.url or source.title, "name": source.title}],
+    }
+
+
+class ChatTurn:
+    """One chat turn on Open WebUI's event loop. It owns the turn's emitter, renderer, tool-step wait and
+    Outcome; the outcome is written here only, on the loop, from the events the worker handed over."""
+
+    def __init__(
+        self, exchange: Exchange, emitter: Emitter, secrets: list[str], outcome: Outcome | None = None
+    ) -> None:
+        settings = exchange.request.settings
+        self.exchange = exchange
+        self.emitter = emitter
+        self.secrets = secrets
+        self.outcome = outcome if outcome is not None else Outcome()
+        self.renderer = ChatRenderer(settings.show_thinking, settings.show_tool_steps)
+        self.tool_wait = ToolWait(emitter)
+        self._let_go = False  # a failure let go of a reply n8n was still making: stop its execution
+        self._node_status = ""  # a node began: its status goes out once the text before it is out
+        self._sources: list[Source] = []  # citations to send
+
+    def handle(self, event: Event) -> str:
+        """What one event means for the chat: the text it adds (often none) and what it tells the
+        outcome. The one dispatch on event kinds: mypy's assert_never names a kind left out."""
+        match event:
+            case Text(text=text):
+                return self._shown(self.renderer.text(text)) if text else ""
+            case Thinking(text=text):
+                return self._shown(self.renderer.thinking(text)) if text and self.renderer.show_thinking else ""
+            case NodeStarted(node=node):
+                if self.tool_wait.began(node):
+                    self.outcome.tool_steps += 1
+                self.renderer.new_block(after_text=self.outcome.chunks > 0)
+                self._node_status = f"{node} is answering"
+                return ""
+            case BlockEnded(node=node):
+                self.tool_wait.ended(node)
+                return ""
+            case ToolStep():
+                self.outcome.tool_steps += 1
+                return self.renderer.tool_step(event)
+            case Source():
+                self._sources.append(event)
+                return ""
+            case Failure():
+                return self.failed(event)
+            case Responded(status=status):
+                self.outcome.status_code = status
+                return ""
+            case ReplyEnded():
+                self.outcome.format, self.outcome.streamed, self.outcome.empty = (
+                    event.format,
+                    event.streamed,
+                    event.empty,
+                )
+                return ""
+            case ExecutionId() | End():
+                return ""
+            case _:
+                assert_never(event)
+
+    def failed(self, failure: Failure) -> str:
+        """A failure said once, redacted once: in the chat, as the final status, and in the log."""
+        said = redact(failure_words(failure), self.secrets)
+        self.outcome.failure = self.outcome.failure or said
+        self._let_go = self._let_go or failure.let_go
+        url = self.exchange.request.url
+        log.warning("n8n at %s: %s", host_and_port(url), redact(said, url_secrets(url)))
+        return self.renderer.notice(said, failure.broke_off, self.outcome.chunks)
+
+    async def chunks(self) -> AsyncGenerator[str, None]:
+        """What the chat shows, chunk by chunk, with status and source events on the side: one chat chunk
+        per batch, as a fast stream must not cost a chunk per token."""
+        await self.emitter.status("Waiting for n8n…")
+        try:
+            async with aclosing(batches_from_worker(self.exchange)) as batches:
+                async for batch in batches:
+                    self.tool_wait.cancel()
+                    shown: list[str] = []
+                    for event in batch:
+                        rendered = self.handle(event)
+                        if self._node_status:
+                            for chunk in chunks_of(shown):
+                                yield chunk
+                            status, self._node_status = self._node_status, ""
+                            await self.emitter.status(status)
+                        if self._sources:
+                            sources, self._sources = self._sources, []
+                            for source in sources:
+                                await self.emitter.source(source)
+                        if THINK_END in rendered and shown:
+                            # Open WebUI 0.6.0 looks for a reasoning block's end tag only in a chunk after the one
+                            # that opened it: sent with its <think>, the answer would stay inside "Thinking…".
+                            for chunk in chunks_of(shown):
+                                yield chunk
+                        shown.append(rendered)
+                    for chunk in chunks_of(shown):
+                        yield chunk
+                    self.tool_wait.after_batch(self.outcome.tool_steps + 1)
+        except (GeneratorExit, asyncio.CancelledError):
+            self.tool_wait.cancel()
+            await self.exchange.execution.stop("Stopped", self.emitter)  # else the last status spins on after Stop
+            raise
+        for chunk in open_webui_safe(self.renderer.close_thinking()):
+            yield chunk
+        await self.tool_wait.close()
+        if self._let_go:
+            await self.exchange.execution.stop(self.outcome.failure, self.emitter)
+        else:
+            await self.emitter.status(self.outcome.failure or done_words(self.outcome, time.monotonic()), done=True)
+
+    def _shown(self, text: str) -> str:
+        self.outcome.shown(time.monotonic())
+        return text
 
 
 class ChatRenderer:
-    """Turns pieces into chat text: thinking inside <think> tags, failures as visible notices. Counts
-    what it shows into the reply's Outcome."""
+    """Chat text from what happened: thinking inside <think> tags, a new n8n block's answer as its own
+    paragraph, tool steps as Open WebUI's tool-call blocks, failures as visible notices."""
 
-    def __init__(self, show_thinking: bool, outcome: Outcome, show_tool_steps: bool = True) -> None:
+    def __init__(self, show_thinking: bool, show_tool_steps: bool) -> None:
         self.show_thinking = show_thinking
-        self.outcome = outcome
         self.show_tool_steps = show_tool_steps
         self._thinking = False
         self._new_block = False
 
-    def render(self, piece: Piece) -> str:
-        if piece.kind == "node":
-            self._new_block = self.outcome.chunks > 0
-        if piece.kind == "thinking" and self.show_thinking and piece.value:
-            opening = "" if self._thinking else self.block_break() + "<think>\n"
-            self._thinking = True
-            return self._shown(opening + piece.value)
-        if piece.kind == "text" and piece.value:
-            return self._shown(self.close_thinking() + self.block_break() + piece.value)
-        if piece.kind in ("error", "dropped"):
-            return self.close_thinking() + self.notice(piece)
-        if piece.kind == "step":
-            self.outcome.tool_steps += 1
-            return self.close_thinking() + tool_call_block(piece.value) if self.show_tool_steps else ""
-        return ""
+    def text(self, text: str) -> str:
+        return self.close_thinking() + self.block_break() + text
+
+    def thinking(self, text: str) -> str:
+        opening = "" if self._thinking else self.block_break() + "<think>\n"
+        self._thinking = True
+        return opening + text
+
+    def new_block(self, after_text: bool) -> None:
+        """A node began a block: after text already shown, its words start a new paragraph."""
+        self._new_block = after_text
+
+    def tool_step(self, step: ToolStep) -> str:
+        return self.close_thinking() + tool_call_block(step) if self.show_tool_steps else ""
 
     def block_break(self) -> str:
         """A new n8n block (an agent's answer after a tool call) starts a new paragraph, not mid-sentence."""
@@ -2547,75 +2734,50 @@ class ChatRenderer:
         self._thinking = False
         return THINK_END
 
-    def notice(self, piece: Piece) -> str:
-        chunks = self.outcome.chunks
-        if piece.kind == "dropped" and chunks:
-            return f"\n\n[stream interrupted after {chunks} chunk{'s' if chunks != 1 else ''}: {piece.value}]"
+    def notice(self, said: str, broke_off: bool, chunks: int) -> str:
+        """A failure in the chat: after shown text, a reply that broke off says so in brackets."""
+        closing = self.close_thinking()
+        if broke_off and chunks:
+            return f"{closing}\n\n[stream interrupted after {chunks} chunk{'s' if chunks != 1 else ''}: {said}]"
         separator = "\n\n" if chunks else ""
-        return f"{separator}⚠️ {piece.value}"
-
-    def summary(self) -> str:
-        now = time.monotonic()
-        total = now - self.outcome.started
-        first = self.outcome.first_chunk_at
-        steps = tool_steps_said(self.outcome.tool_steps)
-        if first is None:
-            return f"Done in {total:.1f} s{steps}"
-        return f"Done: first text after {first - self.outcome.started:.1f} s, {total:.1f} s in all{steps}"
-
-    def _shown(self, text: str) -> str:
-        self.outcome.shown(time.monotonic())
-        return text
+        return f"{closing}{separator}⚠️ {said}"
 
 
-def tool_steps_said(count: int) -> str:
-    """The final status's note of the agent's tool steps, so the user knows tools ran."""
-    if not count:
-        return ""
-    return f", {count} tool step{'s' if count != 1 else ''}"
-
-
-def tool_call_block(step_json: str) -> str:
+def tool_call_block(step: ToolStep) -> str:
     """One tool step in the markup Open WebUI 0.12.4 renders for its own tool calls: a collapsed
     `<details type="tool_calls">` whose attributes hold the name, input and result. Attributes are
     HTML-escaped JSON on one line: the chat's parser reads `name="value"` pairs up to the next quote."""
-    step = json.loads(step_json)
     attributes = {
         "type": "tool_calls",
         "done": "true",
-        "name": step["tool"],
-        "arguments": step["input"],
-        "result": step["output"],
+        "name": step.tool,
+        "arguments": tool_json(step.input),
+        "result": tool_json(step.output),
     }
     said = " ".join(f'{key}="{html.escape(value)}"' for key, value in attributes.items())
     return f"<details {said}>\n<summary>Tool Executed</summary>\n</details>\n"
 
 
-class Citations:
-    """Open WebUI `source` events: the workflow's sources listed under the answer; silent without an
-    emitter, never breaks the stream."""
-
-    def __init__(self, emitter: Callable[[dict[str, Any]], Any] | None) -> None:
-        self._emitter = emitter
-
-    async def cite(self, data_json: str) -> None:
-        if self._emitter is None:
-            return
-        try:
-            await self._emitter({"type": "source", "data": json.loads(data_json)})
-        except Exception as exc:  # the chat must go on even when the UI channel fails
-            log.warning("source event failed: %s", type(exc).__name__)
+def tool_json(value: Any) -> str:
+    """A tool's input or output as JSON text, as Open WebUI keeps its own tools' arguments and results;
+    a string longer than TOOL_TEXT_CHARS is cut, a longer JSON value becomes its cut text."""
+    if not isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        if len(text) <= TOOL_TEXT_CHARS:
+            return well_formed(text)
+        value = text
+    cut = value if len(value) <= TOOL_TEXT_CHARS else value[:TOOL_TEXT_CHARS] + "…"
+    return well_formed(json.dumps(cut, ensure_ascii=False))
 
 
 class ToolWait:
     """n8n streams one block per model call and runs the agent's tools between blocks without saying
     so. While the stream stays open after a block's end, the status says a tool runs; only after
     TOOL_STATUS_DELAY, as the last block's end is followed by the body's end a moment later and every
-    reply would claim a tool. The same node starting a new block counts one tool step."""
+    reply would claim a tool. The same node starting a new block is one tool step."""
 
-    def __init__(self, status: StatusReporter, outcome: Outcome) -> None:
-        self._status = status
-        self._outcome = outcome
+    def __init__(self, emitter: Emitter) -> None:
+        self._emitter = emitter
         self._ended: str | None = None  # the node whose block ended, until a block begins
         self._said = False  # the status for this end is out
         self._sleeping: asyncio.Task[None] | None = None
@@ -2624,15 +2786,16 @@ class ToolWait:
     def ended(self, node: str) -> None:
         self._ended, self._said = node, False
 
-    def began(self, node: str) -> None:
-        if self._ended is not None and node == self._ended:
-            self._outcome.tool_steps += 1
+    def began(self, node: str) -> bool:
+        """Whether this block is the node's next after a tool ran (one tool step)."""
+        tool_ran = self._ended is not None and node == self._ended
         self._ended = None
+        return tool_ran
 
-    def after_batch(self) -> None:
+    def after_batch(self, step: int) -> None:
         """All of a read is shown: a block that ended with nothing after it starts the wait."""
         if self._ended is not None and not self._said and self._sleeping is None:
-            self._sleeping = asyncio.ensure_future(self._say(self._ended, self._outcome.tool_steps + 1))
+            self._sleeping = asyncio.ensure_future(self._say(self._ended, step))
 
     def cancel(self) -> None:
         """More arrived, or the chat ends: a status still waiting is never said."""
@@ -2649,64 +2812,7 @@ class ToolWait:
     async def _say(self, node: str, step: int) -> None:
         await asyncio.sleep(TOOL_STATUS_DELAY)
         self._sleeping, self._saying, self._said = None, asyncio.current_task(), True
-        await self._status.show(f"{node or 'The agent'} is using a tool… (step {step})")
-
-
-async def chat_chunks(
-    exchange: Exchange,
-    status: StatusReporter,
-    show_thinking: bool,
-    secrets: list[str],
-    show_tool_steps: bool = True,
-    citations: Citations | None = None,
-) -> AsyncGenerator[str, None]:
-    """What the chat shows, chunk by chunk, with status and source events on the side; the first failure
-    shown is kept in the exchange's Outcome."""
-    outcome = exchange.outcome
-    renderer = ChatRenderer(show_thinking, outcome, show_tool_steps)
-    tool_wait = ToolWait(status, outcome)
-    await status.show("Waiting for n8n…")
-    try:
-        async with aclosing(batches_from_worker(exchange)) as batches:
-            async for batch in batches:
-                tool_wait.cancel()
-                shown: list[str] = []  # one chat chunk per batch: a fast stream must not cost a chunk per token
-                for piece in batch:
-                    if piece.kind in ("error", "dropped"):
-                        piece = Piece(piece.kind, redact(piece.value, secrets))
-                        outcome.failure = outcome.failure or piece.value
-                        where = host_and_port(exchange.request.url)
-                        log.warning("n8n at %s: %s", where, redact(piece.value, url_secrets(exchange.request.url)))
-                    elif piece.kind == "node":
-                        for chunk in chunks_of(shown):
-                            yield chunk
-                        tool_wait.began(piece.value)
-                        await status.show(f"{piece.value} is answering")
-                    elif piece.kind == "block_end":
-                        tool_wait.ended(piece.value)
-                    elif piece.kind == "source" and citations is not None:
-                        await citations.cite(piece.value)
-                    rendered = renderer.render(piece)
-                    if THINK_END in rendered and shown:
-                        # Open WebUI 0.6.0 looks for a reasoning block's end tag only in a chunk after the one
-                        # that opened it: sent with its <think>, the answer would stay inside "Thinking…".
-                        for chunk in chunks_of(shown):
-                            yield chunk
-                    shown.append(rendered)
-                for chunk in chunks_of(shown):
-                    yield chunk
-                tool_wait.after_batch()
-    except (GeneratorExit, asyncio.CancelledError):
-        tool_wait.cancel()
-        await exchange.execution.stop("Stopped", status)  # else the last status spins on for ever after Stop
-        raise
-    for chunk in open_webui_safe(renderer.close_thinking()):
-        yield chunk
-    await tool_wait.close()
-    if exchange.gave_up:
-        await exchange.execution.stop(outcome.failure, status)
-    else:
-        await status.show(outcome.failure or renderer.summary(), done=True)
+        await self._emitter.status(f"{node or 'The agent'} is using a tool… (step {step})")
 
 
 def unsent_note(turn: Turn) -> str:
@@ -2724,10 +2830,10 @@ async def noted_first(note: str, chunks: AsyncGenerator[str, None]) -> AsyncGene
             yield chunk
 
 
-async def single_chunk(text: str, status: StatusReporter | None = None, failure: str = "") -> AsyncGenerator[str, None]:
+async def single_chunk(text: str, emitter: Emitter | None = None, failure: str = "") -> AsyncGenerator[str, None]:
     """A finished answer as a one-chunk stream, for chats that asked for a stream."""
-    if status is not None and failure:
-        await status.show(failure, done=True)
+    if emitter is not None and failure:
+        await emitter.status(failure, done=True)
     for chunk in open_webui_safe(text):
         yield chunk
 
@@ -2809,6 +2915,290 @@ def url_secrets(url: str) -> list[str]:
         return [url]
     words = {"", "webhook", "webhook-test", "chat"}
     return [part for part in (parts.query, *parts.path.split("/")) if part not in words]
+
+
+# ---------------------------------------------------------------------------
+# Words: every sentence the user reads about a failure, made from its facts, in n8n's and Open WebUI's
+# own words for their settings. ChatTurn.failed redacts them, once.
+
+EMPTY_REPLY = (
+    "n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "
+    "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
+    "'When Last Node Finishes'."
+)
+WORKFLOW_STARTED = (
+    "n8n answered 'Workflow was started': the webhook replies before the workflow runs. "
+    "In the Webhook node set Respond to 'Streaming' (or 'When Last Node Finishes')."
+)
+NO_API_KEY = "n8n keeps running the workflow to its end (set the `n8n_api_key` valve to stop it too)"
+STOPPING = "stopping the n8n execution…"
+STOP_UNSUPPORTED = "this n8n cannot stop executions through its API (that needs n8n 2.10 or later)"
+API_KEY_WORKS = "the key works; Stop will stop n8n executions"
+CONNECTION_WORDS = {
+    "connection_reset": "connection reset",
+    "connection_closed": "connection closed before the reply ended",
+    "connection_lost": "connection lost",
+}
+
+
+def failure_words(failure: Failure) -> str:
+    """The sentence for a failure. A reply that broke off (`broke_off`) is said as a clause, for the
+    chat's "[stream interrupted after …: …]"; anything else as a whole sentence."""
+    f = failure
+    match f.code:
+        case "n8n_error":
+            return n8n_error_words(f.node, f.message)
+        case "model_error":
+            return f.message
+        case "workflow_started":
+            return WORKFLOW_STARTED
+        case "empty_reply":
+            return EMPTY_REPLY
+        case "no_text":
+            return f"The workflow's reply ({f.detail}) contained no text."
+        case "no_text_at_field":
+            return (
+                f"n8n's reply has no text at `{f.detail}`: {f.message}. "
+                "Set the `response_field` valve to the field that holds the answer."
+            )
+        case "line_too_long":
+            return f"n8n sent a line longer than {int(f.limit) // 1024} KiB without a line break"
+        case "event_stream_line_too_long":
+            return (
+                f"n8n sent an event-stream line longer than {int(f.limit) // 1024} KiB without a line break: "
+                "that is no event stream a chat can read"
+            )
+        case "event_too_long":
+            return f"n8n sent an event over {int(f.limit) // 1024} KiB without a blank line"
+        case "json_too_long":
+            return (
+                f"n8n's reply holds a JSON value over {f.limit / MIB:g} MB, the limit set by the `max_reply_mb` valve"
+            )
+        case "reply_too_large":
+            return f"the reply passed {f.limit / MIB:g} MB, the limit set by the `max_reply_mb` valve"
+        case "reply_too_long":
+            return f"the reply went on for over {f.limit / 60:g} min, the limit set by the `max_reply_minutes` valve"
+        case "attachment_too_large":
+            return (
+                f"'{f.detail}' is {f.size / MIB:.1f} MB, over the {f.limit / MIB:g} MB the `max_upload_mb` valve "
+                "allows: the message was not sent to n8n."
+            )
+        case "attachment_unreadable":
+            return f"'{f.detail}' could not be read from Open WebUI ({f.message}): the message was not sent to n8n."
+        case "invalid_url":
+            return "The `n8n_url` valve is not a valid http(s) URL."
+        case "host_not_found":
+            return f"Cannot reach n8n at {f.host}: host name not found. Check the `n8n_url` valve."
+        case "plain_http":
+            return (
+                f"n8n at {f.host} speaks plain HTTP, not HTTPS: write http:// instead of https:// in the "
+                "`n8n_url` valve."
+            )
+        case "tls_handshake_stalled":
+            return (
+                f"Cannot reach n8n at {f.host}: the TLS handshake did not finish within {f.seconds:g} s "
+                "(connect_timeout). Is this port serving HTTPS?"
+            )
+        case "tls_certificate":
+            return f"TLS error talking to n8n at {f.host}: certificate not accepted (see the `verify_ssl` valve)."
+        case "tls_error":
+            return f"TLS error talking to n8n at {f.host}: {shorten(f.message, 120)}."
+        case "connect_timeout":
+            return f"Cannot reach n8n at {f.host}: no answer within {f.seconds:g} s (connect_timeout)."
+        case "connection_refused":
+            return f"Cannot reach n8n at {f.host}: connection refused. Is n8n running, and is `n8n_url` right?"
+        case "proxy_failed":
+            return (
+                f"Cannot reach n8n through the proxy at {f.host or 'the proxy'} (set by HTTP_PROXY/HTTPS_PROXY in "
+                f"Open WebUI's environment): {CONNECTION_WORDS[f.detail]}. If Open WebUI should reach n8n "
+                "directly, add n8n's host to NO_PROXY."
+            )
+        case "read_timeout":
+            said = f"n8n sent nothing for {f.seconds:g} s (read_timeout)"
+            return said if f.broke_off else f"{said}."
+        case "connection_reset" | "connection_closed" | "connection_lost":
+            reason = CONNECTION_WORDS[f.code]
+            return reason if f.broke_off else f"Cannot reach n8n at {f.host}: {reason}."
+        case "auth_rejected":
+            return (
+                f"n8n rejected the request (HTTP {f.status}: {f.message or 'authentication failed'}). "
+                "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
+            )
+        case "webhook_not_found":
+            return not_found_words(f)
+        case "http_error":
+            advice = n8n_error_advice(f.message)
+            if advice:
+                return f"n8n answered HTTP {f.status}: {with_full_stop(f.message)} {advice}"
+            return f"n8n answered HTTP {f.status}: {f.message or 'no details'}"
+        case "gateway":
+            return gateway_words(f)
+        case "html_page":
+            return html_page_words(f)
+        case "redirect":
+            return f"`n8n_url` redirects to {f.detail} (HTTP {f.status}): put that URL in the `n8n_url` valve."
+        case "informational_only":
+            return f"n8n answered only an informational HTTP {f.status} and no answer after it."
+        case "no_content":
+            return (
+                "n8n answered HTTP 204 (No Content): the workflow sent no answer. Set the Webhook's Respond to "
+                "'Streaming' or 'When Last Node Finishes', or give the Respond to Webhook node a body."
+            )
+        case "not_modified":
+            return (
+                "n8n's address answered HTTP 304 (Not Modified), which only answers a cached request: a cache or "
+                "proxy in front of n8n answered instead; turn caching off for /webhook/ (see deploy/nginx.conf)."
+            )
+        case "unknown_encoding":
+            return (
+                f"n8n's reply is compressed as '{f.detail}', which the pipe cannot decode (it asks for "
+                "identity): switch compression off for /webhook/ in the proxy in front of n8n (see deploy/nginx.conf)."
+            )
+        case "internal_error":
+            return f"internal error in the n8n pipe: {f.detail}"
+        case _:
+            assert_never(f.code)
+
+
+def n8n_error_words(node: str, message: str) -> str:
+    reason = shorten(message) if message.strip() else "the workflow failed"
+    in_node = f" in {node}" if node else ""
+    advice = n8n_error_advice(reason)
+    said = f"{with_full_stop(reason)} {advice}" if advice else reason
+    return f"n8n error{in_node}: {said}"
+
+
+def n8n_error_advice(reason: str) -> str:
+    """What to do about a failure n8n reported (an HTTP error's message, a streamed `error` item's content),
+    in n8n's words: the reason alone ("Original error: TypeError") does not say where to look. "" if none."""
+    if "No authentication data defined on node" in reason:
+        return (
+            "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create or pick "
+            "the credential under Authentication, then publish the workflow again."
+        )
+    if "AbortError" in reason:
+        return "The workflow's execution was stopped in n8n (from its editor, its API or the pipe's Stop)."
+    if "Original error" in reason or re.search(r"\b(TypeError|ResponseError)\b", reason):
+        return (
+            "The model behind the workflow failed (its credential, URL or model name, or the model server): "
+            "open the workflow's Executions list in n8n to see which node failed and why."
+        )
+    return ""
+
+
+def not_found_words(f: Failure) -> str:
+    advice = (
+        "Test URLs (/webhook-test/) answer only while the n8n editor is listening ('Execute workflow')."
+        if f.detail == "test"
+        else "Production URLs (/webhook/) need the workflow to be active (published) in n8n."
+    )
+    said = "".join(f"{with_full_stop(part)} " for part in (f.message, f.hint) if part)
+    return f"n8n: webhook not found (HTTP 404). {said}Check the `n8n_url` valve. {advice}"
+
+
+def gateway_words(f: Failure) -> str:
+    """A proxy's 5xx as what it means for the turn: n8n may have the request and still be running it."""
+    after = f"after {seconds_said(f.seconds)} s"
+    if f.status == 504:
+        return (
+            f"The proxy in front of n8n answered 504 {after}; the workflow may still be running; "
+            "raise the proxy's read timeout (see deploy/nginx.conf)."
+        )
+    if f.status == 524:
+        return (
+            f"Cloudflare answered 524 {after}: n8n sent no response within Cloudflare's 100 s; the workflow may "
+            "still be running; let the Webhook respond by streaming, or reach n8n without Cloudflare."
+        )
+    if f.status == 503:
+        return (
+            f"The proxy in front of n8n answered 503 {after}: n8n is not available behind it (stopped, starting "
+            "or overloaded); try again once n8n is up."
+        )
+    if f.status == 502:
+        return (
+            f"The proxy in front of n8n answered 502 {after}: it got no valid answer from n8n; the workflow may "
+            "still be running. Check that n8n is up and that the proxy points at its port (see deploy/nginx.conf)."
+        )
+    page = f" ('{f.detail}')" if f.detail else ""
+    return f"The proxy in front of n8n answered {f.status}{page} {after}: see the proxy's error log."
+
+
+def html_page_words(f: Failure) -> str:
+    """An HTML page where the workflow's answer should be, named by its title and never pasted: n8n's editor
+    (an editor URL in `n8n_url`) or a login or proxy page in front of n8n."""
+    title = f.detail
+    label = ", ".join(
+        part for part in (f"HTTP {f.status}" if f.status != 200 else "", f"'{title}'" if title else "") if part
+    )
+    page = f"an HTML page ({label})" if label else "an HTML page"
+    if "n8n" in title.lower() or title.startswith("Cannot POST"):
+        return (
+            f"`n8n_url` answered {page}, not the workflow: the URL must be the Webhook node's Production URL "
+            "(…/webhook/…), not an n8n editor address."
+        )
+    return f"`n8n_url` answered {page}, not the workflow: is a login or proxy page in front of n8n?"
+
+
+def api_words(answer: ApiAnswer) -> str:
+    """What n8n's API did, as the status line says it after Stop or a reply the pipe let go of."""
+    a = answer
+    match a.code:
+        case "cancelled":
+            return f"n8n execution {a.execution_id} cancelled"
+        case "already_finished":
+            return f"n8n execution {a.execution_id} had already finished"
+        case "not_running":
+            return "no running n8n execution of this message was found (it had already finished)"
+        case "cannot_stop":
+            return STOP_UNSUPPORTED
+        case "key_rejected":
+            return "n8n rejected the `n8n_api_key` (HTTP 401): create a new API key in n8n (Settings > n8n API)"
+        case "scope_missing":
+            return f"the `n8n_api_key` may not do this (HTTP 403): give it the {a.scopes} scopes"
+        case "no_api":
+            where = a.host or "the `n8n_api_url`"
+            return f"no n8n API at {where} (HTTP {a.status}): check the `n8n_api_url` valve (…/api/v1)"
+        case "api_http_error":
+            return f"n8n's API answered HTTP {a.status}: {a.message or 'no details'}"
+        case "api_invalid_url":
+            return "the `n8n_api_url` valve is not a valid http(s) URL"
+        case "api_unreachable":
+            reason = API_CAUSE_WORDS[a.cause or "connection_lost"]
+            return f"n8n's API at {a.host} could not be reached ({reason}): the workflow may still be running"
+        case "api_not_json":
+            return f"n8n's API at {a.host} answered something that is not n8n's JSON"
+        case "key_works":
+            return API_KEY_WORKS
+        case _:
+            assert_never(a.code)
+
+
+API_CAUSE_WORDS = {"timeout": "no answer in time", "connection_refused": "connection refused", **CONNECTION_WORDS}
+
+
+def done_words(outcome: Outcome, now: float) -> str:
+    """The final status of a reply that went well: how long it took, and the agent's tool steps."""
+    total = now - outcome.started
+    steps = tool_steps_said(outcome.tool_steps)
+    if outcome.first_chunk_at is None:
+        return f"Done in {total:.1f} s{steps}"
+    return f"Done: first text after {outcome.first_chunk_at - outcome.started:.1f} s, {total:.1f} s in all{steps}"
+
+
+def tool_steps_said(count: int) -> str:
+    """The final status's note of the agent's tool steps, so the user knows tools ran."""
+    if not count:
+        return ""
+    return f", {count} tool step{'s' if count != 1 else ''}"
+
+
+def with_full_stop(text: str) -> str:
+    """n8n's hints can end without a full stop ("...only in the executions list)"): ours follows them."""
+    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
+
+
+def seconds_said(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
 
 
 # ---------------------------------------------------------------------------
@@ -2935,10 +3325,9 @@ def token_verdict(token: str) -> str:
 
 
 UNUSED_EXECUTION_ID = 2**31 - 1  # the doctor's stop probe: an id no execution has, so nothing is stopped
-API_KEY_WORKS = "the key works; Stop will stop n8n executions"
 
 
-def api_check(webhook_url: str, api_url: str, key: str) -> str:
+def api_check(webhook_url: str, api_url: str, key: str) -> ApiAnswer:
     """The doctor's word on an API key: listing one execution checks the key and its list scope; stopping
     an id no execution has checks the stop scope and that this n8n can stop executions (2.10 or later)."""
     api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "")
@@ -2952,22 +3341,25 @@ def api_check(webhook_url: str, api_url: str, key: str) -> str:
         except requests.RequestException as exc:
             return api_unreachable(exc, api)
     if no_stop_route(probe):
-        return STOP_UNSUPPORTED
+        return ApiAnswer("cannot_stop")
     if probe.status_code == 404:  # "Failed to find execution to stop" (2.41.1), "Not Found" (2.11.2)
-        return API_KEY_WORKS
+        return ApiAnswer("key_works")
     return api_refusal(probe, api, "execution:stop")
 
 
-def local_attachment(path: str) -> Attachment:
-    """A file named on the command line, as the chat would attach it (its type guessed from its name)."""
+def local_file(path: str) -> dict[str, Any]:
+    """A file named on the command line as Open WebUI lists a chat's file in `__files__` (its type guessed
+    from its name), so the doctor sends it through pipe() as the chat would."""
     file = Path(path)
     kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-    return Attachment(file.name, kind, file.stat().st_size, path=str(file))
+    meta = {"name": file.name, "content_type": kind, "size": file.stat().st_size}
+    return {"type": "file", "name": file.name, "file": {"path": str(file), "meta": meta}}
 
 
-def file_verdict(outcome: Outcome, attachment: Attachment) -> str:
+def file_verdict(outcome: Outcome, file: dict[str, Any]) -> str:
     """Whether n8n took the test file: any answer below 400 to the multipart request means it did."""
-    said = f"{attachment.name} ({attachment.type}, {attachment.size} bytes) sent as multipart/form-data"
+    meta = file["file"]["meta"]
+    said = f"{meta['name']} ({meta['content_type']}, {meta['size']} bytes) sent as multipart/form-data"
     if outcome.status_code is None:
         return f"{said}: not sent or no answer ({outcome.failure or 'no reply'})"
     if outcome.status_code >= 400:
@@ -2979,20 +3371,21 @@ async def run_check(
     url: str, token: str, auth_header: str, prompt: str, read_timeout: float, file: str | None = None
 ) -> int:
     pipe = Pipe()
+    pipe.valves.n8n_url = url
     pipe.valves.n8n_bearer_token = token
     pipe.valves.auth_header_name = auth_header
     pipe.valves.read_timeout = read_timeout
-    messages = [{"role": "user", "content": prompt}]
-    problem = url_problem(url) or header_problem(pipe.valves)
+    problem = valve_problem(Settings.of(pipe.valves), "", url)
     if problem:
         print(f"verdict: {problem}")
         return 1
-    attachments = (local_attachment(file),) if file else ()
-    turn = Turn(messages, wants_stream=True, chat_id=f"webhook-doctor-{int(time.time())}", attachments=attachments)
-    exchange = Exchange(pipe.webhook_request(url, turn))
-    async for chunk in chat_chunks(exchange, StatusReporter(None), True, [token, bare_token(token)]):
+    files = [local_file(file)] if file else []
+    body = {"model": "", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    outcome = Outcome()
+    metadata = {"chat_id": f"webhook-doctor-{int(time.time())}"}
+    answer = await pipe.pipe(body, __metadata__=metadata, __files__=files, outcome=outcome)
+    async for chunk in single_chunk(answer) if isinstance(answer, str) else answer:
         print(chunk, end="", flush=True)
-    outcome = exchange.outcome
     streamed, plain = verdict(outcome, token)
     print("\n")
     print(f"HTTP status: {outcome.status_code or 'none'}")
@@ -3000,8 +3393,8 @@ async def run_check(
     if outcome.first_chunk_at is not None and outcome.last_chunk_at is not None:
         print(f"time to first chunk: {outcome.first_chunk_at - outcome.started:.2f} s")
         print(f"chunks: {outcome.chunks}, arriving over {outcome.last_chunk_at - outcome.first_chunk_at:.2f} s")
-    if attachments:
-        print(f"file: {file_verdict(outcome, attachments[0])}")
+    if files:
+        print(f"file: {file_verdict(outcome, files[0])}")
     print(f"verdict: {plain}")
     return 0 if streamed else 1
 
@@ -3026,9 +3419,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         api_ok = True
         if args.api_key:
-            said = redact(api_check(args.url, args.api_url, args.api_key), [args.api_key])
-            print(f"n8n API: {said}")
-            api_ok = said == API_KEY_WORKS
+            answer = api_check(args.url, args.api_url, args.api_key)
+            print(f"n8n API: {redact(api_words(answer), [args.api_key])}")
+            api_ok = answer.code == "key_works"
         check_run = run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout, args.file)
         streams = asyncio.run(check_run)
         return streams or (0 if api_ok else 1)

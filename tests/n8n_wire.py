@@ -35,6 +35,12 @@ def n8n_line(kind: str, content: str | None = None, node: str = "AI Agent") -> b
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+def n8n_json(value: Any) -> str:
+    """A value as n8n's JSON.stringify writes it, as Respond to Webhook streams its body: compact
+    (tests/data/n8n-wire/stream-rtw.txt)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def n8n_reply(tokens: list[str], node: str = "AI Agent") -> list[bytes]:
     """A whole streamed answer: `begin`, one `item` per token, `end`."""
     return [n8n_line("begin", node=node), *(n8n_line("item", t, node) for t in tokens), n8n_line("end", node=node)]

@@ -11,17 +11,40 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import get_args, get_type_hints
 
-from pipe_n8n_stream import ChunkedBody, Exchange, Piece, RawBody, ReplyDecoder, WebhookRequest
+from pipe_n8n_stream import (
+    END,
+    ChunkedBody,
+    Event,
+    Exchange,
+    Failure,
+    Pipe,
+    RawBody,
+    ReplyDecoder,
+    ReplyEnded,
+    Settings,
+    Text,
+    Turn,
+    failure_words,
+    webhook_request,
+)
 
-PIECE_KINDS = {"text", "thinking", "node", "error", "dropped", "end", "step", "source", "block_end"}
+EVENT_TYPES = get_args(Event)  # the product's own list: a new kind is checked here without a copy
+Shown = Event | str  # what a test compares: an event, or a failure as the words the chat shows
+
+
+def said(events: Iterable[Event]) -> list[Shown]:
+    """Events as a test compares them: each failure becomes the sentence the user reads."""
+    return [failure_words(e) if isinstance(e, Failure) else e for e in events]
 
 
 @dataclass(frozen=True)
 class Answer:
-    """What the chat gets from one reply: the pieces, the format label, and whether a line was too long."""
+    """What the chat gets from one reply: the events (failures as their words), the format label, and
+    whether a line was too long."""
 
-    pieces: tuple[Piece, ...]
+    pieces: tuple[Shown, ...]
     format: str
     too_long: bool = False
 
@@ -51,13 +74,21 @@ def one_byte_reads(body: bytes) -> list[bytes]:
     return [body[i : i + 1] for i in range(len(body))]
 
 
-def run_read_loop(body: RawBody, content_type: str = "", response_field: str = "output") -> tuple[list[Piece], str]:
-    """Exchange.read_body over an in-memory body: every piece handed over, and the format label."""
-    request = WebhookRequest("http://127.0.0.1/webhook/test", {}, {}, 10, 300, True, response_field, True)
-    handed: list[Piece] = []
-    exchange = Exchange(request)
-    exchange.read_body(body, ReplyDecoder(content_type, response_field), handed.extend)
-    return handed, exchange.outcome.format
+def read_loop_events(body: RawBody, content_type: str = "", response_field: str = "output") -> list[Event]:
+    """Exchange.read_body over an in-memory body: every event handed over, the reply's end last."""
+    settings = Settings.of(Pipe.Valves(response_field=response_field))
+    request = webhook_request(settings, "http://127.0.0.1/webhook/test", Turn([], wants_stream=True))
+    handed: list[Event] = []
+    Exchange(request).read_body(body, ReplyDecoder(content_type, response_field), handed.extend)
+    return handed
+
+
+def run_read_loop(body: RawBody, content_type: str = "", response_field: str = "output") -> tuple[list[Shown], str]:
+    """Exchange.read_body over an in-memory body: what it handed over before the reply's end (failures as
+    their words), and the format label that end carried."""
+    *handed, ended = read_loop_events(body, content_type, response_field)
+    assert isinstance(ended, ReplyEnded), ended
+    return said(handed), ended.format
 
 
 def chunk_encoded(body: bytes, cuts: Iterable[int]) -> bytes:
@@ -72,29 +103,33 @@ def read_reply(
     """The reply as the worker reads it, from the given reads; `framed`: the reads carry the body in
     chunked transfer coding, which the pipe removes itself (ChunkedBody) before decoding."""
     body: RawBody = ChunkedBody(MemoryBody(chunks)) if framed else MemoryBody(chunks)
-    handed, label = run_read_loop(body, content_type, response_field)
-    # From memory no read can fail: a reply cut short ("dropped") can only be a line over the limit.
-    too_long = bool(handed) and handed[-1].kind == "dropped"
-    return Answer(tuple(handed), label, too_long)
+    *handed, ended = read_loop_events(body, content_type, response_field)
+    assert isinstance(ended, ReplyEnded), ended
+    # From memory no read can fail: a reply that broke off can only be a line over the limit.
+    too_long = bool(handed) and isinstance(handed[-1], Failure) and handed[-1].broke_off
+    return Answer(tuple(said(handed)), ended.format, too_long)
 
 
-def meaning(answer: Answer) -> tuple[str, tuple[Piece, ...]]:
+def meaning(answer: Answer) -> tuple[str, tuple[Shown, ...]]:
     """The part of an answer that must not depend on the reads. Plain text has no piece boundaries
     of its own (a piece is whatever one read carried), so its text is compared joined. After an end
     marker the format label is left out: lines after the marker in the same read may still have
     counted towards it (NDJSON or n8n stream), and the label is a status word, not the answer."""
-    label = "" if any(p.kind == "end" for p in answer.pieces) else answer.format
+    label = "" if END in answer.pieces else answer.format
     if answer.format != "text":
         return label, answer.pieces
-    texts = [p for p in answer.pieces if p.kind == "text"]
-    rest = tuple(p for p in answer.pieces if p.kind != "text")
-    return label, (Piece("text", "".join(p.value for p in texts)), *rest) if texts else rest
+    texts = [p for p in answer.pieces if isinstance(p, Text)]
+    rest = tuple(p for p in answer.pieces if not isinstance(p, Text))
+    return label, (Text("".join(p.text for p in texts)), *rest) if texts else rest
 
 
 def check_well_formed(answer: Answer) -> None:
     for piece in answer.pieces:
-        assert piece.kind in PIECE_KINDS, piece
-        assert isinstance(piece.value, str), piece
+        if isinstance(piece, str):  # a failure's words
+            continue
+        assert isinstance(piece, EVENT_TYPES), piece
+        for name, kind in get_type_hints(type(piece)).items():
+            assert kind is not str or isinstance(getattr(piece, name), str), piece
 
 
 def check_split_invariance(

@@ -5,21 +5,26 @@ import json
 
 import pytest
 import urllib3
+from reply_checks import Shown, said
 
 from pipe_n8n_stream import (
     BOM,
     EMPTY_REPLY,
+    END,
     MAX_LINE_BYTES,
     READ_SIZE,
     WORKFLOW_STARTED,
+    BlockEnded,
     ChunkedFraming,
     LineSplitter,
     LineTooLong,
-    Piece,
+    NodeStarted,
     ReplyDecoder,
     ServerSentEvent,
     SSEDecoder,
-    pieces_of_json,
+    Text,
+    Thinking,
+    events_of_json,
     sniff,
 )
 
@@ -32,10 +37,14 @@ N8N_JSON = "application/json; charset=utf-8"
 META = {"nodeId": "171d4f55", "nodeName": "AI Agent", "itemIndex": 0, "runIndex": 0, "timestamp": 1795572226154}
 
 
-def decode(*reads: bytes, content_type: str = "", response_field: str = "output") -> list[Piece]:
+def decode(*reads: bytes, content_type: str = "", response_field: str = "output") -> list[Shown]:
     decoder = ReplyDecoder(content_type, response_field)
     pieces = [piece for data in reads for piece in decoder.feed(data)]
-    return pieces + decoder.finish()
+    return said(pieces + decoder.finish())
+
+
+def json_events(value: object, response_field: str) -> list[Shown]:
+    return said(events_of_json(value, response_field))
 
 
 # --- LineSplitter -------------------------------------------------------------------------------
@@ -164,7 +173,7 @@ def test_a_blank_line_without_data_dispatches_nothing_and_forgets_the_event_name
 
 def test_the_unterminated_last_event_is_discarded():
     body = b'data: {"text":"kept"}\n\ndata: {"text":"lost"}\n'
-    assert decode(body, content_type="text/event-stream") == [Piece("text", "kept")]
+    assert decode(body, content_type="text/event-stream") == [Text("kept")]
 
 
 # --- sniff ---------------------------------------------------------------------------------------
@@ -212,10 +221,10 @@ def test_anything_else_is_plain_text():
 
 
 def test_a_bom_cut_between_reads_is_still_dropped():
-    assert decode(BOM[:1], BOM[1:] + b"data: hi\n\n") == [Piece("text", "hi")]
+    assert decode(BOM[:1], BOM[1:] + b"data: hi\n\n") == [Text("hi")]
 
 
-# --- pieces_of_json: n8n ----------------------------------------------------------------------
+# --- events_of_json: n8n ----------------------------------------------------------------------
 
 
 def n8n(kind: str, **fields: object) -> dict:
@@ -223,29 +232,25 @@ def n8n(kind: str, **fields: object) -> dict:
 
 
 def test_n8n_begin_names_the_node():
-    assert pieces_of_json(n8n("begin"), "output") == [Piece("node", "AI Agent")]
+    assert json_events(n8n("begin"), "output") == [NodeStarted("AI Agent")]
 
 
 def test_n8n_item_is_text():
-    assert pieces_of_json(n8n("item", content='tab\tquote" ünï'), "output") == [Piece("text", 'tab\tquote" ünï')]
+    assert json_events(n8n("item", content='tab\tquote" ünï'), "output") == [Text('tab\tquote" ünï')]
 
 
 def test_n8n_end_marks_the_block_end_and_keepalive_is_nothing():
-    assert pieces_of_json(n8n("end"), "output") == [Piece("block_end", "AI Agent")]
-    assert pieces_of_json({"type": "keepalive"}, "output") == []
+    assert json_events(n8n("end"), "output") == [BlockEnded("AI Agent")]
+    assert json_events({"type": "keepalive"}, "output") == []
 
 
 def test_n8n_error_names_the_node_and_the_reason():
     value = {"type": "error", "content": "Original error: TypeError", "metadata": {"nodeName": "AI Agent"}}
-    assert pieces_of_json(value, "output") == [
-        Piece("error", "n8n error in AI Agent: Original error: TypeError. " + MODEL_FAILED)
-    ]
+    assert json_events(value, "output") == ["n8n error in AI Agent: Original error: TypeError. " + MODEL_FAILED]
 
 
 def test_n8n_error_without_content_still_says_the_workflow_failed():
-    assert pieces_of_json({"type": "error", "metadata": {}}, "output") == [
-        Piece("error", "n8n error: the workflow failed")
-    ]
+    assert json_events({"type": "error", "metadata": {}}, "output") == ["n8n error: the workflow failed"]
 
 
 def n8n_block(*contents: str) -> bytes:
@@ -255,7 +260,7 @@ def n8n_block(*contents: str) -> bytes:
 
 
 def texts(body: bytes) -> list[str]:
-    return [p.value for p in decode(body, content_type=N8N_JSON) if p.kind == "text"]
+    return [p.text for p in decode(body, content_type=N8N_JSON) if isinstance(p, Text)]
 
 
 def test_respond_to_webhook_item_is_a_json_string_read_at_the_response_field():
@@ -288,51 +293,51 @@ def test_a_held_first_item_is_shown_as_it_came_before_an_error():
     lines = (n8n("begin"), n8n("item", content='{"output":"x"}'), n8n("error", content="boom"))
     pieces = decode(b"".join(json.dumps(line).encode() + b"\n" for line in lines), content_type=N8N_JSON)
     assert pieces == [
-        Piece("node", "AI Agent"),
-        Piece("text", '{"output":"x"}'),
-        Piece("error", "n8n error in AI Agent: boom"),
+        NodeStarted("AI Agent"),
+        Text('{"output":"x"}'),
+        "n8n error in AI Agent: boom",
     ]
 
 
-# --- pieces_of_json: model APIs ----------------------------------------------------------------
+# --- events_of_json: model APIs ----------------------------------------------------------------
 
 
 def test_openai_delta_with_reasoning_content_is_thinking_then_text():
     value = {"choices": [{"delta": {"reasoning_content": "hmm", "content": "Hi"}}]}
-    assert pieces_of_json(value, "output") == [Piece("thinking", "hmm"), Piece("text", "Hi")]
+    assert json_events(value, "output") == [Thinking("hmm"), Text("Hi")]
 
 
 def test_openai_reasoning_field_and_complete_message():
-    assert pieces_of_json({"choices": [{"delta": {"reasoning": "r"}}]}, "output") == [Piece("thinking", "r")]
-    assert pieces_of_json({"choices": [{"message": {"content": "whole"}}]}, "output") == [Piece("text", "whole")]
+    assert json_events({"choices": [{"delta": {"reasoning": "r"}}]}, "output") == [Thinking("r")]
+    assert json_events({"choices": [{"message": {"content": "whole"}}]}, "output") == [Text("whole")]
 
 
 def test_ollama_chat_message_with_thinking_and_done():
     value = {"model": "m", "message": {"role": "assistant", "thinking": "t", "content": "c"}, "done": True}
-    assert pieces_of_json(value, "output") == [Piece("thinking", "t"), Piece("text", "c"), Piece("end")]
+    assert json_events(value, "output") == [Thinking("t"), Text("c"), END]
 
 
 def test_ollama_generate_response_not_done():
     value = {"model": "m", "response": "word", "done": False}
-    assert pieces_of_json(value, "output") == [Piece("text", "word")]
+    assert json_events(value, "output") == [Text("word")]
 
 
 def test_anthropic_text_and_thinking_deltas():
     text = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}
     thinking = {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "t"}}
-    assert pieces_of_json(text, "output") == [Piece("text", "Hi")]
-    assert pieces_of_json(thinking, "output") == [Piece("thinking", "t")]
+    assert json_events(text, "output") == [Text("Hi")]
+    assert json_events(thinking, "output") == [Thinking("t")]
 
 
 def test_anthropic_bookkeeping_events_are_nothing_and_message_stop_ends():
     for kind in ("ping", "message_start", "content_block_start", "content_block_stop", "message_delta"):
-        assert pieces_of_json({"type": kind}, "output") == [], kind
-    assert pieces_of_json({"type": "message_stop"}, "output") == [Piece("end")]
+        assert json_events({"type": kind}, "output") == [], kind
+    assert json_events({"type": "message_stop"}, "output") == [END]
 
 
 def test_anthropic_error_event_is_an_error_not_an_n8n_line():
     value = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-    assert pieces_of_json(value, "output") == [Piece("error", "overloaded_error: Overloaded")]
+    assert json_events(value, "output") == ["overloaded_error: Overloaded"]
 
 
 # --- errors, complete replies, response_field ----------------------------------------------------
@@ -353,11 +358,11 @@ def test_an_error_object_is_an_error_in_every_format(error, message):
         (line + b"\n" + line + b"\n", "application/x-ndjson"),
         (b"data: " + line + b"\n\n", "text/event-stream"),
     ):
-        assert Piece("error", message) in decode(body, content_type=content_type), content_type
+        assert message in decode(body, content_type=content_type), content_type
 
 
 def test_workflow_was_started_is_explained():
-    assert decode(b'{"message":"Workflow was started"}', content_type=N8N_JSON) == [Piece("error", WORKFLOW_STARTED)]
+    assert decode(b'{"message":"Workflow was started"}', content_type=N8N_JSON) == [WORKFLOW_STARTED]
 
 
 @pytest.mark.parametrize(
@@ -373,23 +378,23 @@ def test_workflow_was_started_is_explained():
     ],
 )
 def test_response_field_dotted_paths(value, field, text):
-    assert pieces_of_json(value, field) == [Piece("text", text)]
+    assert json_events(value, field) == [Text(text)]
 
 
 def test_a_complete_reply_without_text_says_which_valve_to_set():
     pieces = decode(b'{"result": 42}', content_type=N8N_JSON)
-    assert len(pieces) == 1 and pieces[0].kind == "error"
-    assert "response_field" in pieces[0].value and '{"result": 42}' in pieces[0].value
+    assert len(pieces) == 1 and isinstance(pieces[0], str)
+    assert "response_field" in pieces[0] and '{"result": 42}' in pieces[0]
 
 
 def test_a_pretty_printed_complete_reply_is_read_whole():
     body = b'{\n  "output": "pretty\\nprinted"\n}\n'
-    assert decode(body[:7], body[7:], content_type=N8N_JSON) == [Piece("text", "pretty\nprinted")]
+    assert decode(body[:7], body[7:], content_type=N8N_JSON) == [Text("pretty\nprinted")]
 
 
 def test_an_empty_body_is_empty_and_says_why():
     decoder = ReplyDecoder(N8N_JSON)
-    assert decoder.finish() == [Piece("error", EMPTY_REPLY)]
+    assert said(decoder.finish()) == [EMPTY_REPLY]
     assert decoder.format == "empty"
     assert decoder.empty
     assert decoder.ended
@@ -398,8 +403,8 @@ def test_an_empty_body_is_empty_and_says_why():
 def test_plain_text_comes_out_as_sent():
     body = "Authorization data is wrong!\r\nünï 🎉".encode()
     pieces = decode(body[:30], body[30:33], body[33:])
-    assert "".join(p.value for p in pieces) == body.decode()
-    assert {p.kind for p in pieces} == {"text"}
+    assert "".join(p.text for p in pieces) == body.decode()
+    assert {type(p) for p in pieces} == {Text}
 
 
 # --- Regressions caught by the property tests and the fuzzer ------------------------------------
@@ -413,23 +418,23 @@ def test_lf_alone_in_a_read_after_a_cr_does_not_swallow_the_next_blank_line():
     assert lines.feed(b"\n") == []
     assert lines.feed(b"\n") == [""]
     reads = [b"data: x\r", b"\n", b"\n", b"data: y\n\n"]
-    assert decode(*reads, content_type="text/event-stream") == [Piece("text", "x"), Piece("text", "y")]
+    assert decode(*reads, content_type="text/event-stream") == [Text("x"), Text("y")]
 
 
 def test_nothing_after_the_end_marker_counts_even_in_the_same_read():
     """The reader stops at the read that carries the end: text after it showed only when it came
     in the same read."""
     body = b'data: {"text":"a"}\n\ndata: [DONE]\n\ndata: {"text":"after"}\n\n'
-    expected = [Piece("text", "a"), Piece("end")]
+    expected = [Text("a"), END]
     assert decode(body, content_type="text/event-stream") == expected
     assert decode(body[:40], body[40:], content_type="text/event-stream") == expected
 
 
 def test_a_list_or_object_as_type_is_no_type_not_a_crash():
     """{"type": []} raised TypeError (unhashable) in is_n8n_chunk."""
-    assert pieces_of_json({"type": []}, "output") == []
-    assert pieces_of_json({"type": {"a": 1}, "metadata": {}}, "output") == []
-    assert pieces_of_json({"type": ["item"], "content": "x"}, "output") == [Piece("text", "x")]
+    assert json_events({"type": []}, "output") == []
+    assert json_events({"type": {"a": 1}, "metadata": {}}, "output") == []
+    assert json_events({"type": ["item"], "content": "x"}, "output") == [Text("x")]
 
 
 @pytest.mark.parametrize(
@@ -447,15 +452,15 @@ def test_a_list_or_object_as_type_is_no_type_not_a_crash():
 )
 def test_odd_shapes_in_producer_fields_read_as_nothing_not_a_crash(value):
     """A string or list where an object belongs raised AttributeError/TypeError/KeyError."""
-    assert all(p.kind in ("error", "text") for p in pieces_of_json(value, "output"))
+    assert all(isinstance(p, str | Text) for p in json_events(value, "output"))
 
 
 def test_non_string_thinking_or_node_name_is_ignored():
-    """A number as Anthropic's thinking became Piece("thinking", 5) and broke the renderer's str +;
+    """A number as Anthropic's thinking became Thinking(5) and broke the renderer's str +;
     a number as nodeName became a node piece that is no name."""
     thinking = {"type": "content_block_delta", "delta": {"type": "thinking_delta", "thinking": 5}}
-    assert pieces_of_json(thinking, "output") == []
-    assert pieces_of_json({"type": "begin", "metadata": {"nodeName": 5}}, "output") == []
+    assert json_events(thinking, "output") == []
+    assert json_events({"type": "begin", "metadata": {"nodeName": 5}}, "output") == []
 
 
 @pytest.mark.parametrize(
@@ -470,13 +475,13 @@ def test_non_string_thinking_or_node_name_is_ignored():
 def test_deeply_nested_json_is_not_json_rather_than_a_recursion_error(body, content_type):
     """json.loads raises RecursionError (not ValueError) on deep nesting: it escaped the decoder."""
     pieces = decode(body, content_type=content_type)
-    assert pieces and all(p.kind in ("text", "error") for p in pieces)
+    assert pieces and all(isinstance(p, Text | str) for p in pieces)
 
 
 def test_a_superscript_digit_in_response_field_is_a_key_not_a_crash():
     """`²`.isdigit() is True but int('²') raises: the path walk used isdigit."""
-    assert pieces_of_json([{"output": "x"}], "²") == [Piece("text", "x")]
-    assert pieces_of_json({"²": "y"}, "²") == [Piece("text", "y")]
+    assert json_events([{"output": "x"}], "²") == [Text("x")]
+    assert json_events({"²": "y"}, "²") == [Text("y")]
 
 
 def test_data_lines_that_never_meet_a_blank_line_stop_at_the_limit_instead_of_piling_up():
@@ -500,24 +505,24 @@ def test_a_long_blank_head_before_json_reads_the_same_in_one_read_or_many():
     body = b"\n" * (MAX_LINE_BYTES + READ_SIZE) + b'{"output":"hi"}\n'
     one_read = decode(body, content_type=N8N_JSON)
     many_reads = decode(*(body[i : i + READ_SIZE] for i in range(0, len(body), READ_SIZE)), content_type=N8N_JSON)
-    joined = "".join(p.value for p in many_reads)
-    assert [p.kind for p in one_read] == ["text"] and one_read[0].value == joined
+    joined = "".join(p.text for p in many_reads)
+    assert [type(p) for p in one_read] == [Text] and one_read[0].text == joined
 
 
 @pytest.mark.parametrize("data", ['"Rate limited"', "429", "true"])
 def test_an_sse_error_event_whose_data_is_a_json_number_or_string_is_still_an_error(data):
     """A JSON scalar in an `event: error` came out as plain text: only non-JSON data kept the kind."""
     body = f"event: error\ndata: {data}\n\n".encode()
-    assert decode(body, content_type="text/event-stream") == [Piece("error", data)]
-    assert decode(f"data: {data}\n\n".encode(), content_type="text/event-stream") == [Piece("text", data)]
+    assert decode(body, content_type="text/event-stream") == [data]
+    assert decode(f"data: {data}\n\n".encode(), content_type="text/event-stream") == [Text(data)]
 
 
 def test_a_lone_surrogate_from_a_json_escape_becomes_a_replacement_character():
     # json.loads turns "\ud800" into a lone surrogate, which Open WebUI could not encode as UTF-8.
     item = b'{"type":"item","content":"a\\ud800b \\ud83d\\ude00","metadata":{"nodeName":"AI Agent"}}\n'
     pieces = decode(item, content_type=N8N_JSON)
-    assert pieces == [Piece("text", "a\ufffdb \U0001f600")]
-    pieces[0].value.encode("utf-8")
+    assert pieces == [Text("a\ufffdb \U0001f600")]
+    pieces[0].text.encode("utf-8")
 
 
 # --- ChunkedFraming (HTTP/1.1 chunked transfer coding, read straight from the socket) ---------------
@@ -570,6 +575,6 @@ def test_broken_chunked_framing_is_a_protocol_error(wire):
 def test_a_value_that_is_no_n8n_line_inside_n8n_s_stream_is_read_on_its_own():
     """Found by the property tests: a JSON string after a `begin` line was taken for an n8n line (AttributeError)."""
     body = b'{"type":"begin","metadata":{"nodeName":"A"}}\r""'
-    assert decode(body) == [Piece("node", "A"), Piece("error", "The workflow's reply (n8n stream) contained no text.")]
+    assert decode(body) == [NodeStarted("A"), "The workflow's reply (n8n stream) contained no text."]
     held = b'{"type":"begin","metadata":{"nodeName":"A"}}\n{"type":"item","content":"{}"}\n"after"\n'
-    assert [p for p in decode(held) if p.kind == "text"] == [Piece("text", "{}"), Piece("text", "after")]
+    assert [p for p in decode(held) if isinstance(p, Text)] == [Text("{}"), Text("after")]

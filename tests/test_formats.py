@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_line, n8n_reply
+from n8n_wire import n8n_json
 
 from pipe_n8n_stream import ACCEPT_COMPLETE
 
@@ -182,7 +183,7 @@ def test_agent_with_a_tool_shows_every_begin_end_block(chat):
 
 def test_respond_to_webhook_stream_shows_only_the_output_text(chat):
     # tests/data/n8n-wire/stream-rtw.txt: the whole body as ONE item whose content is a JSON string.
-    lines = n8n_reply([json.dumps({"output": CAPTURED_TEXT}, ensure_ascii=False)], node="Respond to Webhook")
+    lines = n8n_reply([n8n_json({"output": CAPTURED_TEXT})], node="Respond to Webhook")
     outcome = talk(chat, [Reply(headers=N8N_HEADERS, steps=lines)])
 
     assert outcome.answer == [CAPTURED_TEXT]

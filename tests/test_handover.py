@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from pipe_n8n_stream import QUEUED_CHARS, Handover, Piece, Stopped
+from pipe_n8n_stream import QUEUED_CHARS, Handover, Stopped, Text
 
 
 def counting_wakes(loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> list[object]:
@@ -31,17 +31,17 @@ def test_pieces_handed_over_before_a_drain_wake_the_loop_once(monkeypatch):
         wakes = counting_wakes(loop, monkeypatch)
         handover = Handover(loop)
         for i in range(50):
-            handover.put([Piece("text", str(i))])
+            handover.put([Text(str(i))])
         first, finished_then = await handover.drain()
-        handover.put([Piece("text", "last")])
+        handover.put([Text("last")])
         handover.finish()
         second, finished = await handover.drain()
         return wakes, first, finished_then, second, finished
 
     wakes, first, finished_then, second, finished = asyncio.run(scenario())
-    assert [p.value for p in first] == [str(i) for i in range(50)]
+    assert [p.text for p in first] == [str(i) for i in range(50)]
     assert not finished_then
-    assert second == [Piece("text", "last")]
+    assert second == [Text("last")]
     assert finished
     assert len(wakes) == 2
 
@@ -59,12 +59,12 @@ def test_an_empty_read_wakes_nobody(monkeypatch):
 def test_a_stalled_chat_pauses_the_worker_until_it_drains():
     async def scenario():
         handover = Handover(asyncio.get_running_loop())
-        big = Piece("text", "x" * (QUEUED_CHARS + 1))
+        big = Text("x" * (QUEUED_CHARS + 1))
         handover.put([big])  # more than the limit is queued now: the next put must wait
         second_put_done = threading.Event()
 
         def worker():
-            handover.put([Piece("text", "after the drain")])
+            handover.put([Text("after the drain")])
             second_put_done.set()
 
         thread = threading.Thread(target=worker)
@@ -78,19 +78,19 @@ def test_a_stalled_chat_pauses_the_worker_until_it_drains():
     waited, first, second, done = asyncio.run(scenario())
     assert not waited
     assert len(first) == 1
-    assert second == [Piece("text", "after the drain")]
+    assert second == [Text("after the drain")]
     assert done
 
 
 def test_stop_releases_a_paused_worker_with_stopped():
     async def scenario():
         handover = Handover(asyncio.get_running_loop())
-        handover.put([Piece("text", "x" * (QUEUED_CHARS + 1))])
+        handover.put([Text("x" * (QUEUED_CHARS + 1))])
         raised: list[BaseException] = []
 
         def worker():
             try:
-                handover.put([Piece("text", "never shown")])
+                handover.put([Text("never shown")])
             except Stopped as exc:
                 raised.append(exc)
 

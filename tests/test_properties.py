@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from reply_checks import (
     Answer,
     MemoryBody,
+    Shown,
     check_split_invariance,
     chunk_encoded,
     meaning,
@@ -36,11 +37,15 @@ from reply_checks import (
 
 from pipe_n8n_stream import (
     BOM,
+    END,
     MAX_LINE_BYTES,
     READ_SIZE,
+    BlockEnded,
     LineTooLong,
-    Piece,
+    NodeStarted,
     ReplyDecoder,
+    Text,
+    Thinking,
     shorten,
 )
 
@@ -84,7 +89,7 @@ class Reply:
 
     wire: bytes
     content_type: str
-    expected: tuple[Piece, ...]
+    expected: tuple[Shown, ...]
     format: str
     response_field: str = "output"
 
@@ -117,12 +122,12 @@ def n8n_replies(draw: st.DrawFn) -> Reply:
     included: a model's words come out exactly as it streamed them."""
     ascii_only = draw(st.booleans())
     lines: list[str] = []
-    expected: list[Piece] = []
+    expected: list[Shown] = []
     for _ in range(draw(st.integers(1, 2))):
         node = draw(node_name)
         meta = {"nodeId": "171d4f55", "nodeName": node, "itemIndex": 0, "runIndex": 0, "timestamp": 1795572226154}
         lines.append(as_json({"type": "begin", "metadata": meta}, ascii_only))
-        expected.append(Piece("node", node))
+        expected.append(NodeStarted(node))
         contents = draw(st.lists(token, max_size=5))
         if len(contents) == 1 and is_json_document(contents[0]):
             contents = [draw(item_token)]
@@ -130,14 +135,14 @@ def n8n_replies(draw: st.DrawFn) -> Reply:
             if draw(st.integers(0, 5)) == 0:
                 lines.append('{"type":"keepalive"}')
             lines.append(as_json({"type": "item", "content": content, "metadata": meta}, ascii_only))
-            expected += [Piece("text", content)] if content else []
+            expected += [Text(content)] if content else []
         lines.append(as_json({"type": "end", "metadata": meta}, ascii_only))
-        expected.append(Piece("block_end", node))
+        expected.append(BlockEnded(node))
     if draw(st.booleans()):
         reason = draw(maybe_token)
         lines.append(as_json({"type": "error", "content": reason, "metadata": {"nodeName": node}}, ascii_only))
         shown = shorten(reason) if reason and reason.strip() else "the workflow failed"  # error reasons are shortened
-        expected.append(Piece("error", f"n8n error in {node}: {shown}"))
+        expected.append(f"n8n error in {node}: {shown}")
     wire = lines_to_wire(lines, draw(line_endings), draw(st.booleans()), draw(st.booleans()))
     content_type = draw(st.sampled_from(("application/json; charset=utf-8", "")))
     return Reply(wire, content_type, tuple(expected), "n8n stream")
@@ -160,12 +165,12 @@ sse_raw_token = token.filter(sse_raw_tokens)
 
 
 @st.composite
-def sse_events(draw: st.DrawFn, ascii_only: bool) -> tuple[list[str], list[Piece]]:
+def sse_events(draw: st.DrawFn, ascii_only: bool) -> tuple[list[str], list[Shown]]:
     kind = draw(st.sampled_from(("openai", "openai-thinking", "anthropic", "anthropic-thinking", "raw", "error")))
     if kind in ("raw", "error"):
         text = draw(sse_raw_token)
         lines = (["event: error"] if kind == "error" else []) + [f"data: {text}"]
-        return lines, [Piece("error" if kind == "error" else "text", text)] if text else []
+        return lines, [text if kind == "error" else Text(text)] if text else []
     text = draw(token)
     if kind.startswith("openai"):
         field = "reasoning_content" if kind.endswith("thinking") else "content"
@@ -176,7 +181,7 @@ def sse_events(draw: st.DrawFn, ascii_only: bool) -> tuple[list[str], list[Piece
         delta.setdefault("type", "text_delta")
         data = {"type": "content_block_delta", "index": 0, "delta": delta}
         lines = ["event: content_block_delta", f"data: {as_json(data, ascii_only)}"]
-    return lines, [Piece("thinking" if kind.endswith("thinking") else "text", text)] if text else []
+    return lines, [Thinking(text) if kind.endswith("thinking") else Text(text)] if text else []
 
 
 @st.composite
@@ -187,7 +192,7 @@ def sse_replies(draw: st.DrawFn) -> Reply:
     ascii_only = draw(st.booleans())
     content_type = draw(st.sampled_from(("text/event-stream", "text/event-stream; charset=utf-8", "")))
     lines: list[str] = []
-    expected: list[Piece] = []
+    expected: list[Shown] = []
     for index in range(draw(st.integers(1, 6))):
         extras = draw(st.lists(st.sampled_from(SSE_EXTRAS), max_size=2))
         if index == 0 and not content_type:
@@ -198,7 +203,7 @@ def sse_replies(draw: st.DrawFn) -> Reply:
     end = draw(st.sampled_from(("", "data: [DONE]", 'event: message_stop\ndata: {"type":"message_stop"}')))
     if end:
         lines += [*end.split("\n"), ""]
-        expected.append(Piece("end"))
+        expected.append(END)
         lines += draw(AFTER_END)
     lines += draw(UNTERMINATED)  # discarded: no blank line after it
     wire = lines_to_wire(lines, draw(line_endings), draw(st.booleans()), last_eol=lines[-1] == "")
@@ -213,17 +218,17 @@ def ndjson_replies(draw: st.DrawFn) -> Reply:
     """Ollama's /api/chat stream: message content and thinking per line, done:true at the end."""
     ascii_only = draw(st.booleans())
     lines: list[str] = []
-    expected: list[Piece] = []
+    expected: list[Shown] = []
     for content, thinking in draw(st.lists(st.tuples(token, maybe_token), min_size=2, max_size=6)):
         message = {"role": "assistant", "content": content, **({"thinking": thinking} if thinking is not None else {})}
         lines.append(as_json({"model": "llama3", "message": message, "done": False}, ascii_only))
-        expected += [Piece("thinking", thinking)] if thinking else []
-        expected += [Piece("text", content)] if content else []
+        expected += [Thinking(thinking)] if thinking else []
+        expected += [Text(content)] if content else []
         if draw(st.integers(0, 5)) == 0:
             lines.append("")
     if draw(st.booleans()):
         lines.append(as_json({"model": "llama3", "message": {"role": "assistant", "content": ""}, "done": True}, False))
-        expected.append(Piece("end"))
+        expected.append(END)
     wire = lines_to_wire(lines, draw(line_endings), draw(st.booleans()), draw(st.booleans()))
     content_type = draw(st.sampled_from(("application/x-ndjson", "application/json", "")))
     return Reply(wire, content_type, tuple(expected), "NDJSON")
@@ -253,7 +258,7 @@ def complete_json_replies(draw: st.DrawFn) -> Reply:
         body = body.replace("\n", "\r\n")
     wire = (BOM if draw(st.booleans()) else b"") + body.encode() + draw(st.sampled_from((b"", b"\n")))
     content_type = draw(st.sampled_from(("application/json; charset=utf-8", "")))
-    return Reply(wire, content_type, (Piece("text", text),), "complete JSON", field)
+    return Reply(wire, content_type, (Text(text),), "complete JSON", field)
 
 
 # --- plain text ----------------------------------------------------------------------------------
@@ -270,7 +275,7 @@ def text_replies(draw: st.DrawFn) -> Reply:
         assume(text.strip(" \t\r\n") and not text.startswith("\ufeff"))  # blank is empty; a BOM is no text
     else:
         text = draw(first_plain_char) + text
-    return Reply(text.encode(), content_type, (Piece("text", text),), "text")
+    return Reply(text.encode(), content_type, (Text(text),), "text")
 
 
 first_plain_char = st.characters(exclude_categories=["Cs", "Zs", "Cc"], exclude_characters="{[:deir\ufeff")
@@ -302,12 +307,12 @@ def random_reads(seed: int, wire: bytes) -> list[bytes]:
     return reads(wire, cuts[: rng.randint(1, 24)])
 
 
-def shown_by_the_chat(reply: Reply) -> tuple[Piece, ...]:
+def shown_by_the_chat(reply: Reply) -> tuple[Shown, ...]:
     """What went in, and the pipe's verdict when none of it is text or an error: a reply the user can
     read, never an empty message."""
-    if any(p.kind in ("text", "error") for p in reply.expected):
+    if any(isinstance(p, Text | str) for p in reply.expected):
         return reply.expected
-    return (*reply.expected, Piece("error", f"The workflow's reply ({reply.format}) contained no text."))
+    return (*reply.expected, f"The workflow's reply ({reply.format}) contained no text.")
 
 
 def check_reply(reply: Reply, seed: int) -> None:
@@ -414,22 +419,22 @@ def test_any_json_in_producer_fields_never_raises_and_means_the_same(value, wrap
     line = json.dumps(value).encode()
     body = template % ((line,) * template.count(b"%s"))
     answer = check_split_invariance(body, random_reads(seed, body), content_type)
-    assert all(p.kind != "text" or p.value for p in answer.pieces)
+    assert all(not isinstance(p, Text) or p.text for p in answer.pieces)
 
 
 @given(payload=st.binary(max_size=300), seed=seeds)
 def test_invalid_utf8_in_plain_text_becomes_replacement_characters(payload, seed):
     body = b"x" + payload
     answer = check_split_invariance(body, random_reads(seed, body), "text/plain")
-    assert "".join(p.value for p in answer.pieces) == body.decode("utf-8", "replace")
+    assert "".join(p.text for p in answer.pieces) == body.decode("utf-8", "replace")
 
 
 @given(payload=st.binary(max_size=200).map(lambda b: bytes(c for c in b if c >= 0x20 and c not in b'"\\')))
 def test_invalid_utf8_inside_an_n8n_item_becomes_replacement_characters(payload):
     line = b'{"type":"item","content":"' + payload + b'","metadata":{"nodeName":"AI Agent"}}\n'
     answer = check_split_invariance(line, one_byte_reads(line), "application/json")
-    no_text = Piece("error", "The workflow's reply (n8n stream) contained no text.")
-    assert answer.pieces == ((Piece("text", payload.decode("utf-8", "replace")),) if payload else (no_text,))
+    no_text = "The workflow's reply (n8n stream) contained no text."
+    assert answer.pieces == ((Text(payload.decode("utf-8", "replace")),) if payload else (no_text,))
 
 
 # --- the line limit --------------------------------------------------------------------------------
@@ -500,7 +505,7 @@ def test_a_byte_at_a_time_of_blank_space_does_not_slow_down():
     started = time.monotonic()
     for _ in range(100_000):
         decoder.feed(b"\n")
-    assert decoder.feed(b'{"output":"late"}\n') + decoder.finish() == [Piece("text", "late")]
+    assert decoder.feed(b'{"output":"late"}\n') + decoder.finish() == [Text("late")]
     assert time.monotonic() - started < 5
 
 
@@ -508,5 +513,5 @@ def test_the_read_loop_reads_no_further_than_the_end_marker():
     """Exchange.read_body stops at the read that carried the end, and the reply had no text."""
     body = MemoryBody([b"data: [DONE]\n\n", b"data: later\n\n"])
     handed, _ = run_read_loop(body, "text/event-stream")
-    assert handed == [Piece("end"), Piece("error", "The workflow's reply (SSE) contained no text.")]
+    assert handed == [END, "The workflow's reply (SSE) contained no text."]
     assert body.reads == 1

@@ -15,7 +15,7 @@ from fake_n8n_api import FakeN8nApi, execution
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_line, n8n_reply
 from test_errors_and_stop import STOP_WITHIN, reply_threads, stop_after_first_chunk, threads_left_after
 
-from pipe_n8n_stream import API_KEY_WORKS, STOP_UNSUPPORTED, Pipe, Turn, api_check
+from pipe_n8n_stream import API_KEY_WORKS, STOP_UNSUPPORTED, Pipe, Settings, Turn, api_check, api_words, webhook_request
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
 API_KEY = "n8n_api_4f1c9e7d-KEY-secret"
@@ -278,7 +278,7 @@ def test_the_api_url_defaults_to_the_webhooks_origin(webhook, api_url):
     pipe.valves.n8n_api_key = API_KEY
     turn = Turn([{"role": "user", "content": "hi"}], wants_stream=True, chat_id="c")
 
-    api = pipe.webhook_request(webhook, turn).execution_api
+    api = webhook_request(Settings.of(pipe.valves), webhook, turn).execution_api
 
     assert api is not None
     assert (api.url, api.key, api.turn_id) == (api_url, API_KEY, turn.turn_id)
@@ -342,6 +342,6 @@ def test_the_doctor_tells_an_unknown_execution_from_a_missing_stop_route(stop_an
     """The doctor stops an id no execution has: each n8n's 404 for it says whether the route exists."""
     api = FakeN8nApi(stop_status=404, error_body=stop_answer)
     try:
-        assert api_check("http://127.0.0.1:1/webhook/x", api.url, API_KEY) == said
+        assert api_words(api_check("http://127.0.0.1:1/webhook/x", api.url, API_KEY)) == said
     finally:
         api.close()

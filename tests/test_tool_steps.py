@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_reply
+from n8n_wire import n8n_json
 
 import pipe_n8n_stream
-from pipe_n8n_stream import Piece, pieces_of_json
+from pipe_n8n_stream import Source, Text, events_of_json, source_data
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
 JSON_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
@@ -126,7 +127,7 @@ def test_sources_of_a_complete_reply_become_source_events_not_text(chat):
 
 
 def test_sources_of_a_respond_to_webhook_item_become_source_events(chat):
-    body = json.dumps({"output": "See the docs.", "sources": SOURCES, "intermediateSteps": TWO_STEPS[:1]})
+    body = n8n_json({"output": "See the docs.", "sources": SOURCES, "intermediateSteps": TWO_STEPS[:1]})
     reply = Reply(headers=N8N_STREAM, steps=n8n_reply([body], node="Respond to Webhook"))
     text, turn = answered(chat, reply)
 
@@ -145,10 +146,10 @@ def test_a_models_streamed_words_about_sources_are_shown_as_they_came(chat):
 
 def test_only_web_links_become_citation_links():
     value = {"output": "x", "sources": [{"title": "Bad", "url": "javascript:alert(1)"}, {"url": "ftp://x"}, 7]}
-    events = [json.loads(p.value) for p in pieces_of_json(value, "output") if p.kind == "source"]
+    events = [source_data(e) for e in events_of_json(value, "output") if isinstance(e, Source)]
 
     assert events == [{"source": {"name": "Bad"}, "document": ["Bad"], "metadata": [{"source": "Bad", "name": "Bad"}]}]
-    assert pieces_of_json(value, "output")[-1] == Piece("text", "x")
+    assert events_of_json(value, "output")[-1] == Text("x")
 
 
 def test_a_stream_open_after_a_blocks_end_says_the_agent_is_using_a_tool(chat):

@@ -1,11 +1,11 @@
 """Benchmarks: this pipe next to the usual ways of reading a stream, on one loopback server.
 
-    python bench/run.py            # the full run (under 3 minutes), writes bench/results.json
+    python bench/run.py            # the full run (about 3 minutes), writes bench/results.json
     python bench/run.py --quick    # a tiny run for the test suite (figures, no verdicts worth quoting)
 
-Six workloads: added latency per chunk, time to first chunk, throughput and CPU, memory,
-concurrency on one event loop, and Stop. The server runs in its own process and stamps every
-token with its monotonic clock at the moment of the write.
+Seven workloads: added latency per chunk, time to first chunk, throughput and CPU, memory,
+concurrency on one event loop, Stop, and many replies at once (with the CPU one reply costs). The
+server runs in its own process and stamps every token with its monotonic clock at the moment of the write.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,13 @@ class Config:
     stream_interval: float = 0.05
     concurrency_repeats: int = 3
     stop_cap: float = 1.5
+    scale_replies: tuple[int, ...] = (300, 1000)
+    scale_tokens: int = 20  # 4.75 s a reply: longer than they take to start, so all are open at once
+    scale_interval: float = 0.25
+    scale_cap: float = 60.0  # a reply not finished by then counts as incomplete
+    reply_cpu_replies: int = 100
+    reply_cpu_rounds: int = 3
+    reply_cpu_tokens: int = 3
 
     @classmethod
     def tiny(cls) -> Config:
@@ -79,6 +87,12 @@ class Config:
             stream_interval=0.02,
             concurrency_repeats=1,
             stop_cap=0.5,
+            scale_replies=(10, 20),
+            scale_tokens=3,
+            scale_interval=0.02,
+            scale_cap=20.0,
+            reply_cpu_replies=10,
+            reply_cpu_rounds=1,
         )
 
 
@@ -154,6 +168,34 @@ def throughput_readers() -> list[str]:
 
 def say(text: str = "") -> None:
     print(text, flush=True)
+
+
+class Ticker:
+    """A task that sleeps TICK over and over and notes its own oversleep (ms): how long the loop kept a
+    ready task waiting. `sample` runs after every tick, on the loop, so measuring adds no thread."""
+
+    def __init__(self, sample: Callable[[], None] | None = None) -> None:
+        self.lags: list[float] = []
+        self._sample = sample
+        self._running = True
+        self._task = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while self._running:
+            started = time.perf_counter()
+            await asyncio.sleep(TICK)
+            self.lags.append((time.perf_counter() - started - TICK) * 1000)
+            if self._sample:
+                self._sample()
+
+    async def stop(self) -> None:
+        self._running = False
+        await self._task
+
+
+async def warm_default_executor() -> None:
+    """A server's loop has been running a while: its default executor's threads exist already."""
+    await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.01) for _ in range(EXECUTOR_WARMUP)))
 
 
 # ---------------------------------------------------------------------------
@@ -416,29 +458,19 @@ def bench_concurrency(server: wire.Server, cfg: Config) -> list[dict[str, Any]]:
 
 
 async def concurrent_streams(server: wire.Server, reader: str, streams: int, cfg: Config) -> dict[str, Any]:
-    lags: list[float] = []
-    running = True
-
-    async def ticker() -> None:
-        while running:
-            started = time.perf_counter()
-            await asyncio.sleep(TICK)
-            lags.append((time.perf_counter() - started - TICK) * 1000)
-
     async def one() -> list[tuple[int, str]]:
         url = server.url(kind="timed", fmt="n8n", body="chunked", n=cfg.stream_tokens, interval=cfg.stream_interval)
         chunks = await readers.async_chunks(reader, url, "n8n")
         return [(now_ns(), text) async for text in chunks]
 
-    # A server's loop has been running a while: its default executor's threads exist already.
-    await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.01) for _ in range(EXECUTOR_WARMUP)))
-    tick = asyncio.create_task(ticker())
+    await warm_default_executor()
+    ticker = Ticker()
     await asyncio.sleep(0.05)
     started = time.perf_counter()
     replies = await asyncio.gather(*(one() for _ in range(streams)))
     total = time.perf_counter() - started
-    running = False
-    await tick
+    await ticker.stop()
+    lags = ticker.lags
     delays = [d for samples in replies for d in delays_ms(samples)]
     return {
         "reader": reader,
@@ -603,6 +635,210 @@ def show_stop(results: list[dict[str, Any]], cfg: Config) -> str:
 
 
 # ---------------------------------------------------------------------------
+# 7. Many replies at once, and the CPU one reply costs.
+
+SCALE_WARM_TOKENS = 3
+REPLY_CPU_READERS = [PIPE, PER_TEXT_THREAD]
+
+
+def bench_scale(server: wire.Server, cfg: Config) -> list[dict[str, Any]]:
+    """Each count of replies in a fresh process (its peaks are its own), then the CPU per short reply."""
+    return [*(scale_row(server, cfg, replies) for replies in cfg.scale_replies), *bench_reply_cpu(server, cfg)]
+
+
+def scale_row(server: wire.Server, cfg: Config, replies: int) -> dict[str, Any]:
+    """One count of replies in a spawned process; a child that dies or hangs still gives a row (no figures)."""
+    url = server.url(kind="timed", fmt="n8n", body="chunked", n=cfg.scale_tokens, interval=cfg.scale_interval)
+    warm = server.url(kind="timed", fmt="n8n", body="chunked", n=SCALE_WARM_TOKENS, interval=0)
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=scale_child, args=(url, warm, replies, cfg.scale_cap, child), daemon=True)
+    process.start()
+    child.close()
+    report: dict[str, Any] = {"error": "no report"}
+    try:
+        if parent.poll(cfg.scale_cap + 60):
+            report = parent.recv()
+    except EOFError:
+        pass
+    process.join(10)
+    if process.is_alive():
+        process.kill()
+    firsts = report.get("first_ms", [])
+    counts = report.get("tokens", [])
+    return {
+        "kind": "at once",
+        "reader": PIPE,
+        "replies": replies,
+        "expected_tokens": cfg.scale_tokens,
+        "complete": sum(count == cfg.scale_tokens for count in counts),
+        "first_text_p50_ms": percentile(firsts, 50),
+        "first_text_p99_ms": percentile(firsts, 99),
+        **{key: value for key, value in report.items() if key not in ("first_ms", "tokens")},
+    }
+
+
+def scale_child(url: str, warm_url: str, replies: int, cap: float, conn: Any) -> None:
+    """Runs in a spawned process: one warm-up reply, then every reply at once; reports its peaks."""
+    wire.raise_open_files(replies + 256)
+    report = asyncio.run(many_replies(url, warm_url, replies, cap))
+    peak_kb = readers.status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    conn.send({**report, "peak_rss_kb": peak_kb})
+    conn.close()
+
+
+def threads_now() -> int:
+    """The process's OS threads, or Python's count of its own where there is no /proc."""
+    return readers.status_kb("Threads") or threading.active_count()
+
+
+class ThreadPeak:
+    """The most threads seen in the process, one look per call."""
+
+    def __init__(self) -> None:
+        self.before = self.peak = threads_now()
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, threads_now())
+
+
+async def first_and_tokens(url: str, started: int) -> tuple[float | None, int]:
+    """One reply through the pipe: ms from `started` to its first text, and how many tokens came."""
+    first, tokens = None, 0
+    async for text in await readers.pipe_chunks(url):
+        if first is None:
+            first = (now_ns() - started) / 1e6
+        tokens += len(STAMP.findall(text))
+    return first, tokens
+
+
+async def many_replies(url: str, warm_url: str, replies: int, cap: float) -> dict[str, Any]:
+    """All replies created in one loop iteration, as Open WebUI's chats would start them."""
+    await first_and_tokens(warm_url, now_ns())
+    await warm_default_executor()
+    rss_before_kb = readers.status_kb("VmRSS")
+    threads = ThreadPeak()
+    ticker = Ticker(threads.sample)
+    await asyncio.sleep(0.05)
+    started = now_ns()
+    tasks = [asyncio.create_task(first_and_tokens(url, started)) for _ in range(replies)]
+    done, pending = await asyncio.wait(tasks, timeout=cap)
+    total_s = (now_ns() - started) / 1e9
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    await ticker.stop()
+    outcomes = [task.result() for task in done if task.exception() is None]
+    errors = [f"{type(exc).__name__}: {str(exc)[:120]}" for task in done if (exc := task.exception())]
+    return {
+        "first_ms": [first for first, _ in outcomes if first is not None],
+        "tokens": [tokens for _, tokens in outcomes],
+        "unfinished": len(pending),
+        "errors": errors[:5],
+        "total_s": total_s,
+        "worst_lag_ms": max(ticker.lags, default=None),
+        "median_lag_ms": statistics.median(ticker.lags) if ticker.lags else None,
+        "threads_before": threads.before,
+        "peak_threads": threads.peak,
+        "rss_before_kb": rss_before_kb,
+    }
+
+
+def bench_reply_cpu(server: wire.Server, cfg: Config) -> list[dict[str, Any]]:
+    """Short replies one after another on one loop, rounds interleaved: what setting up and finishing one
+    reply costs the process, with next to no text to read. The best round is reported."""
+    url = server.url(kind="timed", fmt="n8n", body="chunked", n=cfg.reply_cpu_tokens, interval=0)
+    runs: dict[str, list[dict[str, Any]]] = {reader: [] for reader in REPLY_CPU_READERS}
+    for _ in range(cfg.reply_cpu_rounds):
+        for reader in REPLY_CPU_READERS:
+            runs[reader].append(
+                asyncio.run(sequential_replies(reader, url, cfg.reply_cpu_replies, cfg.reply_cpu_tokens))
+            )
+    return [
+        {
+            "kind": "reply cpu",
+            "reader": reader,
+            "replies": cfg.reply_cpu_replies,
+            "expected_tokens": cfg.reply_cpu_tokens,
+            "complete": min(m["complete"] for m in measured),  # the fewest replies with every token, any round
+            "cpu_ms_per_reply": min(m["cpu_ms"] for m in measured),
+            "wall_ms_per_reply": min(m["wall_ms"] for m in measured),
+            "runs": measured,
+        }
+        for reader, measured in runs.items()
+    ]
+
+
+async def sequential_replies(reader: str, url: str, replies: int, expected: int) -> dict[str, Any]:
+    """A warm-up reply (first imports and connections are no reply's cost), then `replies` timed ones."""
+
+    async def tokens() -> int:
+        return sum([len(STAMP.findall(text)) async for text in await readers.async_chunks(reader, url, "n8n")])
+
+    await tokens()
+    cpu, wall = time.process_time(), time.perf_counter()
+    complete = sum([await tokens() == expected for _ in range(replies)])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"cpu_ms": cpu / replies * 1000, "wall_ms": wall / replies * 1000, "complete": complete}
+
+
+def show_scale(results: list[dict[str, Any]], cfg: Config) -> str:
+    rows = []
+    for r in (r for r in results if r["kind"] == "at once"):
+        growth = (r["peak_rss_kb"] - r["rss_before_kb"]) / 1024 if r.get("rss_before_kb") else None
+        rows.append(
+            [
+                str(r["replies"]),
+                f"{fmt_ms(r['first_text_p50_ms'])} / {fmt_ms(r['first_text_p99_ms'])}",
+                fmt_ms(r.get("worst_lag_ms")),
+                f"{r['peak_threads']} ({r['threads_before']} before)" if "peak_threads" in r else "—",
+                f"{r['peak_rss_kb'] / 1024:.0f} MB (+{growth:.0f})" if growth is not None else "—",
+                f"{r['total_s']:.2f} s" if "total_s" in r else r.get("error", "—"),
+                f"{r['complete']}/{r['replies']}",
+            ]
+        )
+    head = [
+        "replies at once",
+        "first text p50 / p99 ms",
+        "worst loop lag ms",
+        "peak threads",
+        "peak RSS",
+        "all done after",
+        "complete",
+    ]
+    backlog = wire.somaxconn()
+    note = (
+        f"each reply: {cfg.scale_tokens} tokens {cfg.scale_interval * 1000:.0f} ms apart through `Pipe().pipe()`, all "
+        "created in one loop iteration of a fresh process per row (one warm-up reply first, default executor warm); "
+        "first text: ms from the start of all to each reply's first text chunk; loop lag: a ticker task sleeping "
+        f"{TICK * 1000:.0f} ms; threads: /proc/self/status Threads, looked at on every tick; RSS: the row's VmHWM "
+        "(+MB over its RSS just before the start). Complete: replies with every token within "
+        f"{cfg.scale_cap:g} s. The server: its own process, one thread per connection started by its accept loop, "
+        f"listen backlog {wire.BACKLOG}" + (f" (net.core.somaxconn {backlog})" if backlog else "")
+    )
+    cpu_rows = [r for r in results if r["kind"] == "reply cpu"]
+    cpu = {r["reader"]: r for r in cpu_rows}
+    per_reply = [
+        [
+            r["reader"],
+            f"{r['cpu_ms_per_reply']:.2f}",
+            f"{r['wall_ms_per_reply']:.2f}",
+            fmt_ratio(r["cpu_ms_per_reply"] / cpu[PIPE]["cpu_ms_per_reply"]) if cpu[PIPE]["cpu_ms_per_reply"] else "—",
+            f"{r['complete']}/{r['replies']}",
+        ]
+        for r in cpu_rows
+    ]
+    cpu_note = (
+        f"CPU one reply costs: {cfg.reply_cpu_rounds} interleaved rounds of {cfg.reply_cpu_replies} replies of "
+        f"{cfg.reply_cpu_tokens} tokens, one after another on one loop; process CPU time (every thread) ÷ replies, "
+        f"best round. {PER_TEXT_THREAD}: requests.post(stream=True) + iter_lines in a threading.Thread started per "
+        "reply, each text handed to the loop with call_soon_threadsafe"
+    )
+    cpu_head = ["reader", "CPU ms per reply", "wall ms per reply", "÷ pipe", "complete"]
+    return f"{table(head, rows)}\n\n{note}\n\n{table(cpu_head, per_reply)}\n\n{cpu_note}"
+
+
+# ---------------------------------------------------------------------------
 # Goals.
 
 
@@ -705,6 +941,7 @@ SECTIONS: list[tuple[str, str, Callable[..., Any], Callable[..., str]]] = [
     ("memory", "4. Memory", bench_memory, show_memory),
     ("concurrency", "5. Concurrency on one event loop", bench_concurrency, show_concurrency),
     ("stop", "6. Stop", bench_stop, show_stop),
+    ("scale", "7. Many replies at once", bench_scale, show_scale),
 ]
 
 

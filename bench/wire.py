@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import resource
 import socket
 import sys
 import threading
@@ -30,6 +31,10 @@ CONTENT_TYPES = {"n8n": "application/json; charset=utf-8", "sse": "text/event-st
 BLOCK_BYTES = 1 << 20
 NONL_FRAME = 65536
 SEGMENT_GAP = 0.003  # body=segmented: pause between the TCP writes of one HTTP chunk
+# The scale section opens 1000 replies at once: the accept queue must hold them all while the accept loop
+# starts their threads (Linux caps it at net.core.somaxconn), and each side needs a descriptor per socket.
+BACKLOG = 4096
+OPEN_FILES = 4096
 
 
 # ---------------------------------------------------------------------------
@@ -138,8 +143,28 @@ class Server:
         self._process.join(5)
 
 
+def somaxconn() -> int | None:
+    """The kernel's cap on a listen backlog, where /proc says it."""
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def raise_open_files(wanted: int = OPEN_FILES) -> int:
+    """Lift this process's soft limit on open files towards `wanted` (a default of 1024 would refuse the
+    1000th socket); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
 def serve(ready: Any, events: Any) -> None:
-    listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+    """One thread per connection, started by the accept loop."""
+    raise_open_files()
+    listener = socket.create_server(("127.0.0.1", 0), backlog=BACKLOG)
     ready.send(listener.getsockname()[1])
     blocks: dict[tuple[str, int, bool], bytes] = {}
     lock = threading.Lock()

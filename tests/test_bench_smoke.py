@@ -1,7 +1,8 @@
-"""The benchmark script must not rot: a tiny run (`python bench/run.py --quick`) prints all six
-sections and measures every one of them, the segmented-chunk rows and the threaded decoding reference
-included. Figures vary from run to run and machine to machine, so only their presence (and that no
-text went missing) is checked, never a speed or latency goal."""
+"""The benchmark script must not rot: a tiny run (`python bench/run.py --quick`) prints all seven
+sections and measures every one of them, the segmented-chunk rows, the threaded decoding reference and
+the many-replies rows (each in a process of its own) included. Figures vary from run to run and machine
+to machine, so only their presence (and that no text went missing) is checked, never a speed or latency
+goal."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ SECTIONS = [
     "4. Memory",
     "5. Concurrency on one event loop",
     "6. Stop",
+    "7. Many replies at once",
     "Goals (this pipe)",
 ]
 
@@ -68,6 +70,17 @@ def test_quick_benchmark_prints_and_measures_every_section(tmp_path):
     for row in results["stop"]:
         assert row["stop_ms"] is None or number(row["stop_ms"])
     assert len(pipe("stop")) == 3
+    at_once = [r for r in pipe("scale") if r["kind"] == "at once"]
+    assert [r["replies"] for r in at_once] == results["config"]["scale_replies"]
+    for row in at_once:
+        assert row["complete"] == row["replies"], row
+        assert number(row["first_text_p50_ms"]) and number(row["first_text_p99_ms"]) and number(row["worst_lag_ms"])
+        assert row["peak_threads"] > row["threads_before"] and row["peak_rss_kb"] > row["rss_before_kb"] > 0
+    reply_cpu = {r["reader"]: r for r in results["scale"] if r["kind"] == "reply cpu"}
+    assert set(reply_cpu) == {"pipe", "iter_lines in a thread per reply"}
+    for row in reply_cpu.values():
+        assert row["complete"] == row["replies"], row
+        assert number(row["cpu_ms_per_reply"]) and number(row["wall_ms_per_reply"])
     assert {g["goal"][:2] for g in results["goals"]} == {"1.", "2.", "3.", "4.", "5.", "6."}
     assert all(isinstance(g["met"], bool) and g["figure"] for g in results["goals"])
     assert any("CPU per 5-byte token" in g["goal"] and "µs/token" in g["figure"] for g in results["goals"])

@@ -8,20 +8,26 @@ required_open_webui_version: 0.6.0
 """
 
 # Map of this file, in the order data flows:
-#   Pipe.pipe()         Open WebUI's entry: one chat turn -> Turn -> WebhookRequest (pure, no I/O)
-#   Exchange            the worker thread: one POST (never repeated), read the body, stop on Stop
-#     ChunkedBody       HTTP chunked framing removed straight from the socket (ChunkedFraming)
-#     ReplyDecoder      bytes -> pieces; picks a WireFormat from the first bytes and says when the reply ended
-#       LineSplitter    bytes -> lines (CR, LF, CRLF; a line limit)
-#       SSEDecoder      lines -> server-sent events (WHATWG rules)
-#       N8nBlocks       n8n's begin/item/end lines -> pieces (a model's words verbatim; Respond to Webhook)
-#       events_of_json  one JSON value -> pieces, whatever produced it (n8n, OpenAI, Ollama, Anthropic)
-#   Handover            pieces from the worker thread to the event loop, one wake per drain
-#   ExecutionStop       on Stop, n8n's API stops this turn's execution (a thread of its own)
-#   ChatRenderer        pieces -> chat text (thinking, tool steps, notices); StatusReporter, Citations, ToolWait
-#   main()              command line: demo, check (the webhook doctor)
-# A new producer's JSON shape (another model API) is one more branch in events_of_json; a new framing
-# (how values are cut out of the bytes) is one more WireFormat, picked by sniff().
+#   Pipe.pipe()         Open WebUI's entry: one chat turn -> Settings (the valves, frozen) + Turn -> WebhookRequest
+#   Request             pure, no I/O: payload, headers, what in the valves stops a turn before it is sent
+#   Events              one immutable type per thing that happened: Text, Thinking, NodeStarted, BlockEnded,
+#                       ToolStep, Source, ExecutionId, End, Responded, ReplyEnded, Failure (a code and its facts)
+#   Decoding            bytes -> events, pure; ReplyDecoder picks a WireFormat from the first bytes
+#     LineSplitter      bytes -> lines (CR, LF, CRLF; a line limit)
+#     SSEDecoder        lines -> server-sent events (WHATWG rules)
+#     N8nBlocks         n8n's begin/item/end lines -> events (a model's words verbatim; Respond to Webhook)
+#     events_of_json    one JSON value -> events, whatever produced it (n8n, OpenAI, Ollama, Anthropic)
+#   Transport           the worker thread: Exchange makes one POST (never repeated), reads it (ChunkedBody),
+#                       classifies what failed as a Failure; Handover takes events to the event loop
+#   ExecutionStop       on Stop, n8n's API stops this turn's execution (a thread of its own); ApiAnswer facts
+#   Presentation        ChatTurn: the one place events are read (handle), owner of the Outcome; Emitter
+#                       (status and source events), ChatRenderer (chat text), ToolWait
+#   Words               every sentence about a failure or an API answer, made from its facts
+#   main()              command line: demo, check (the webhook doctor), both through Pipe.pipe()
+# Adding an event kind is two edits: its class in Events (and in `Event`), and its case in ChatTurn.handle
+# (mypy's assert_never names a missing one). A new failure: its code in FailureCode and its sentence in
+# failure_words. A new producer's JSON shape is one more branch in events_of_json; a new framing one more
+# WireFormat, picked by sniff().
 
 from __future__ import annotations
 
@@ -1654,30 +1660,6 @@ class StoppableAdapter(HTTPAdapter):
         manager.pool_classes_by_scheme = watched
 
 
-@dataclass
-class Outcome:
-    """How one reply went, for the status line and the webhook doctor: the worker fills in the wire's
-    side, the chat its side (chunks shown, when, and the failure it said)."""
-
-    started: float = field(default_factory=time.monotonic)
-    status_code: int | None = None
-    format: str = ""
-    streamed: bool = False
-    empty: bool = False
-    failure: str = ""
-    chunks: int = 0
-    first_chunk_at: float | None = None
-    last_chunk_at: float | None = None
-    tool_steps: int = 0
-
-    def shown(self, now: float) -> None:
-        """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
-        self.chunks += 1
-        if self.first_chunk_at is None:
-            self.first_chunk_at = now
-        self.last_chunk_at = now
-
-
 class RawBody(Protocol):
     """What the read loop needs of a body: urllib3's response, or bytes in memory in the tests."""
 
@@ -2581,6 +2563,30 @@ def source_data(source: Source) -> dict[str, Any]:
         "document": [source.content],
         "metadata": [{"source": source.url or source.title, "name": source.title}],
     }
+
+
+@dataclass
+class Outcome:
+    """How one reply went, for the status line and the webhook doctor. Written by ChatTurn alone, on the
+    event loop, from the events the worker handed over (the HTTP status and format among them)."""
+
+    started: float = field(default_factory=time.monotonic)
+    status_code: int | None = None
+    format: str = ""
+    streamed: bool = False
+    empty: bool = False
+    failure: str = ""
+    chunks: int = 0
+    first_chunk_at: float | None = None
+    last_chunk_at: float | None = None
+    tool_steps: int = 0
+
+    def shown(self, now: float) -> None:
+        """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
+        self.chunks += 1
+        if self.first_chunk_at is None:
+            self.first_chunk_at = now
+        self.last_chunk_at = now
 
 
 class ChatTurn:

@@ -284,6 +284,29 @@ def test_a_model_streaming_json_looking_text_is_shown_byte_for_byte():
     assert texts(n8n_block("{not json", '{"output":"x"}')) == ["{not json", '{"output":"x"}']
 
 
+@pytest.mark.parametrize(
+    "item", ['{"output": "inner", "score": 0.9}', '[{"output": "a"}, {"output": "b"}]', '{\n  "output": "x"\n}']
+)
+def test_a_models_json_as_the_one_item_of_its_block_is_shown_byte_for_byte(item):
+    """An AI Agent whose model streamed a whole JSON document as one token: models write JSON with
+    spaces, n8n's JSON.stringify never does, so these are the model's words, not a Respond to Webhook body."""
+    assert texts(n8n_block(item)) == [item]
+
+
+@pytest.mark.parametrize(
+    ("item", "shown"),
+    [
+        ('{"output":"inner","score":0.9}', "inner"),
+        ('[{"output":"a"},{"output":"b"}]', "a"),
+        ('{"output":"two words, a\\tand a quote \\" inside"}', 'two words, a\tand a quote " inside'),
+    ],
+)
+def test_a_compact_json_item_alone_in_its_block_is_respond_to_webhooks_body(item, shown):
+    """As n8n writes it (tests/data/n8n-wire/stream-rtw.txt): no blank outside strings; blanks inside
+    its strings are the answer's own."""
+    assert texts(n8n_block(item)) == [shown]
+
+
 def test_a_held_first_item_is_shown_as_it_came_when_the_stream_stops_after_it():
     body = b"".join(json.dumps(line).encode() + b"\n" for line in (n8n("begin"), n8n("item", content='{"output":"x"}')))
     assert texts(body) == ['{"output":"x"}']

@@ -7,7 +7,7 @@ import asyncio
 import re
 import socket
 import threading
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import urllib3
@@ -15,7 +15,7 @@ from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, n8n_reply
 from pydantic import ValidationError
 from test_errors_and_stop import answered_with, shown_and_final_status
 
-from pipe_n8n_stream import VALVES_AT, FinalResponse, Pipe, n8n_error_advice
+from pipe_n8n_stream import VALVES_AT, Failure, FailureCode, FinalResponse, Pipe, failure_words, n8n_error_advice
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
 HTML = [("Content-Type", "text/html; charset=utf-8")]
@@ -544,3 +544,12 @@ def test_the_old_single_model_keeps_n8n_url_next_to_models(chat):
         )
         assert len(server.requests) == 1
     assert shown == ["Hi"]
+
+
+def test_every_failure_code_has_its_words():
+    """A new failure code without a sentence would reach the chat as nothing: each one says something."""
+    for code in get_args(FailureCode):
+        said = failure_words(
+            Failure(code, host="n8n.example.com:443", status=500, message="m", detail="connection_reset")
+        )
+        assert said.strip() and "None" not in said, code

@@ -97,5 +97,6 @@ def test_forwarded_background_task_reaches_the_workflow_with_its_name(chat):
 def test_a_normal_chat_turn_carries_no_task_field(chat):
     with LoopbackServer([Reply(headers=CAPTURE_HEADERS["n8n-stream"], steps=n8n_reply(["Hi"]))]) as server:
         turn = chat(n8n_url=server.url)
-        assert asyncio.run(turn.reply("hello")) == ["Hi"]
+        shown, _ = turn.run("hello")
+        assert shown == ["Hi"]
         assert "task" not in server.requests[0].json()

@@ -6,7 +6,6 @@ the bytes n8n really wrote, so a test's reply is never a guess at n8n's format.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -81,11 +80,11 @@ def test_a_captured_reply_shows_exactly_this_text(chat, name):
     with LoopbackServer([replayed(capture)]) as server:
         # The captured path: whether it is a test URL (/webhook-test/) changes the 404 advice.
         turn = chat(n8n_url=f"http://127.0.0.1:{server.port}{capture.path}", n8n_bearer_token="wrong-token")
-        shown = asyncio.run(turn.reply())
+        shown, final = turn.run()
         assert len(server.requests) == 1
 
     assert "".join(shown) == SHOWN[name]
-    assert turn.statuses[-1]["data"]["done"] is True
+    assert final["done"] is True
 
 
 def test_n8n_line_writes_the_stream_lines_n8n_writes():

@@ -34,21 +34,10 @@ STOP_WITHIN = 0.1
 KEEPS_RUNNING = "n8n keeps running the workflow to its end (set the `n8n_api_key` valve to stop it too)"
 
 
-async def whole_reply(turn: Any) -> list[str]:
-    chunks = await turn.start()
-    return [chunk async for chunk in chunks]
-
-
-def shown_and_final_status(chat: Any, url: str, **valves: Any) -> tuple[list[str], dict[str, Any]]:
-    turn = chat(n8n_url=url, **valves)
-    shown = asyncio.run(whole_reply(turn))
-    return shown, turn.statuses[-1]["data"]
-
-
 def answered_with(reply: Reply, chat: Any, path: str = "/webhook/test", **valves: Any) -> tuple[list[str], Any]:
     """(what the chat shows, the final status) when n8n answers `reply`; n8n is asked exactly once."""
     with LoopbackServer([reply]) as server:
-        shown, final = shown_and_final_status(chat, f"http://127.0.0.1:{server.port}{path}", **valves)
+        shown, final = chat(n8n_url=f"http://127.0.0.1:{server.port}{path}", **valves).run()
         assert len(server.requests) == 1
     return shown, final
 
@@ -139,7 +128,7 @@ def closed_port() -> int:
 def test_connection_refused_names_host_and_port(chat):
     port = closed_port()
 
-    shown, final = shown_and_final_status(chat, f"http://127.0.0.1:{port}/webhook/test")
+    shown, final = chat(n8n_url=f"http://127.0.0.1:{port}/webhook/test").run()
 
     message = f"Cannot reach n8n at 127.0.0.1:{port}: connection refused. Is n8n running, and is `n8n_url` right?"
     assert shown == [f"⚠️ {message}"]
@@ -147,7 +136,7 @@ def test_connection_refused_names_host_and_port(chat):
 
 
 def test_unknown_host_says_the_name_was_not_found(chat):
-    shown, final = shown_and_final_status(chat, "http://nonexistent.invalid:5678/webhook/test")
+    shown, final = chat(n8n_url="http://nonexistent.invalid:5678/webhook/test").run()
 
     message = "Cannot reach n8n at nonexistent.invalid:5678: host name not found. Check the `n8n_url` valve."
     assert shown == [f"⚠️ {message}"]
@@ -165,7 +154,7 @@ def test_unknown_host_says_the_name_was_not_found(chat):
     ],
 )
 def test_an_invalid_url_names_the_url_valve(chat, url):
-    shown, final = shown_and_final_status(chat, url)
+    shown, final = chat(n8n_url=url).run()
 
     assert shown == ["⚠️ The `n8n_url` valve is not a valid http(s) URL."]
     assert final == {"description": "The `n8n_url` valve is not a valid http(s) URL.", "done": True}
@@ -200,14 +189,8 @@ def test_a_dropped_connection_keeps_every_chunk_and_is_never_resent(chat):
     lines = n8n_reply(["Hello", " world"])
     reply = Reply(headers=N8N_STREAM, steps=[*lines[:3], gate, "drop"])
 
-    async def scenario(server: LoopbackServer) -> list[str]:
-        chunks = await chat(n8n_url=server.url).start()
-        shown = [await chunks.__anext__()]  # the connection drops only after text was shown
-        gate.open()
-        return shown + [chunk async for chunk in chunks]
-
     with LoopbackServer([reply]) as server:
-        shown = asyncio.run(scenario(server))
+        shown, _ = chat(n8n_url=server.url).run(gates=[gate])  # the connection drops only after text was shown
         assert len(server.requests) == 1
 
     assert "".join(shown) == "Hello world\n\n[stream interrupted after 2 chunks: connection reset]"
@@ -218,7 +201,7 @@ def test_a_line_without_end_stops_the_reading_at_the_reply_limit(chat):
     reply = Reply(headers=N8N_STREAM, steps=[*n8n_reply(["Hi"])[:2], *endless, "hang"])
 
     with LoopbackServer([reply]) as server:
-        shown, final = shown_and_final_status(chat, server.url, read_timeout=10, max_reply_mb=1)
+        shown, final = chat(n8n_url=server.url, read_timeout=10, max_reply_mb=1).run()
         assert server.client_gone.wait(5)
         assert len(server.requests) == 1
 
@@ -364,7 +347,7 @@ def test_the_token_is_never_shown_or_logged(chat, caplog, echo):
 
     with LoopbackServer(echo) as server:
         turn.pipe.valves.n8n_url = server.url
-        shown = asyncio.run(whole_reply(turn))
+        shown, _ = turn.run()
         assert server.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
 
     logged = [record.getMessage() + (record.exc_text or "") for record in caplog.records]

@@ -3,7 +3,6 @@ sockets (tests/loopback.py) where it is about a reply; valve problems are said b
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 import threading
@@ -13,7 +12,7 @@ import pytest
 import urllib3
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, n8n_reply
 from pydantic import ValidationError
-from test_errors_and_stop import answered_with, shown_and_final_status
+from test_errors_and_stop import answered_with
 
 from pipe_n8n_stream import VALVES_AT, Failure, FailureCode, FinalResponse, Pipe, failure_words, n8n_error_advice
 
@@ -27,7 +26,7 @@ SECRET = "tok-field-5ecret"
 def said_before_any_request(chat: Any, path: str = "/webhook/test", **valves: Any) -> tuple[list[str], Any]:
     """(what the chat shows, the final status) for a valve problem: n8n never hears of the turn."""
     with LoopbackServer([Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"]))]) as server:
-        shown, final = shown_and_final_status(chat, f"http://127.0.0.1:{server.port}{path}", **valves)
+        shown, final = chat(n8n_url=f"http://127.0.0.1:{server.port}{path}", **valves).run()
         assert server.requests == []
     return shown, final
 
@@ -119,7 +118,7 @@ def test_n8ns_own_json_503_keeps_n8ns_words(chat):
 def test_a_token_pasted_with_its_bearer_prefix_is_sent_once_prefixed(chat, pasted):
     reply = Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"]))
     with LoopbackServer([reply]) as server:
-        shown, _ = shown_and_final_status(chat, server.url, n8n_bearer_token=pasted)
+        shown, _ = chat(n8n_url=server.url, n8n_bearer_token=pasted).run()
         assert server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     assert shown == ["Hi"]
 
@@ -127,7 +126,7 @@ def test_a_token_pasted_with_its_bearer_prefix_is_sent_once_prefixed(chat, paste
 def test_a_bearer_prefix_is_dropped_for_a_custom_header_too(chat):
     reply = Reply(headers=N8N_STREAM, steps=n8n_reply(["Hi"]))
     with LoopbackServer([reply]) as server:
-        shown_and_final_status(chat, server.url, n8n_bearer_token=f"Bearer {SECRET}", auth_header_name="X-API-Key")
+        chat(n8n_url=server.url, n8n_bearer_token=f"Bearer {SECRET}", auth_header_name="X-API-Key").run()
         assert server.requests[0].headers["x-api-key"] == SECRET
 
 
@@ -328,7 +327,7 @@ def plain_http_port() -> tuple[socket.socket, int]:
 def test_https_against_a_plain_http_port_says_the_scheme_is_wrong(chat, verify_ssl):
     listener, port = plain_http_port()
     with listener:
-        shown, final = shown_and_final_status(chat, f"https://127.0.0.1:{port}/webhook/test", verify_ssl=verify_ssl)
+        shown, final = chat(n8n_url=f"https://127.0.0.1:{port}/webhook/test", verify_ssl=verify_ssl).run()
 
     message = (
         f"n8n at 127.0.0.1:{port} speaks plain HTTP, not HTTPS: write http:// instead of https:// "
@@ -343,9 +342,9 @@ def test_a_stalled_tls_handshake_names_connect_timeout(chat):
     threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
     port = listener.getsockname()[1]
     try:
-        shown, final = shown_and_final_status(
-            chat, f"https://127.0.0.1:{port}/webhook/test", connect_timeout=0.3, read_timeout=300
-        )
+        shown, final = chat(
+            n8n_url=f"https://127.0.0.1:{port}/webhook/test", connect_timeout=0.3, read_timeout=300
+        ).run()
     finally:
         listener.close()
         for conn in accepted:
@@ -472,14 +471,9 @@ def test_the_default_valves_are_valid():
 
 
 def models_chat(chat: Any, server: LoopbackServer, models: str, model: str, n8n_url: str = "") -> list[str]:
-    turn = chat(models=models, n8n_url=n8n_url)
-
-    async def run() -> list[str]:
-        body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        chunks = await turn.pipe.pipe(body, __event_emitter__=turn.emit, __metadata__={"chat_id": "c"})
-        return [chunk async for chunk in chunks]
-
-    return asyncio.run(run())
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    shown, _ = chat(models=models, n8n_url=n8n_url).run(body=body, __user__=None, __metadata__={"chat_id": "c"})
+    return shown
 
 
 @pytest.mark.parametrize(

@@ -47,26 +47,14 @@ def stored_file(path: Path, name: str, kind: str, text: str = "") -> dict[str, A
     }
 
 
-def chat(server: LoopbackServer, message: dict[str, Any], files: Any = None, **valves: Any) -> str:
+def chat_turn(chat: Any, server: LoopbackServer, message: dict[str, Any], files: Any = None, **valves: Any) -> str:
     """One chat turn; `typed` is the web app's `user_message` (the words before Open WebUI rewrites them)."""
     metadata = {"chat_id": "chat-7"}
     if "typed" in valves:
         metadata["user_message"] = {"role": "user", "content": valves.pop("typed")}
-    pipe = Pipe()
-    pipe.valves.n8n_url = server.url
-    for name, value in valves.items():
-        setattr(pipe.valves, name, value)
-
-    async def run() -> str:
-        chunks = await pipe.pipe(
-            {"model": "n8n_stream.n8n", "stream": True, "messages": [message]},
-            __user__=USER,
-            __metadata__=metadata,
-            __files__=files,
-        )
-        return "".join([chunk async for chunk in chunks])
-
-    return asyncio.run(run())
+    body = {"model": "n8n_stream.n8n", "stream": True, "messages": [message]}
+    shown, _ = chat(n8n_url=server.url, **valves).run(body=body, __user__=USER, __metadata__=metadata, __files__=files)
+    return "".join(shown)
 
 
 def answering(text: str = "ok") -> LoopbackServer:
@@ -100,12 +88,12 @@ def files_of(seen: Seen) -> list[tuple[str, str, str, bytes]]:
     ]
 
 
-def test_an_image_and_a_document_go_as_a_form_with_their_exact_bytes_names_and_types(tmp_path):
+def test_an_image_and_a_document_go_as_a_form_with_their_exact_bytes_names_and_types(chat, tmp_path):
     pdf = tmp_path / "Bericht Q3 – ünï.pdf"
     pdf.write_bytes(PDF)
     with answering("seen") as n8n:
-        shown = chat(
-            n8n, image_message("What is this?", data_url(PNG)), [stored_file(pdf, pdf.name, "application/pdf")]
+        shown = chat_turn(
+            chat, n8n, image_message("What is this?", data_url(PNG)), [stored_file(pdf, pdf.name, "application/pdf")]
         )
 
     assert shown == "seen"
@@ -121,66 +109,63 @@ def test_an_image_and_a_document_go_as_a_form_with_their_exact_bytes_names_and_t
     ]
 
 
-def test_objects_in_the_payload_go_as_json_text_fields(tmp_path):
+def test_objects_in_the_payload_go_as_json_text_fields(chat, tmp_path):
     with answering() as n8n:
-        chat(n8n, image_message("hi", data_url(PNG)), send_user_info=True)
+        chat_turn(chat, n8n, image_message("hi", data_url(PNG)), send_user_info=True)
 
     fields = fields_of(n8n.requests[0])
     assert json.loads(fields["user"]) == USER
     assert json.loads(fields["stream"]) is True
 
 
-def test_an_image_only_message_sends_the_image_with_empty_words():
+def test_an_image_only_message_sends_the_image_with_empty_words(chat):
     with answering() as n8n:
-        chat(n8n, image_message("", data_url(PNG)))
+        chat_turn(chat, n8n, image_message("", data_url(PNG)))
 
     seen = n8n.requests[0]
     assert fields_of(seen)["chatInput"] == ""
     assert files_of(seen) == [("data0", "image-1.png", "image/png", PNG)]
 
 
-def test_a_turn_without_files_stays_json():
+def test_a_turn_without_files_stays_json(chat):
     with answering() as n8n:
-        chat(n8n, {"role": "user", "content": "plain"})
+        chat_turn(chat, n8n, {"role": "user", "content": "plain"})
 
     seen = n8n.requests[0]
     assert seen.headers["content-type"] == "application/json"
     assert seen.json()["chatInput"] == "plain"
 
 
-def test_chat_input_is_the_users_words_not_open_webuis_rag_prompt(tmp_path):
+def test_chat_input_is_the_users_words_not_open_webuis_rag_prompt(chat, tmp_path):
     pdf = tmp_path / "a.pdf"
     pdf.write_bytes(PDF)
     rag = "### Task:\nRespond using the context\n<context>PDF TEXT</context>\n### Query: summarise it"
     with answering() as n8n:
-        chat(
-            n8n, {"role": "user", "content": rag}, [stored_file(pdf, "a.pdf", "application/pdf")], typed="summarise it"
+        chat_turn(
+            chat,
+            n8n,
+            {"role": "user", "content": rag},
+            [stored_file(pdf, "a.pdf", "application/pdf")],
+            typed="summarise it",
         )
 
     assert fields_of(n8n.requests[0])["chatInput"] == "summarise it"
 
 
 @pytest.mark.parametrize("key", ["user_message", "parent_message"])
-def test_chat_input_is_the_question_open_webui_keeps_beside_the_rag_prompt(tmp_path, key):
+def test_chat_input_is_the_question_open_webui_keeps_beside_the_rag_prompt(chat, tmp_path, key):
     """0.12.4's web app sends the question as `user_message`, 0.6's as `parent_message`; both reach `__metadata__`."""
     pdf = tmp_path / "a.pdf"
     pdf.write_bytes(PDF)
     rag = "### Task:\nRespond using the context\n<context>PDF TEXT</context>\n### Query: summarise it"
-    pipe = Pipe()
     with answering() as n8n:
-        pipe.valves.n8n_url = n8n.url
         metadata = {"chat_id": "chat-7", key: {"id": "m1", "role": "user", "content": "summarise it"}}
-
-        async def run() -> str:
-            chunks = await pipe.pipe(
-                {"model": "n8n_stream.n8n", "stream": True, "messages": [{"role": "user", "content": rag}]},
-                __user__=USER,
-                __metadata__=metadata,
-                __files__=[stored_file(pdf, "a.pdf", "application/pdf")],
-            )
-            return "".join([chunk async for chunk in chunks])
-
-        asyncio.run(run())
+        chat(n8n_url=n8n.url).run(
+            body={"model": "n8n_stream.n8n", "stream": True, "messages": [{"role": "user", "content": rag}]},
+            __user__=USER,
+            __metadata__=metadata,
+            __files__=[stored_file(pdf, "a.pdf", "application/pdf")],
+        )
 
     assert fields_of(n8n.requests[0])["chatInput"] == "summarise it"
 
@@ -190,11 +175,12 @@ def test_a_parent_message_that_is_no_user_message_is_not_the_question():
     assert user_prompt_of({}) is None
 
 
-def test_text_mode_sends_json_with_the_extracted_text_and_no_bytes(tmp_path):
+def test_text_mode_sends_json_with_the_extracted_text_and_no_bytes(chat, tmp_path):
     pdf = tmp_path / "notes.pdf"
     pdf.write_bytes(PDF)
     with answering() as n8n:
-        chat(
+        chat_turn(
+            chat,
             n8n,
             image_message("read", data_url(PNG)),
             [stored_file(pdf, "notes.pdf", "application/pdf", "Hallo Welt")],
@@ -209,11 +195,12 @@ def test_text_mode_sends_json_with_the_extracted_text_and_no_bytes(tmp_path):
     assert sent["chatInput"] == "read"
 
 
-def test_off_mode_sends_json_as_before_and_says_what_was_not_sent(tmp_path):
+def test_off_mode_sends_json_as_before_and_says_what_was_not_sent(chat, tmp_path):
     pdf = tmp_path / "notes.pdf"
     pdf.write_bytes(PDF)
     with answering("answer") as n8n:
-        shown = chat(
+        shown = chat_turn(
+            chat,
             n8n,
             image_message("read", data_url(PNG)),
             [stored_file(pdf, "notes.pdf", "application/pdf")],
@@ -226,11 +213,12 @@ def test_off_mode_sends_json_as_before_and_says_what_was_not_sent(tmp_path):
     assert sent["chatInput"] == "read"
 
 
-def test_a_file_over_max_upload_mb_is_not_sent_and_the_chat_names_it_and_the_valve(tmp_path):
+def test_a_file_over_max_upload_mb_is_not_sent_and_the_chat_names_it_and_the_valve(chat, tmp_path):
     big = tmp_path / "huge.bin"
     big.write_bytes(b"x" * (2 * 1024 * 1024))
     with answering() as n8n:
-        shown = chat(
+        shown = chat_turn(
+            chat,
             n8n,
             {"role": "user", "content": "take it"},
             [stored_file(big, "huge.bin", "application/octet-stream")],
@@ -244,10 +232,10 @@ def test_a_file_over_max_upload_mb_is_not_sent_and_the_chat_names_it_and_the_val
     )
 
 
-def test_a_remote_image_url_is_passed_as_a_url_and_never_fetched():
+def test_a_remote_image_url_is_passed_as_a_url_and_never_fetched(chat):
     with answering() as n8n, answering() as elsewhere:
         remote = elsewhere.url.replace("/webhook/test", "/cat.png")
-        chat(n8n, image_message("look", remote))
+        chat_turn(chat, n8n, image_message("look", remote))
 
     assert elsewhere.requests == []
     sent = n8n.requests[0]

@@ -8,9 +8,8 @@ the test time out (CHUNK_WAIT is well under the Gate's own 10 s).
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,16 +46,13 @@ class Outcome:
     descriptions: list[str]
     statuses: list[dict[str, Any]]
     requests: list[Seen]
+    final_status: dict[str, Any]
 
     @property
     def text(self) -> str:
         """The whole answer. Lines written together may reach the chat as one chunk or several, as the
         reads fall: only tests that gate each write assert the chunks themselves."""
         return self.answer if isinstance(self.answer, str) else "".join(self.answer)
-
-    @property
-    def final_status(self) -> dict[str, Any]:
-        return self.statuses[-1]["data"]
 
 
 def gated(*groups: list[Any]) -> tuple[list[Any], list[Gate]]:
@@ -70,37 +66,15 @@ def gated(*groups: list[Any]) -> tuple[list[Any], list[Gate]]:
     return steps, gates
 
 
-async def read_gated(chunks: AsyncIterator[str], gates: Sequence[Gate]) -> list[str]:
-    """One chunk per gate, each taken while the server still waits at that gate; then the rest."""
-    seen: list[str] = []
-    try:
-        for gate in gates:
-            seen.append(await asyncio.wait_for(anext(chunks), CHUNK_WAIT))
-            gate.open()
-        return seen + await asyncio.wait_for(drain(chunks), CHUNK_WAIT)
-    finally:
-        for gate in gates:
-            gate.open()
-
-
-async def drain(chunks: AsyncIterator[str]) -> list[str]:
-    return [chunk async for chunk in chunks]
-
-
 def talk(
     chat: Any, replies: list[Reply], gates: Sequence[Gate] = (), chat_streams: bool = True, **valves: Any
 ) -> Outcome:
-    """One chat turn against a loopback n8n answering with `replies` (one per request)."""
-
-    async def scenario() -> Outcome:
-        with LoopbackServer(replies) as server:
-            turn = chat(n8n_url=server.url, **valves)
-            answer = await turn.start(stream=chat_streams)
-            if chat_streams:
-                answer = await read_gated(answer, gates)
-            return Outcome(answer, turn.descriptions, turn.statuses, server.requests)
-
-    return asyncio.run(scenario())
+    """One chat turn against a loopback n8n answering with `replies` (one per request); one chunk per gate, each
+    taken while the server still waits at that gate, then the rest, each within CHUNK_WAIT."""
+    with LoopbackServer(replies) as server:
+        turn = chat(n8n_url=server.url, **valves)
+        answer, final = turn.run(stream=chat_streams, gates=gates, within=CHUNK_WAIT)
+        return Outcome(answer, turn.descriptions, turn.statuses, server.requests, final)
 
 
 def assert_done(outcome: Outcome, description: str) -> None:

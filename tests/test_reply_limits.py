@@ -7,7 +7,7 @@ import gzip
 import json
 
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, n8n_line
-from test_errors_and_stop import KEEPS_RUNNING, shown_and_final_status
+from test_errors_and_stop import KEEPS_RUNNING
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
 TEXT = [("Content-Type", "text/plain; charset=utf-8")]
@@ -21,7 +21,7 @@ def test_a_gzip_bomb_is_cut_at_max_reply_mb_counting_decompressed_bytes(chat):
     reply = Reply(headers=[*TEXT, ("Content-Encoding", "gzip")], steps=[bomb, "hang"])
 
     with LoopbackServer([reply]) as server:
-        shown, final = shown_and_final_status(chat, server.url, max_reply_mb=0.5)
+        shown, final = chat(n8n_url=server.url, max_reply_mb=0.5).run()
         assert server.client_gone.wait(5)
         assert len(server.requests) == 1
 
@@ -37,7 +37,7 @@ def test_a_reply_dripping_a_byte_at_a_time_is_cut_at_max_reply_minutes(chat):
     reply = Reply(headers=TEXT, steps=[b"Start:", *drip])
 
     with LoopbackServer([reply]) as server:
-        shown, final = shown_and_final_status(chat, server.url, max_reply_minutes=0.01)  # 0.6 s
+        shown, final = chat(n8n_url=server.url, max_reply_minutes=0.01).run()  # 0.6 s
         assert server.client_gone.wait(5)
 
     text = "".join(shown)
@@ -51,7 +51,7 @@ def test_keepalives_and_nothing_else_are_cut_at_max_reply_minutes(chat):
     reply = Reply(headers=N8N_STREAM, steps=[n8n_line("begin"), *keepalives])
 
     with LoopbackServer([reply]) as server:
-        shown, final = shown_and_final_status(chat, server.url, max_reply_minutes=0.01)
+        shown, final = chat(n8n_url=server.url, max_reply_minutes=0.01).run()
         assert server.client_gone.wait(5)
 
     assert shown == [f"⚠️ {TIME_CUT}"]
@@ -64,7 +64,7 @@ def test_a_complete_json_answer_of_several_megabytes_is_shown_in_full(chat):
     reply = Reply(headers=JSON, steps=[body], body_mode="length")
 
     with LoopbackServer([reply]) as server:
-        shown, final = shown_and_final_status(chat, server.url)
+        shown, final = chat(n8n_url=server.url).run()
 
     assert "".join(shown) == image
     assert final["description"].startswith("Done")
@@ -75,7 +75,7 @@ def test_a_single_n8n_item_of_several_megabytes_is_shown_in_full(chat):
     steps = [n8n_line("begin"), n8n_line("item", image), n8n_line("end")]
 
     with LoopbackServer([Reply(headers=N8N_STREAM, steps=steps)]) as server:
-        shown, final = shown_and_final_status(chat, server.url)
+        shown, final = chat(n8n_url=server.url).run()
 
     assert "".join(shown) == image
     assert final["description"].startswith("Done")

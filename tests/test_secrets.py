@@ -5,14 +5,12 @@ path. Real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket
 
 import pytest
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, Seen, n8n_reply
-from test_errors_and_stop import shown_and_final_status
 
 from pipe_n8n_stream import redact
 
@@ -33,9 +31,7 @@ def test_a_redirect_is_not_followed_and_the_token_stays_with_the_webhook(chat, s
         target = f"http://127.0.0.1:{elsewhere.port}/webhook/moved"
         redirect = Reply(status=status, headers=[("Location", target)], steps=[], body_mode="length")
         with LoopbackServer([redirect]) as webhook:
-            shown, final = shown_and_final_status(
-                chat, webhook.url, n8n_bearer_token=TOKEN, auth_header_name="X-Api-Key"
-            )
+            shown, final = chat(n8n_url=webhook.url, n8n_bearer_token=TOKEN, auth_header_name="X-Api-Key").run()
             assert len(webhook.requests) == 1
             assert webhook.requests[0].headers["x-api-key"] == TOKEN
         assert elsewhere.requests == []
@@ -48,7 +44,7 @@ def test_a_redirect_is_not_followed_and_the_token_stays_with_the_webhook(chat, s
 def test_a_relative_redirect_names_the_whole_url(chat):
     redirect = Reply(status=308, headers=[("Location", "/webhook/v2")], steps=[], body_mode="length")
     with LoopbackServer([redirect]) as webhook:
-        shown, _ = shown_and_final_status(chat, webhook.url)
+        shown, _ = chat(n8n_url=webhook.url).run()
 
     assert shown == [
         f"⚠️ `n8n_url` redirects to http://127.0.0.1:{webhook.port}/webhook/v2 (HTTP 308): "
@@ -65,8 +61,8 @@ def test_a_netrc_entry_never_replaces_the_token(chat, tmp_path, monkeypatch):
     reply = Reply(headers=N8N_STREAM, steps=n8n_reply(["ok"]))
 
     with LoopbackServer([reply, reply]) as server:
-        shown_and_final_status(chat, server.url, n8n_bearer_token=TOKEN)
-        shown_and_final_status(chat, server.url)  # no token: no credential at all
+        chat(n8n_url=server.url, n8n_bearer_token=TOKEN).run()
+        chat(n8n_url=server.url).run()  # no token: no credential at all
         with_token, without = server.requests
 
     assert with_token.headers["authorization"] == f"Bearer {TOKEN}"
@@ -76,7 +72,7 @@ def test_a_netrc_entry_never_replaces_the_token(chat, tmp_path, monkeypatch):
 def test_credentials_in_the_url_are_never_sent(chat):
     with LoopbackServer([Reply(headers=N8N_STREAM, steps=n8n_reply(["ok"]))]) as server:
         url = f"http://user:url-password@127.0.0.1:{server.port}/webhook/test"
-        shown, _ = shown_and_final_status(chat, url, n8n_bearer_token=TOKEN)
+        shown, _ = chat(n8n_url=url, n8n_bearer_token=TOKEN).run()
         (seen,) = server.requests
 
     assert shown == ["ok"]
@@ -89,7 +85,7 @@ def test_the_proxy_from_the_environment_is_used(chat, monkeypatch):
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        shown, _ = shown_and_final_status(chat, "http://n8n.internal.invalid:5678/webhook/chat-model")
+        shown, _ = chat(n8n_url="http://n8n.internal.invalid:5678/webhook/chat-model").run()
         (seen,) = proxy.requests
 
     assert "".join(shown) == "via proxy"
@@ -102,7 +98,7 @@ def test_a_proxy_that_fails_is_named_not_n8n(chat, monkeypatch):
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
 
-    shown, final = shown_and_final_status(chat, "http://n8n.internal.invalid:5678/webhook/x")
+    shown, final = chat(n8n_url="http://n8n.internal.invalid:5678/webhook/x").run()
 
     message = (
         f"Cannot reach n8n through the proxy at 127.0.0.1:{port} (set by HTTP_PROXY/HTTPS_PROXY in Open WebUI's "
@@ -116,7 +112,7 @@ def test_no_proxy_sends_the_webhook_past_the_proxy(chat, monkeypatch):
     with LoopbackServer([Reply(headers=N8N_STREAM, steps=n8n_reply(["direct"]))]) as n8n:
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{refused_port()}")
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        shown, _ = shown_and_final_status(chat, n8n.url)
+        shown, _ = chat(n8n_url=n8n.url).run()
 
     assert shown == ["direct"]
 
@@ -156,7 +152,7 @@ def test_logs_name_host_and_port_only(chat, caplog):
     with LoopbackServer(echo_everything) as server:
         url = f"http://127.0.0.1:{server.port}{SECRET_PATH}?key=query-secret"
         turn = chat(n8n_url=url, n8n_bearer_token=TOKEN)
-        shown = asyncio.run(turn.reply())
+        shown, _ = turn.run()
 
     pipe_logs = [r.getMessage() for r in caplog.records if r.name == "pipe_n8n_stream"]
     every_log = " ".join(r.getMessage() for r in caplog.records)

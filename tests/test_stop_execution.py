@@ -295,7 +295,7 @@ def test_silence_after_an_error_item_ends_the_reply_within_seconds(chat):
     with LoopbackServer([reply]) as webhook:
         turn = chat(n8n_url=webhook.url)
         started = time.monotonic()
-        shown = asyncio.run(turn.reply())
+        shown, final = turn.run()
         took = time.monotonic() - started
         assert len(webhook.requests) == 1
 
@@ -304,7 +304,7 @@ def test_silence_after_an_error_item_ends_the_reply_within_seconds(chat):
         "The workflow's execution was stopped in n8n (from its editor, its API or the pipe's Stop)."
     )
     assert "".join(shown) == f"Hello\n\n⚠️ {stopped}"
-    assert turn.statuses[-1]["data"] == {
+    assert final == {
         "description": stopped,
         "done": True,
     }

@@ -1,7 +1,6 @@
 """Issue 10: the agent's work shown the way Open WebUI shows its own: tool steps as collapsed tool-call
 blocks before the answer, a working status between n8n's blocks, sources as citations."""
 
-import asyncio
 import json
 from typing import Any
 
@@ -66,7 +65,8 @@ def answered(chat: Any, reply: Reply, **valves: Any) -> tuple[str, Any]:
     """(the whole text shown, the chat turn with its events) for one reply; n8n is asked once."""
     with LoopbackServer([reply]) as server:
         turn = chat(n8n_url=server.url, **valves)
-        text = "".join(asyncio.run(turn.reply()))
+        shown, _ = turn.run()
+        text = "".join(shown)
         assert len(server.requests) == 1
     return text, turn
 
@@ -169,7 +169,8 @@ def test_a_stream_open_after_a_blocks_end_says_the_agent_is_using_a_tool(chat):
                 said.open()
 
         turn.emit = emit
-        text = "".join(asyncio.run(turn.reply()))
+        shown, _ = turn.run()
+        text = "".join(shown)
 
     assert text == "Let me check.\n\nIt is 4."
     assert turn.descriptions[:-1] == [

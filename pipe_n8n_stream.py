@@ -188,6 +188,12 @@ class Pipe:
             "stops the workflow; empty: n8n runs it to the end.",
             json_schema_extra={"input": {"type": "password"}},
         )
+        recover_answers: bool = Field(
+            default=True,
+            description="When the connection to n8n breaks (a proxy's 504, a reset, read_timeout) after n8n got "
+            "the message, fetch the answer from n8n's execution through its API (needs `n8n_api_key` with "
+            "execution:read and execution:list). The message is never sent twice.",
+        )
         n8n_api_url: str = Field(
             default="",
             description="n8n's public API, e.g. https://n8n.example.com/api/v1. Empty: the webhook's host + /api/v1.",
@@ -313,7 +319,7 @@ class Settings(Pipe.Valves):
     @property
     def secrets(self) -> list[str]:
         """What never appears in a message, a status or a log line."""
-        return [self.n8n_bearer_token, bare_token(self.n8n_bearer_token)]
+        return [self.n8n_bearer_token, bare_token(self.n8n_bearer_token), self.n8n_api_key]
 
 
 @dataclass(frozen=True)
@@ -810,6 +816,23 @@ class ReplyEnded:
     empty: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Following:
+    """The reply broke after n8n got the message (`cause`, `lost_after` seconds into the turn): the pipe
+    follows the turn's execution through n8n's API; `waited` is how long it has followed so far."""
+
+    cause: Failure
+    lost_after: float
+    waited: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """The answer that came after this was read from n8n's execution, through its API."""
+
+    execution_id: str
+
+
 FailureCode = Literal[
     # what the reply said
     "n8n_error",
@@ -854,6 +877,10 @@ FailureCode = Literal[
     "not_modified",
     "unknown_encoding",
     "internal_error",
+    # what n8n's execution says, read through its API after the reply broke
+    "execution_canceled",
+    "execution_crashed",
+    "execution_data_missing",
 ]
 
 
@@ -875,6 +902,8 @@ class Failure:
     may_have_reached_n8n: bool = False  # the request may be running in n8n: it is never sent again
     broke_off: bool = False  # the reply broke off while it was read: what was shown stays
     let_go: bool = False  # the pipe let go of a reply n8n was still making: its execution is stopped
+    recoverable: bool = False  # n8n's API could have given the answer: the `n8n_api_key` valve is empty
+    unrecovered: ApiAnswer | None = None  # why following the execution through n8n's API gave no answer
 
 
 Event = (
@@ -888,6 +917,8 @@ Event = (
     | End
     | Responded
     | ReplyEnded
+    | Following
+    | Recovered
     | Failure
 )
 END = End()
@@ -1599,7 +1630,12 @@ class Stopper:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
+        self._stop = threading.Event()
         self.stopped = False
+
+    def wait(self, seconds: float) -> bool:
+        """Sleeps up to `seconds`, at once awake on Stop; True when stopped."""
+        return self._stop.wait(seconds)
 
     def watch(self, sock: socket.socket) -> None:
         with self._lock:
@@ -1618,6 +1654,7 @@ class Stopper:
     def stop(self) -> None:
         with self._lock:
             self.stopped = True
+            self._stop.set()
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             shut_down(sock)
@@ -1788,6 +1825,10 @@ class Exchange:
         self.stopper = Stopper()
         self.execution = ExecutionStop(request.execution_api)
         self._after_error = False
+        self._started = time.monotonic()
+        self._follows = request.execution_api is not None and request.settings.recover_answers
+        self._block_text: list[str] = []  # the current n8n block's text, kept only to recover what is missing
+        self._started_only: Failure | None = None  # the Webhook responded immediately: follow once it is read
 
     def stop(self) -> None:
         self.stopper.stop()
@@ -1795,6 +1836,7 @@ class Exchange:
     def run(self, hand_over: HandOver) -> None:
         """One request per chat turn, never repeated: n8n may have received it, and a workflow's side
         effects (emails, tickets, payments) must not happen twice."""
+        self._started = time.monotonic()
         try:
             self._call(self.request, hand_over)
         except Stopped:
@@ -1832,39 +1874,94 @@ class Exchange:
                 )
             except requests.RequestException as exc:
                 self._check_stopped()
-                hand_over([request_failure(exc, request)])
+                self.failed(request_failure(exc, request), hand_over)
                 return
             with response:
                 self._check_stopped()
+                hand_over([Responded(response.status_code)])
                 failure = answer_failure(response, request.url)
-                hand_over([Responded(response.status_code), *([failure] if failure else [])])
                 if failure is None:
                     content_type = response.headers.get("Content-Type", "")
                     decoder = ReplyDecoder(content_type, settings.response_field, settings.max_reply_bytes)
                     self.read_body(reply_body(response), decoder, hand_over)
+            if failure is not None:  # after the response is closed: following it may take long
+                self.failed(failure, hand_over)
 
     def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver) -> None:
         """The read loop: read, decode, hand over what that read meant, until the reply ends. Every read's
         events go at once: how the bytes were cut into segments never decides when text is shown."""
         limits = ReplyLimits(self.request.settings)
+        broke: Failure | None = None
         try:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
                 self._check_stopped()
                 limits.check(len(data))  # first: over the limit, nothing of this read is kept in memory
                 events = decoder.feed(data)
                 self._noted(events)  # before the chat sees them: a Stop right after must know the id
-                hand_over(events)
+                hand_over(self._kept(events))
             self._check_stopped()
-            hand_over(decoder.finish())
+            hand_over(self._kept(decoder.finish()))
         except ReplyCut as exc:
             hand_over([replace(exc.failure, may_have_reached_n8n=True, broke_off=True, let_go=True)])
         except NETWORK_ERRORS as exc:
             self._check_stopped()
             if not (self._after_error and is_timeout(exc)):  # after n8n's error, silence ends the reply
-                hand_over([read_failure(exc, self.request.settings.read_timeout)])
+                broke = read_failure(exc, self.request.settings.read_timeout)
         finally:
             with suppress(Stopped):
                 hand_over([ReplyEnded(decoder.format, decoder.streams, decoder.empty)])
+        if broke is not None or self._started_only is not None:
+            self.failed(cast(Failure, broke or self._started_only), hand_over)
+
+    def failed(self, failure: Failure, hand_over: HandOver) -> None:
+        """A failure goes to the chat, but one after which n8n may still make the answer: then, with n8n's
+        API at hand, the answer is read from the turn's execution; the message is never sent again."""
+        settings = self.request.settings
+        if not recoverable(failure) or not settings.recover_answers:
+            hand_over([failure])
+            return
+        api = self.request.execution_api
+        if api is None:
+            hand_over([replace(failure, recoverable=True)])
+            return
+        lost_after = time.monotonic() - self._started
+        hand_over([Following(failure, lost_after)])
+        follower = ExecutionFollower(api, self.stopper, self._started + settings.max_reply_seconds)
+        try:
+            record = follower.follow(
+                self.execution.execution_id, lambda waited: hand_over([Following(failure, lost_after, waited)])
+            )
+        finally:
+            self.execution.execution_id = follower.execution_id  # so that Stop stops this execution
+        if record is None:
+            limit = settings.max_reply_seconds
+            hand_over([Failure("reply_too_long", limit=limit, may_have_reached_n8n=True, let_go=True)])
+        elif isinstance(record, ApiAnswer):
+            gone = record.code == "execution_gone"
+            hand_over(
+                [
+                    Failure("execution_data_missing", detail=record.execution_id)
+                    if gone
+                    else replace(failure, unrecovered=record)
+                ]
+            )
+        else:
+            hand_over(execution_events(record, settings.response_field, "".join(self._block_text)))
+
+    def _kept(self, events: list[Event]) -> list[Event]:
+        """A read's events as the chat gets them. While the answer could still be recovered: the current
+        block's text is kept (recovery adds only what is missing), and "Workflow was started" waits until
+        the body is read, to be followed."""
+        if not self._follows:
+            return events
+        for event in events:
+            if isinstance(event, Text):
+                self._block_text.append(event.text)
+            elif isinstance(event, NodeStarted):
+                self._block_text.clear()
+            elif isinstance(event, Failure) and event.code == "workflow_started":
+                self._started_only = event
+        return [e for e in events if e is not self._started_only]
 
     def _noted(self, events: list[Event]) -> None:
         """What a read told about n8n itself: the execution id the workflow streamed, and an error item,
@@ -2348,6 +2445,8 @@ ApiCode = Literal[
     "api_unreachable",
     "api_not_json",
     "key_works",
+    "execution_not_found",
+    "execution_gone",
 ]
 ApiCause = Literal["timeout", "connection_refused", "connection_reset", "connection_closed", "connection_lost"]
 
@@ -2524,6 +2623,176 @@ def api_unreachable(exc: BaseException, api: ExecutionApi) -> ApiAnswer:
     return ApiAnswer("api_unreachable", host=host_and_port(api.url), cause=cause)
 
 
+# Following a turn's execution: when the reply broke after n8n got the message, n8n goes on and finishes
+# the answer; the pipe reads it from n8n's API instead of sending the message again. In the reply's worker
+# thread, one call at a time, backing off, bounded by `max_reply_minutes`, ended at once by Stop.
+
+FOLLOW_FIRST_DELAY = 0.5
+FOLLOW_MAX_DELAY = 5.0
+FOLLOW_STATUS_EVERY = 5.0  # the status line says the pipe still follows at most this often
+FOLLOW_RETRIES = 3  # API calls in a row that may fail (a busy n8n) before following gives up
+FIND_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)  # n8n lists a run ~50 ms after its request
+RECENT_EXECUTIONS = 20  # finished executions looked through for the turn's (a Respond Immediately run is quick)
+ENDED = ("success", "error", "canceled", "crashed")
+RECOVERABLE_GATEWAYS = (502, 503, 504, 524)
+
+
+def recoverable(failure: Failure) -> bool:
+    """A failure after which n8n may still make the answer: a proxy gave up, the connection broke or went
+    silent, or the Webhook responded immediately. n8n's own errors are answers and stay as they are."""
+    if not failure.may_have_reached_n8n:
+        return False
+    if failure.code == "gateway":
+        return failure.status in RECOVERABLE_GATEWAYS
+    return failure.code in (
+        "read_timeout",
+        "connection_reset",
+        "connection_closed",
+        "connection_lost",
+        "workflow_started",
+    )
+
+
+def api_session(api: ExecutionApi, stopper: Stopper | None = None) -> requests.Session:
+    """A session for n8n's API: the key in its header; with a stopper, Stop shuts its sockets."""
+    session = requests.Session()
+    session.headers["X-N8N-API-KEY"] = api.key
+    if stopper is not None:
+        adapter = StoppableAdapter(stopper)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
+class ExecutionFollower:
+    """Follows one turn's execution until it ends and gives its record (with its data), why it could not,
+    or None when the turn's deadline came first. Raises Stopped on Stop."""
+
+    def __init__(self, api: ExecutionApi, stopper: Stopper, deadline: float) -> None:
+        self.api = api
+        self.stopper = stopper
+        self.deadline = deadline
+        self.execution_id = ""
+
+    def follow(self, execution_id: str, waiting: Callable[[float], None]) -> dict[str, Any] | ApiAnswer | None:
+        started = time.monotonic()
+        with api_session(self.api, self.stopper) as session:
+            self.execution_id = execution_id
+            delay, said_at, failed_calls = FOLLOW_FIRST_DELAY, started, 0
+            while True:
+                try:
+                    record = self._look(session)
+                except requests.RequestException as exc:
+                    self._check_stopped()
+                    failed_calls += 1
+                    if failed_calls >= FOLLOW_RETRIES:
+                        return api_unreachable(exc, self.api)
+                    record = None
+                except JSON_ERRORS:
+                    return ApiAnswer("api_not_json", host=host_and_port(self.api.url))
+                else:
+                    failed_calls = 0
+                    if isinstance(record, ApiAnswer) or (record is not None and record.get("status") in ENDED):
+                        return record
+                now = time.monotonic()
+                if now - said_at >= FOLLOW_STATUS_EVERY:
+                    waiting(now - started)
+                    said_at = now
+                if now + delay > self.deadline:
+                    return None
+                if self.stopper.wait(delay):
+                    raise Stopped
+                delay = min(delay * 2, FOLLOW_MAX_DELAY)
+
+    def _look(self, session: requests.Session) -> dict[str, Any] | ApiAnswer:
+        """The execution's record; the turn's execution is found first (its id, else its turn id)."""
+        if not self.execution_id:
+            self.execution_id = self._find(session)
+            if not self.execution_id:
+                return ApiAnswer("execution_not_found")
+        response = api_call(session, self.api, "GET", f"/executions/{self.execution_id}", includeData="true")
+        self._check_stopped()
+        if response.status_code == 404:  # seen running, then gone: n8n kept no data of it once it ended
+            return ApiAnswer("execution_gone", execution_id=self.execution_id)
+        if response.status_code != 200:
+            return api_refusal(response, self.api, "execution:read")
+        record = response.json()
+        return record if isinstance(record, dict) else ApiAnswer("api_not_json", host=host_and_port(self.api.url))
+
+    def _find(self, session: requests.Session) -> str:
+        """The running execution whose input holds the turn id, else a recent finished one."""
+        for delay in FIND_DELAYS:
+            if self.stopper.wait(delay):
+                raise Stopped
+            with suppress(ApiRefused):  # n8n before 2.10 lists no running executions: the recent ones then
+                found = running_execution(session, self.api)
+                if found:
+                    return found
+            found = recent_execution(session, self.api)
+            if found:
+                return found
+        return ""
+
+    def _check_stopped(self) -> None:
+        if self.stopper.stopped:
+            raise Stopped
+
+
+def recent_execution(session: requests.Session, api: ExecutionApi) -> str:
+    """The newest executions, finished ones included, looked through for the turn id."""
+    params = {"includeData": "true", "limit": str(RECENT_EXECUTIONS)}
+    response = api_call(session, api, "GET", "/executions", **params)
+    if response.status_code != 200:
+        raise ApiRefused(api_refusal(response, api, "execution:list and execution:read"))
+    return turn_execution(response.json(), api.turn_id)
+
+
+def turn_execution(page: Any, turn_id: str) -> str:
+    """The id of the execution in a page of n8n's list whose data holds the turn id, else ""."""
+    for execution in page.get("data") or [] if isinstance(page, dict) else []:
+        if isinstance(execution, dict) and turn_id in json.dumps(execution.get("data")):
+            return str(execution.get("id", ""))
+    return ""
+
+
+def execution_events(record: dict[str, Any], response_field: str, shown: str) -> list[Event]:
+    """What an ended execution's record means for the chat: its answer as the webhook would have sent it
+    (the last node's first item), less what the chat already shows; n8n's error; or why there is none."""
+    execution_id = str(record.get("id", ""))
+    status = str(record.get("status", ""))
+    result = object_at(record, "data.resultData")
+    if status == "error" and object_at(result, "error"):
+        error = object_at(result, "error")
+        reason = text_at(error, "description") or text_at(error, "message") or ""
+        return [Failure("n8n_error", node=text_at(error, "node.name") or "", message=reason, may_have_reached_n8n=True)]
+    if status in ("canceled", "crashed"):
+        return [Failure("execution_canceled" if status == "canceled" else "execution_crashed", detail=execution_id)]
+    item = last_node_item(result)
+    if item is None:
+        return [Failure("execution_data_missing", detail=execution_id, message=status)]
+    events = events_of_json(item, response_field)
+    if not any(isinstance(e, Text) for e in events):
+        snippet = shorten(json.dumps(without_agent_work(item), ensure_ascii=False))
+        return [*events, Failure("no_text_at_field", detail=response_field, message=snippet)]
+    return [Recovered(execution_id), *not_repeated(events, shown)]
+
+
+def last_node_item(result: dict[str, Any]) -> Any:
+    """The json of the first item the last node put out: what n8n answers 'When Last Node Finishes'."""
+    runs = value_at(result, f"runData.{result.get('lastNodeExecuted')}")
+    if not isinstance(runs, list) or not runs:
+        return None
+    return value_at(runs[-1], "data.main.0.0.json")
+
+
+def not_repeated(events: list[Event], shown: str) -> list[Event]:
+    """The recovered answer without what the chat already shows: when the shown text is the answer's
+    start, only the rest; else the whole answer after it, as a paragraph of its own."""
+    answer = "".join(e.text for e in events if isinstance(e, Text))
+    rest = answer[len(shown) :] if answer.startswith(shown) else ("\n\n" if shown else "") + answer
+    return [e for e in events if not isinstance(e, Text)] + text_events(rest)
+
+
 # ---------------------------------------------------------------------------
 # Presentation: events of the reply -> what the chat shows. ChatTurn.handle is the one place each
 # event kind is read; the sentences come from Words, below.
@@ -2580,6 +2849,7 @@ class Outcome:
     first_chunk_at: float | None = None
     last_chunk_at: float | None = None
     tool_steps: int = 0
+    recovered_from: str = ""  # the n8n execution the answer was read from, after the reply broke
 
     def shown(self, now: float) -> None:
         """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
@@ -2604,7 +2874,7 @@ class ChatTurn:
         self.renderer = ChatRenderer(settings.show_thinking, settings.show_tool_steps)
         self.tool_wait = ToolWait(emitter)
         self._let_go = False  # a failure let go of a reply n8n was still making: stop its execution
-        self._node_status = ""  # a node began: its status goes out once the text before it is out
+        self._node_status = ""  # a status due once the text before it is out (a node began, following n8n)
         self._sources: list[Source] = []  # citations to send
 
     def handle(self, event: Event) -> str:
@@ -2641,6 +2911,12 @@ class ChatTurn:
                     event.streamed,
                     event.empty,
                 )
+                return ""
+            case Following():
+                self._node_status = following_words(event)
+                return ""
+            case Recovered(execution_id=execution_id):
+                self.outcome.recovered_from = execution_id
                 return ""
             case ExecutionId() | End():
                 return ""
@@ -2949,8 +3225,25 @@ CONNECTION_WORDS = {
 
 def failure_words(failure: Failure) -> str:
     """The sentence for a failure. A reply that broke off (`broke_off`) is said as a clause, for the
-    chat's "[stream interrupted after …: …]"; anything else as a whole sentence."""
-    f = failure
+    chat's "[stream interrupted after …: …]"; anything else as a whole sentence. Then what n8n's API
+    could have done, or why it did not."""
+    said = failure_sentence(failure)
+    if failure.recoverable:
+        more = RECOVERABLE_WITH_KEY
+    elif failure.unrecovered is not None:
+        more = f"n8n's answer could not be fetched: {api_words(failure.unrecovered)}"
+    else:
+        return said
+    return f"{said}; {more}" if failure.broke_off else f"{said} {more[0].upper()}{more[1:]}."
+
+
+RECOVERABLE_WITH_KEY = (
+    "with the `n8n_api_key` valve set (scopes execution:read, execution:list), the pipe would have fetched "
+    "the answer from n8n's execution"
+)
+
+
+def failure_sentence(f: Failure) -> str:
     match f.code:
         case "n8n_error":
             return n8n_error_words(f.node, f.message)
@@ -3062,8 +3355,37 @@ def failure_words(failure: Failure) -> str:
             )
         case "internal_error":
             return f"internal error in the n8n pipe: {f.detail}"
+        case "execution_canceled":
+            return f"n8n execution {f.detail} was cancelled before it finished, so it has no answer."
+        case "execution_crashed":
+            return (
+                f"n8n execution {f.detail} crashed (n8n stopped or ran out of memory while running it): open it in "
+                "the workflow's Executions list in n8n."
+            )
+        case "execution_data_missing":
+            return (
+                f"n8n execution {f.detail} ended, but n8n kept none of its data, so its answer cannot be shown: set "
+                "EXECUTIONS_DATA_SAVE_ON_SUCCESS=all and EXECUTIONS_DATA_SAVE_ON_ERROR=all in n8n's environment "
+                "(and check EXECUTIONS_DATA_MAX_AGE if n8n prunes executions)."
+            )
         case _:
             assert_never(f.code)
+
+
+def following_words(following: Following) -> str:
+    """The status line while the pipe follows n8n's execution after the reply broke."""
+    cause, after = following.cause, seconds_said(following.lost_after)
+    match cause.code:
+        case "gateway":
+            head = f"The proxy in front of n8n answered {cause.status} after {after} s"
+        case "read_timeout":
+            head = f"n8n sent nothing for {cause.seconds:g} s (read_timeout)"
+        case "workflow_started":
+            head = "n8n started the workflow (its Webhook responds immediately)"
+        case _:
+            head = f"Connection to n8n lost after {after} s"
+    waited = f" ({following.waited:.0f} s)" if following.waited else ""
+    return f"{head}; n8n is still running the workflow…{waited}"
 
 
 def n8n_error_words(node: str, message: str) -> str:
@@ -3175,6 +3497,10 @@ def api_words(answer: ApiAnswer) -> str:
             return f"n8n's API at {a.host} answered something that is not n8n's JSON"
         case "key_works":
             return API_KEY_WORKS
+        case "execution_not_found":
+            return "no n8n execution of this message was found (n8n may never have received it)"
+        case "execution_gone":
+            return f"n8n execution {a.execution_id} is gone (n8n kept none of its data)"
         case _:
             assert_never(a.code)
 
@@ -3186,9 +3512,11 @@ def done_words(outcome: Outcome, now: float) -> str:
     """The final status of a reply that went well: how long it took, and the agent's tool steps."""
     total = now - outcome.started
     steps = tool_steps_said(outcome.tool_steps)
+    recovered = f"; the answer came from n8n execution {outcome.recovered_from}" if outcome.recovered_from else ""
     if outcome.first_chunk_at is None:
-        return f"Done in {total:.1f} s{steps}"
-    return f"Done: first text after {outcome.first_chunk_at - outcome.started:.1f} s, {total:.1f} s in all{steps}"
+        return f"Done in {total:.1f} s{steps}{recovered}"
+    first = outcome.first_chunk_at - outcome.started
+    return f"Done: first text after {first:.1f} s, {total:.1f} s in all{steps}{recovered}"
 
 
 def tool_steps_said(count: int) -> str:

@@ -32,6 +32,11 @@ NOT_REGISTERED_PRODUCTION = (
 AUTH_ADVICE = "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
 STOP_WITHIN = 0.1
 KEEPS_RUNNING = "n8n keeps running the workflow to its end (set the `n8n_api_key` valve to stop it too)"
+# Said after a failure n8n's API could have recovered from, when no `n8n_api_key` is set.
+WITH_API_KEY = (
+    "with the `n8n_api_key` valve set (scopes execution:read, execution:list), the pipe would have fetched the "
+    "answer from n8n's execution"
+)
 
 
 def answered_with(reply: Reply, chat: Any, path: str = "/webhook/test", **valves: Any) -> tuple[list[str], Any]:
@@ -170,8 +175,9 @@ def test_silence_mid_stream_keeps_the_text_and_says_read_timeout(chat):
     started = time.monotonic()
     shown, final = answered_with(reply, chat, read_timeout=0.5)
 
-    assert shown == ["Hello", "\n\n[stream interrupted after 1 chunk: n8n sent nothing for 0.5 s (read_timeout)]"]
-    assert final == {"description": f"n8n sent nothing for 0.5 s (read_timeout); {KEEPS_RUNNING}", "done": True}
+    timed_out = f"n8n sent nothing for 0.5 s (read_timeout); {WITH_API_KEY}"
+    assert shown == ["Hello", f"\n\n[stream interrupted after 1 chunk: {timed_out}]"]
+    assert final == {"description": f"{timed_out}; {KEEPS_RUNNING}", "done": True}
     assert time.monotonic() - started < 5  # the valve's 0.5 s, not the default 300 s
 
 
@@ -180,8 +186,9 @@ def test_silence_before_the_headers_says_read_timeout(chat):
 
     shown, final = answered_with(reply, chat, read_timeout=0.5)
 
-    assert shown == ["⚠️ n8n sent nothing for 0.5 s (read_timeout)."]
-    assert final == {"description": f"n8n sent nothing for 0.5 s (read_timeout); {KEEPS_RUNNING}", "done": True}
+    timed_out = f"n8n sent nothing for 0.5 s (read_timeout). W{WITH_API_KEY[1:]}."
+    assert shown == [f"⚠️ {timed_out}"]
+    assert final == {"description": f"{timed_out.removesuffix('.')}; {KEEPS_RUNNING}", "done": True}
 
 
 def test_a_dropped_connection_keeps_every_chunk_and_is_never_resent(chat):
@@ -193,7 +200,7 @@ def test_a_dropped_connection_keeps_every_chunk_and_is_never_resent(chat):
         shown, _ = chat(n8n_url=server.url).run(gates=[gate])  # the connection drops only after text was shown
         assert len(server.requests) == 1
 
-    assert "".join(shown) == "Hello world\n\n[stream interrupted after 2 chunks: connection reset]"
+    assert "".join(shown) == f"Hello world\n\n[stream interrupted after 2 chunks: connection reset; {WITH_API_KEY}]"
 
 
 def test_a_line_without_end_stops_the_reading_at_the_reply_limit(chat):

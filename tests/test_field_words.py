@@ -36,6 +36,12 @@ def assert_said(shown: list[str], final: dict[str, Any], message: str) -> None:
     assert final == {"description": message, "done": True}
 
 
+WITH_API_KEY = (
+    " With the `n8n_api_key` valve set (scopes execution:read, execution:list), the pipe would have fetched the "
+    "answer from n8n's execution."
+)
+
+
 def said_with_seconds(shown: list[str], final: dict[str, Any], template: str) -> None:
     """The message with its measured seconds (a loopback answers at once: under 5 s, one decimal)."""
     seconds = re.search(r"after (\d+\.\d) s", shown[0])
@@ -57,7 +63,7 @@ def test_a_proxy_504_says_the_workflow_may_still_run_and_names_the_read_timeout(
         shown,
         final,
         "The proxy in front of n8n answered 504 after {} s; the workflow may still be running; "
-        "raise the proxy's read timeout (see deploy/nginx.conf).",
+        "raise the proxy's read timeout (see deploy/nginx.conf)." + WITH_API_KEY,
     )
 
 
@@ -71,7 +77,8 @@ def test_a_proxy_502_says_n8n_gave_it_no_answer(chat):
         shown,
         final,
         "The proxy in front of n8n answered 502 after {} s: it got no valid answer from n8n; the workflow may "
-        "still be running. Check that n8n is up and that the proxy points at its port (see deploy/nginx.conf).",
+        "still be running. Check that n8n is up and that the proxy points at its port (see deploy/nginx.conf)."
+        + WITH_API_KEY,
     )
 
 
@@ -85,7 +92,7 @@ def test_a_503_page_from_nginx_says_n8n_is_not_available_behind_it(chat):
         shown,
         final,
         "The proxy in front of n8n answered 503 after {} s: n8n is not available behind it (stopped, starting "
-        "or overloaded); try again once n8n is up.",
+        "or overloaded); try again once n8n is up." + WITH_API_KEY,
     )
 
 
@@ -98,7 +105,7 @@ def test_cloudflare_524_names_cloudflares_100_s(chat):
         shown,
         final,
         "Cloudflare answered 524 after {} s: n8n sent no response within Cloudflare's 100 s; the workflow may "
-        "still be running; let the Webhook respond by streaming, or reach n8n without Cloudflare.",
+        "still be running; let the Webhook respond by streaming, or reach n8n without Cloudflare." + WITH_API_KEY,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_line, n8n_reply
 from n8n_wire import n8n_json
+from test_errors_and_stop import WITH_API_KEY
 
 from pipe_n8n_stream import ACCEPT_COMPLETE
 
@@ -501,7 +502,7 @@ def test_connection_reset_after_text_keeps_it_and_is_not_retried(chat):
 
     outcome = talk(chat, [reply, complete_reply()], gates)
 
-    assert outcome.answer == ["Hello", "\n\n[stream interrupted after 1 chunk: connection reset]"]
+    assert outcome.answer == ["Hello", f"\n\n[stream interrupted after 1 chunk: connection reset; {WITH_API_KEY}]"]
     assert len(outcome.requests) == 1
     assert_done(outcome, "connection reset")
 

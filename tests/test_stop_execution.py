@@ -248,9 +248,12 @@ def test_an_unreachable_api_is_named_by_host_and_port(chat):
 
 
 def test_a_reply_the_pipe_gives_up_on_is_stopped_in_n8n_too(chat):
+    """With `recover_answers` off, silence past read_timeout lets the reply go: its execution is stopped."""
     with LoopbackServer([stalled_after_hello()]) as webhook:
         api = FakeN8nApi(running=lists_this_turn_as_1234(webhook))
-        turn = chat(n8n_url=webhook.url, n8n_api_key=API_KEY, n8n_api_url=api.url, read_timeout=0.5)
+        turn = chat(
+            n8n_url=webhook.url, n8n_api_key=API_KEY, n8n_api_url=api.url, read_timeout=0.5, recover_answers=False
+        )
 
         async def scenario() -> tuple[list[str], str]:
             shown = await turn.reply()

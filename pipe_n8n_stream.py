@@ -2682,6 +2682,8 @@ class ExecutionFollower:
             while True:
                 try:
                     record = self._look(session)
+                except ApiRefused as exc:
+                    return exc.answer
                 except requests.RequestException as exc:
                     self._check_stopped()
                     failed_calls += 1
@@ -2724,11 +2726,13 @@ class ExecutionFollower:
         for delay in FIND_DELAYS:
             if self.stopper.wait(delay):
                 raise Stopped
-            with suppress(ApiRefused):  # n8n before 2.10 lists no running executions: the recent ones then
+            try:
                 found = running_execution(session, self.api)
-                if found:
-                    return found
-            found = recent_execution(session, self.api)
+            except ApiRefused as exc:
+                if exc.answer.code != "cannot_stop":  # n8n before 2.10 lists no running ones: the recent then
+                    raise
+                found = ""
+            found = found or recent_execution(session, self.api)
             if found:
                 return found
         return ""

@@ -2447,6 +2447,7 @@ ApiCode = Literal[
     "key_works",
     "execution_not_found",
     "execution_gone",
+    "recovers",
 ]
 ApiCause = Literal["timeout", "connection_refused", "connection_reset", "connection_closed", "connection_lost"]
 
@@ -3220,6 +3221,10 @@ NO_API_KEY = "n8n keeps running the workflow to its end (set the `n8n_api_key` v
 STOPPING = "stopping the n8n execution…"
 STOP_UNSUPPORTED = "this n8n cannot stop executions through its API (that needs n8n 2.10 or later)"
 API_KEY_WORKS = "the key works; Stop will stop n8n executions"
+RECOVERY_WORKS = (
+    "the key reads executions; an answer whose reply breaks (a proxy's time-out, a dropped connection) is "
+    "fetched from n8n's execution"
+)
 CONNECTION_WORDS = {
     "connection_reset": "connection reset",
     "connection_closed": "connection closed before the reply ended",
@@ -3505,6 +3510,8 @@ def api_words(answer: ApiAnswer) -> str:
             return "no n8n execution of this message was found (n8n may never have received it)"
         case "execution_gone":
             return f"n8n execution {a.execution_id} is gone (n8n kept none of its data)"
+        case "recovers":
+            return RECOVERY_WORKS
         case _:
             assert_never(a.code)
 
@@ -3685,6 +3692,20 @@ def api_check(webhook_url: str, api_url: str, key: str) -> ApiAnswer:
     return api_refusal(probe, api, "execution:stop")
 
 
+def recovery_check(webhook_url: str, api_url: str, key: str) -> ApiAnswer:
+    """The doctor's word on recovery: reading the newest execution with its data is what following a
+    broken reply needs (the execution:list and execution:read scopes)."""
+    api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "")
+    with api_session(api) as session:
+        try:
+            listed = api_call(session, api, "GET", "/executions", limit="1", includeData="true")
+        except requests.RequestException as exc:
+            return api_unreachable(exc, api)
+    if listed.status_code != 200:
+        return api_refusal(listed, api, "execution:list and execution:read")
+    return ApiAnswer("recovers")
+
+
 def local_file(path: str) -> dict[str, Any]:
     """A file named on the command line as Open WebUI lists a chat's file in `__files__` (its type guessed
     from its name), so the doctor sends it through pipe() as the chat would."""
@@ -3758,8 +3779,10 @@ def main(argv: list[str] | None = None) -> int:
         api_ok = True
         if args.api_key:
             answer = api_check(args.url, args.api_url, args.api_key)
+            recovery = recovery_check(args.url, args.api_url, args.api_key)
             print(f"n8n API: {redact(api_words(answer), [args.api_key])}")
-            api_ok = answer.code == "key_works"
+            print(f"recovery: {redact(api_words(recovery), [args.api_key])}")
+            api_ok = answer.code == "key_works" and recovery.code == "recovers"
         check_run = run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout, args.file)
         streams = asyncio.run(check_run)
         return streams or (0 if api_ok else 1)

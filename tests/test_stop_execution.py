@@ -15,7 +15,18 @@ from fake_n8n_api import FakeN8nApi, execution
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_line, n8n_reply
 from test_errors_and_stop import STOP_WITHIN, reply_threads, stop_after_first_chunk, threads_left_after
 
-from pipe_n8n_stream import API_KEY_WORKS, STOP_UNSUPPORTED, Pipe, Settings, Turn, api_check, api_words, webhook_request
+from pipe_n8n_stream import (
+    API_KEY_WORKS,
+    RECOVERY_WORKS,
+    STOP_UNSUPPORTED,
+    Pipe,
+    Settings,
+    Turn,
+    api_check,
+    api_words,
+    recovery_check,
+    webhook_request,
+)
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
 API_KEY = "n8n_api_4f1c9e7d-KEY-secret"
@@ -346,5 +357,25 @@ def test_the_doctor_tells_an_unknown_execution_from_a_missing_stop_route(stop_an
     api = FakeN8nApi(stop_status=404, error_body=stop_answer)
     try:
         assert api_words(api_check("http://127.0.0.1:1/webhook/x", api.url, API_KEY)) == said
+    finally:
+        api.close()
+
+
+@pytest.mark.parametrize(
+    ("list_status", "said"),
+    [
+        (200, RECOVERY_WORKS),
+        (403, "the `n8n_api_key` may not do this (HTTP 403): give it the execution:list and execution:read scopes"),
+        (401, "n8n rejected the `n8n_api_key` (HTTP 401): create a new API key in n8n (Settings > n8n API)"),
+    ],
+)
+def test_the_doctor_says_whether_a_broken_reply_would_be_recovered(list_status, said):
+    """Recovery reads executions with their data: the doctor reads the newest one so."""
+    api = FakeN8nApi(list_status=list_status)
+    try:
+        assert api_words(recovery_check("http://127.0.0.1:1/webhook/x", api.url, API_KEY)) == said
+        assert [(c.method, c.path, c.query) for c in api.calls] == [
+            ("GET", "/api/v1/executions", {"limit": ["1"], "includeData": ["true"]})
+        ]
     finally:
         api.close()

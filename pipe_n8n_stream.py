@@ -1138,7 +1138,8 @@ class ReplyDecoder:
 
 
 class WireFormat:
-    """One way of cutting a reply into values: feed bytes, get pieces; finish() at the end of the body."""
+    """One way of cutting a reply into values: feed bytes, get events; finish() at the end of the body.
+    A format's own reading state is made in start(), so no format repeats the constructor."""
 
     LABEL = ""
     STREAMS = True
@@ -1149,6 +1150,10 @@ class WireFormat:
         self.response_field = response_field
         self.labelled_ndjson = labelled_ndjson
         self.max_json_bytes = max_json_bytes
+        self.start()
+
+    def start(self) -> None:
+        """The format's reading state, before the first byte."""
 
     @property
     def label(self) -> str:
@@ -1187,10 +1192,7 @@ class TextFormat(WireFormat):
 
     LABEL = "text"
 
-    def __init__(
-        self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
-    ) -> None:
-        super().__init__(response_field, labelled_ndjson, max_json_bytes)
+    def start(self) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
 
     def feed(self, data: bytes) -> list[Event]:
@@ -1205,12 +1207,9 @@ class JsonLinesFormat(WireFormat):
     A first line that is not JSON on its own means a pretty-printed body: it is read whole. A line or
     body may be as large as the reply may be (a complete answer with a base64 image is one line)."""
 
-    def __init__(
-        self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
-    ) -> None:
-        super().__init__(response_field, labelled_ndjson, max_json_bytes)
-        self._lines = LineSplitter(max_json_bytes, "json_too_long")
-        self._blocks = N8nBlocks(response_field)
+    def start(self) -> None:
+        self._lines = LineSplitter(self.max_json_bytes, "json_too_long")
+        self._blocks = N8nBlocks(self.response_field)
         self._values = 0
         self._n8n = False
         self._body: list[str] | None = None
@@ -1346,10 +1345,7 @@ class SSEFormat(WireFormat):
 
     LABEL = "SSE"
 
-    def __init__(
-        self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
-    ) -> None:
-        super().__init__(response_field, labelled_ndjson, max_json_bytes)
+    def start(self) -> None:
         self._lines = LineSplitter(too_long="event_stream_line_too_long")
         self._events = SSEDecoder()
 
@@ -1838,7 +1834,7 @@ class Exchange:
         effects (emails, tickets, payments) must not happen twice."""
         self._started = time.monotonic()
         try:
-            self._call(self.request, hand_over)
+            self._call(hand_over)
         except Stopped:
             pass
         except Exception as exc:  # an exception would vanish in Open WebUI: the chat must say it
@@ -1848,8 +1844,8 @@ class Exchange:
             with suppress(Stopped):
                 hand_over([internal_error(exc)])
 
-    def _call(self, request: WebhookRequest, hand_over: HandOver) -> None:
-        settings = request.settings
+    def _call(self, hand_over: HandOver) -> None:
+        request, settings = self.request, self.request.settings
         URLLIB3_LOGS.secrets.update(url_secrets(request.url))
         with requests.Session() as session:
             adapter = StoppableAdapter(self.stopper)

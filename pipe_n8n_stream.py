@@ -38,6 +38,7 @@ import codecs
 import html
 import http.client
 import inspect
+import io
 import json
 import logging
 import mimetypes
@@ -55,8 +56,8 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, Protocol, assert_never, cast
-from urllib.parse import quote, quote_plus, urljoin, urlsplit
+from typing import Any, Literal, NamedTuple, Protocol, assert_never, cast
+from urllib.parse import quote, quote_plus, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -280,7 +281,8 @@ class Pipe:
         if problem:
             return single_chunk(f"⚠️ {problem}", emitter, problem) if turn.wants_stream else f"⚠️ {problem}"
 
-        chat_turn = ChatTurn(Exchange(webhook_request(settings, url, turn)), emitter, settings.secrets, outcome)
+        exchange = Exchange(webhook_request(settings, url, turn))
+        chat_turn = ChatTurn(exchange, emitter, settings.secrets, outcome, str(turn.user.get("id") or ""))
         chunks = chat_turn.chunks()
         if settings.send_files == "off" and (note := unsent_note(turn)):
             chunks = noted_first(note, chunks)
@@ -376,6 +378,7 @@ class WebhookRequest:
     stream: bool
     execution_api: ExecutionApi | None
     attachments: tuple[Attachment, ...]
+    file_stem: str = "n8n"  # names a file the workflow answered with when n8n gave it no name
 
 
 @dataclass(frozen=True)
@@ -632,7 +635,14 @@ def webhook_request(settings: Settings, url: str, turn: Turn) -> WebhookRequest:
         stream=stream,
         execution_api=execution_api(settings, url, turn),
         attachments=turn.attachments if settings.send_files != "off" else (),
+        file_stem=workflow_stem(settings, turn.model),
     )
+
+
+def workflow_stem(settings: Settings, model_id: str) -> str:
+    """The workflow's model name as a file name's stem: `Charts = URL` names a chart `Charts.png`."""
+    name = parse_models(settings.models).get(model_entry(model_id), ("n8n", ""))[0]
+    return re.sub(r"[^\w.-]+", "-", name).strip("-.") or "n8n"
 
 
 def build_payload(valves: Settings, turn: Turn, url: str, stream: bool) -> dict[str, Any]:
@@ -789,6 +799,16 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class File:
+    """A file the workflow answered with (an image, a PDF, a spreadsheet), whole: never shown as text.
+    `name` is "" when n8n gave none (Respond to Webhook's Binary File sends no Content-Disposition)."""
+
+    name: str
+    mime_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionId:
     """The n8n execution id the workflow streamed (`{"executionId": ...}`), never shown: Stop uses it."""
 
@@ -913,6 +933,7 @@ Event = (
     | BlockEnded
     | ToolStep
     | Source
+    | File
     | ExecutionId
     | End
     | Responded
@@ -1028,11 +1049,17 @@ class SSEDecoder:
         return ServerSentEvent(event or "message", "\n".join(data), self._last_id)
 
 
-WireFormatName = Literal["empty", "json", "sse", "text"]
+WireFormatName = Literal["empty", "json", "sse", "text", "file"]
+# Types that are text whatever their name says: anything else (image/*, application/pdf, octet-stream,
+# archives, office formats) is a file.
+TEXT_TYPES = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl", "application/xml")
 
 
 def sniff(head: bytes, content_type: str, at_end: bool) -> WireFormatName | None:
-    """The wire format from the first bytes (n8n labels its stream application/json), or None to wait."""
+    """The wire format from the type and the first bytes (n8n labels its stream application/json), or
+    None to wait. A type that is no text (an image, a PDF, octet-stream) is a file."""
+    if is_file_type(content_type):
+        return "file"
     if not at_end and len(head) < len(BOM) and BOM.startswith(head):
         return None
     body = head[len(BOM) :] if head.startswith(BOM) else head
@@ -1052,14 +1079,24 @@ def sniff(head: bytes, content_type: str, at_end: bool) -> WireFormatName | None
     return "text"
 
 
+def is_file_type(content_type: str) -> bool:
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return bool(mime) and not (mime.startswith("text/") or mime in TEXT_TYPES or mime.endswith(("+json", "+xml")))
+
+
 class ReplyDecoder:
     """Bytes of one reply in, pieces out. Picks the wire format from the first bytes, stops at the end
     marker (`ended`), and at the end of the body says when the reply was empty or had no text."""
 
     def __init__(
-        self, content_type: str = "", response_field: str = "output", max_json_bytes: int = MAX_LINE_BYTES
+        self,
+        content_type: str = "",
+        response_field: str = "output",
+        max_json_bytes: int = MAX_LINE_BYTES,
+        disposition: str = "",
     ) -> None:
         self.content_type = content_type.lower()
+        self.disposition = disposition
         self.response_field = response_field
         self.max_json_bytes = max_json_bytes
         self.ended = False
@@ -1120,21 +1157,59 @@ class ReplyDecoder:
             self.ended = True
             pieces = pieces[: pieces.index(END) + 1]
         if not self._shown:
-            self._shown = any(isinstance(p, Text | Failure) for p in pieces)
+            self._shown = any(isinstance(p, Text | Failure | File) for p in pieces)
         return pieces
 
     def _sniffed(self, at_end: bool) -> WireFormatName | None:
         """Sniff the first MAX_LINE_BYTES only, else a long blank head followed by `{` would be JSON in
         one read but text in many. Still undecided after them: plain text."""
         beyond = len(self._head) > MAX_LINE_BYTES
+        if is_attachment(self.disposition):
+            return "file"
         kind = sniff(bytes(self._head[:MAX_LINE_BYTES]), self.content_type, at_end and not beyond)
         return "text" if kind is None and beyond else kind
 
     def _start(self, kind: WireFormatName) -> WireFormat:
         if self._head.startswith(BOM):
             self._head = self._head[len(BOM) :]
-        self._format = WIRE_FORMATS[kind](self.response_field, "ndjson" in self.content_type, self.max_json_bytes)
+        head = ReplyHead(self.content_type, self.disposition)
+        self._format = WIRE_FORMATS[kind](head, self.response_field, self.max_json_bytes)
         return self._format
+
+
+@dataclass(frozen=True)
+class ReplyHead:
+    """What the reply's headers say of its body."""
+
+    content_type: str = ""
+    disposition: str = ""
+
+    @property
+    def labelled_ndjson(self) -> bool:
+        return "ndjson" in self.content_type
+
+    @property
+    def mime_type(self) -> str:
+        return self.content_type.split(";", 1)[0].strip() or "application/octet-stream"
+
+
+def is_attachment(disposition: str) -> bool:
+    return disposition.split(";", 1)[0].strip().lower() == "attachment"
+
+
+def attachment_name(disposition: str) -> str:
+    """The file name a Content-Disposition gives (RFC 6266: `filename*=UTF-8''...` first), made safe to
+    show: no path, no line break, no markdown brackets. "" when it gives none."""
+    encoded = re.search(r"filename\*\s*=\s*(?:UTF-8|utf-8)''([^;]+)", disposition)
+    plain = re.search(r'filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', disposition)
+    if encoded:
+        name = unquote(encoded.group(1).strip())
+    elif plain:
+        name = plain.group(1) if plain.group(1) is not None else plain.group(2)
+    else:
+        return ""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return re.sub(r"[\x00-\x1f\x7f\[\]()<>]", "_", name).strip()[: TITLE_CHARS * 2]
 
 
 class WireFormat:
@@ -1144,11 +1219,9 @@ class WireFormat:
     LABEL = ""
     STREAMS = True
 
-    def __init__(
-        self, response_field: str = "output", labelled_ndjson: bool = False, max_json_bytes: int = MAX_LINE_BYTES
-    ) -> None:
+    def __init__(self, head: ReplyHead, response_field: str = "output", max_json_bytes: int = MAX_LINE_BYTES) -> None:
+        self.head = head
         self.response_field = response_field
-        self.labelled_ndjson = labelled_ndjson
         self.max_json_bytes = max_json_bytes
         self.start()
 
@@ -1218,7 +1291,7 @@ class JsonLinesFormat(WireFormat):
 
     @property
     def streams(self) -> bool:
-        return self._n8n or self._values > 1 or self.labelled_ndjson
+        return self._n8n or self._values > 1 or self.head.labelled_ndjson
 
     @property
     def label(self) -> str:
@@ -1358,7 +1431,26 @@ class SSEFormat(WireFormat):
         return pieces
 
 
+class FileFormat(WireFormat):
+    """A file, not text (an image, a PDF, a spreadsheet): its bytes are kept whole, up to `max_reply_mb`,
+    and given at the end of the body; a file cut short is never shown."""
+
+    LABEL = "file"
+    STREAMS = False
+
+    def start(self) -> None:
+        self._data = bytearray()
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._data += data
+        return []
+
+    def finish(self) -> list[Event]:
+        return [File(attachment_name(self.head.disposition), self.head.mime_type, bytes(self._data))]
+
+
 WIRE_FORMATS: dict[WireFormatName, type[WireFormat]] = {
+    "file": FileFormat,
     "empty": EmptyFormat,
     "json": JsonLinesFormat,
     "sse": SSEFormat,
@@ -1878,7 +1970,8 @@ class Exchange:
                 failure = answer_failure(response, request.url)
                 if failure is None:
                     content_type = response.headers.get("Content-Type", "")
-                    decoder = ReplyDecoder(content_type, settings.response_field, settings.max_reply_bytes)
+                    disposition = response.headers.get("Content-Disposition", "")
+                    decoder = ReplyDecoder(content_type, settings.response_field, settings.max_reply_bytes, disposition)
                     self.read_body(reply_body(response), decoder, hand_over)
             if failure is not None:  # after the response is closed: following it may take long
                 self.failed(failure, hand_over)
@@ -2835,6 +2928,15 @@ def source_data(source: Source) -> dict[str, Any]:
     }
 
 
+class ShownFile(NamedTuple):
+    """A file the workflow answered with, as the chat showed it (for the final status and the doctor)."""
+
+    name: str
+    mime_type: str
+    size: int
+    image: bool
+
+
 @dataclass
 class Outcome:
     """How one reply went, for the status line and the webhook doctor. Written by ChatTurn alone, on the
@@ -2851,6 +2953,7 @@ class Outcome:
     last_chunk_at: float | None = None
     tool_steps: int = 0
     recovered_from: str = ""  # the n8n execution the answer was read from, after the reply broke
+    files: list[ShownFile] = field(default_factory=list)
 
     def shown(self, now: float) -> None:
         """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
@@ -2865,7 +2968,12 @@ class ChatTurn:
     Outcome; the outcome is written here only, on the loop, from the events the worker handed over."""
 
     def __init__(
-        self, exchange: Exchange, emitter: Emitter, secrets: list[str], outcome: Outcome | None = None
+        self,
+        exchange: Exchange,
+        emitter: Emitter,
+        secrets: list[str],
+        outcome: Outcome | None = None,
+        user_id: str = "",
     ) -> None:
         settings = exchange.request.settings
         self.exchange = exchange
@@ -2877,6 +2985,8 @@ class ChatTurn:
         self._let_go = False  # a failure let go of a reply n8n was still making: stop its execution
         self._node_status = ""  # a status due once the text before it is out (a node began, following n8n)
         self._sources: list[Source] = []  # citations to send
+        self._files: list[File] = []  # files to store and show
+        self.user_id = user_id
 
     def handle(self, event: Event) -> str:
         """What one event means for the chat: the text it adds (often none) and what it tells the
@@ -2919,6 +3029,9 @@ class ChatTurn:
             case Recovered(execution_id=execution_id):
                 self.outcome.recovered_from = execution_id
                 return ""
+            case File():
+                self._files.append(event)
+                return ""
             case ExecutionId() | End():
                 return ""
             case _:
@@ -2953,6 +3066,9 @@ class ChatTurn:
                             sources, self._sources = self._sources, []
                             for source in sources:
                                 await self.emitter.source(source)
+                        if self._files:
+                            files, self._files = self._files, []
+                            shown += [await self.file_shown(file) for file in files]
                         if THINK_END in rendered and shown:
                             # Open WebUI 0.6.0 looks for a reasoning block's end tag only in a chunk after the one
                             # that opened it: sent with its <think>, the answer would stay inside "Thinking…".
@@ -2974,9 +3090,46 @@ class ChatTurn:
         else:
             await self.emitter.status(self.outcome.failure or done_words(self.outcome, time.monotonic()), done=True)
 
+    async def file_shown(self, file: File) -> str:
+        """A file in the message: stored in Open WebUI's own storage (so it is there after a reload and
+        in the chat export), an image inline, any other file as a download. Outside Open WebUI an image
+        is a data URL of its exact bytes and another file is named with its type and size."""
+        extension = mimetypes.guess_extension(file.mime_type) or ".bin"
+        name = file.name or f"{self.exchange.request.file_stem}{extension}"
+        image = file.mime_type.lower() in IMAGE_TYPES
+        url = await stored_file_url(file, name, self.user_id) if self.user_id else ""
+        if not url and image:
+            url = f"data:{file.mime_type};base64,{base64.b64encode(file.data).decode()}"
+        self.outcome.files.append(ShownFile(name, file.mime_type, len(file.data), image))
+        shown = f"![{name}]({url})" if image else f"[{name}]({url})" if url else file_words(name, file)
+        return self._shown(self.renderer.text(shown))
+
     def _shown(self, text: str) -> str:
         self.outcome.shown(time.monotonic())
         return text
+
+
+async def stored_file_url(file: File, name: str, user_id: str) -> str:
+    """Stores the file as Open WebUI's own upload route does (Storage, then the files table) and gives
+    the URL it is served at; "" outside Open WebUI (the doctor, the demo) or when storing fails.
+    Imported here: the pipe must load without Open WebUI. The storage's I/O runs in a thread."""
+    try:
+        from open_webui.models.files import FileForm, Files
+        from open_webui.storage.provider import Storage
+    except ImportError:
+        return ""
+    file_id = str(uuid.uuid4())
+    tags = {"OpenWebUI-File-Id": file_id, "OpenWebUI-User-Id": user_id}
+    try:
+        _, path = await asyncio.to_thread(Storage.upload_file, io.BytesIO(file.data), f"{file_id}_{name}", tags)
+        meta = {"name": name, "content_type": file.mime_type, "size": len(file.data)}
+        row = Files.insert_new_file(user_id, FileForm(id=file_id, filename=name, path=path, data={}, meta=meta))
+        if inspect.isawaitable(row):
+            row = await row
+    except Exception as exc:  # a storage that cannot be reached: the file is shown without it
+        log.warning("storing the workflow's file in Open WebUI failed: %s", type(exc).__name__)
+        return ""
+    return f"/api/v1/files/{file_id}/content" if row is not None else ""
 
 
 class ChatRenderer:
@@ -3520,10 +3673,26 @@ def done_words(outcome: Outcome, now: float) -> str:
     total = now - outcome.started
     steps = tool_steps_said(outcome.tool_steps)
     recovered = f"; the answer came from n8n execution {outcome.recovered_from}" if outcome.recovered_from else ""
+    recovered = "".join(f"; shown: {shown_file_words(file)}" for file in outcome.files) + recovered
     if outcome.first_chunk_at is None:
         return f"Done in {total:.1f} s{steps}{recovered}"
     first = outcome.first_chunk_at - outcome.started
     return f"Done: first text after {first:.1f} s, {total:.1f} s in all{steps}{recovered}"
+
+
+def shown_file_words(file: ShownFile) -> str:
+    return f"{'an image' if file.image else 'a file'}, {file.name} ({file.mime_type}, {size_said(file.size)})"
+
+
+def file_words(name: str, file: File) -> str:
+    """A file that only Open WebUI's storage could show: named, its bytes never dumped as text."""
+    return f"📎 The workflow answered with a file: {name} ({file.mime_type}, {size_said(len(file.data))})."
+
+
+def size_said(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    return f"{size / 1024:.1f} KB" if size < MIB else f"{size / MIB:.1f} MB"
 
 
 def tool_steps_said(count: int) -> str:
@@ -3628,6 +3797,10 @@ def verdict(outcome: Outcome, token: str = "") -> tuple[bool, str]:
         return False, "webhook not found: see n8n's words and the fix above"
     if status is None or status >= 400:
         return False, outcome.failure or "no reply"
+    if outcome.files:
+        shown = outcome.files[0]
+        how = "an image" if shown.image else "a file"
+        return False, f"binary reply: {shown.mime_type}, {shown.size} bytes -> shown as {how}"
     if outcome.empty:
         return False, "streaming mode but nothing streams: enable streaming on the AI Agent"
     if not outcome.streamed:

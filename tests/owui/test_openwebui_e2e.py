@@ -16,6 +16,7 @@ import time
 import uuid
 
 import pytest
+from fake_n8n import API_KEY, FakeN8n, record
 from fake_n8n_api import FakeN8nApi, execution
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_reply
 from owui_host import (
@@ -211,6 +212,37 @@ def test_a_slow_chat_does_not_block_the_server(admin, browser):
     assert quick_time < 5, f"a second chat took {quick_time:.2f} s while another reply streamed"
     assert quick.saved()["content"] == "quick answer"
     assert slow.saved()["content"] == "slow start and end"
+
+
+def test_a_reply_that_breaks_is_saved_with_the_answer_recovered_from_n8n(admin, browser):
+    """The webhook's stream resets after two tokens; n8n's API (the fake's, on the webhook's port) has the turn's
+    execution, running, then ended with the agent's whole answer: the chat adds only the rest, and the saved
+    message, what a reload shows, is the whole answer with the statuses that say where it came from."""
+    answer = "Grüße aus n8n — ünïcødé 🎉 ✓, und der Rest der Antwort."
+    agent = record("execution-success-streamed-agent")
+    agent["data"]["resultData"]["runData"]["AI Agent"][0]["data"]["main"][0][0]["json"] = {"output": answer}
+    reply = Reply(headers=STREAM_HEADERS, steps=[*n8n_reply(["Grüße", " aus n8n"])[:-1], "drop"])
+    with FakeN8n(reply, finished=agent) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url, n8n_api_key=API_KEY)
+        try:
+            turn = browser.send(MODEL, "Grüß mich")
+            turn.wait_done()
+        finally:
+            admin.set_valves(PIPE_ID)
+        assert len(n8n.webhook_requests) == 1, "the message was sent to the webhook again"
+        assert n8n.execution_reads == 2  # running, then ended
+
+    assert turn.text_shown() == answer
+    saved = turn.saved()
+    assert saved["content"] == answer
+    said = [s["description"] for s in saved["statusHistory"]]
+    assert said[:2] == ["Waiting for n8n…", "AI Agent is answering"], said
+    assert re.fullmatch(r"Connection to n8n lost after \d+\.\d s; n8n is still running the workflow…", said[2]), said
+    assert re.fullmatch(
+        r"Done: first text after \d+\.\d s, \d+\.\d s in all; the answer came from n8n execution 41", said[-1]
+    ), said
+    assert len(said) == 4, said
+    assert saved["statusHistory"][-1]["done"] is True
 
 
 N8N_404 = {

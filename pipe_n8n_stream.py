@@ -116,7 +116,7 @@ TITLE_CHARS = 60
 TOOL_TEXT_CHARS = 2000  # a tool's input or output shown in its step block is cut here
 MAX_SOURCES = 100  # citations taken from one reply: each is an event and a row in the saved message
 TOOL_STATUS_DELAY = 1.0  # seconds after an n8n block's end before the status says a tool runs
-AGENT_WORK_FIELDS = ("intermediateSteps", "sources")
+AGENT_WORK_FIELDS = ("intermediateSteps", "sources", "files")
 # What json.loads raises on bytes that are no usable JSON: a line of 100 000 `[` is a RecursionError.
 JSON_ERRORS = (ValueError, RecursionError)
 
@@ -809,6 +809,14 @@ class File:
 
 
 @dataclass(frozen=True, slots=True)
+class FileLink:
+    """A file the workflow links to (an http(s) URL in its reply's `files`), shown as a link or image."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionId:
     """The n8n execution id the workflow streamed (`{"executionId": ...}`), never shown: Stop uses it."""
 
@@ -934,6 +942,7 @@ Event = (
     | ToolStep
     | Source
     | File
+    | FileLink
     | ExecutionId
     | End
     | Responded
@@ -1492,9 +1501,9 @@ def events_of_json(value: Any, response_field: str) -> list[Event]:
     if isinstance(value, list):
         found = text_at(value, response_field)
         if found is not None:
-            return agent_work_events(value) + text_events(found)
+            return answer_events(value, found)
         texts = (text_at(item, response_field) or common_text(item) for item in value)
-        return agent_work_events(value) + text_events("\n\n".join(t for t in texts if t))
+        return answer_events(value, "\n\n".join(t for t in texts if t))
     if not isinstance(value, dict):
         return text_events(value)
     kind = type_of(value)
@@ -1506,7 +1515,7 @@ def events_of_json(value: Any, response_field: str) -> list[Event]:
         return [model_error(error_message(value["error"]))]
     found = text_at(value, response_field)
     if found is not None:
-        return agent_work_events(value) + text_events(found)
+        return answer_events(value, found)
     if "choices" in value:
         return openai_events(value)
     if "done" in value or ("model" in value and ("message" in value or "response" in value)):
@@ -1514,7 +1523,7 @@ def events_of_json(value: Any, response_field: str) -> list[Event]:
     if value.get("message") == "Workflow was started":
         return [Failure("workflow_started", may_have_reached_n8n=True)]
     text = common_text(value)
-    return agent_work_events(value) + text_events(text) if text is not None else []
+    return answer_events(value, text) if text is not None else returned_files(value)
 
 
 def is_n8n_chunk(value: Any) -> bool:
@@ -1535,7 +1544,7 @@ def respond_node_events(content: str, response_field: str) -> list[Event]:
     if execution_id:
         return [ExecutionId(execution_id)]
     found = body_text(value, response_field)
-    return agent_work_events(value) + text_events(found if found is not None else content)
+    return answer_events(value, found if found is not None else content)
 
 
 def streamed_execution_id(value: Any) -> str:
@@ -1552,6 +1561,39 @@ def body_text(value: Any, response_field: str) -> str | None:
     if found is None and isinstance(value, list) and value:
         found = text_at(value[0], response_field)
     return found
+
+
+def answer_events(value: Any, text: str) -> list[Event]:
+    """A complete reply's answer: the agent's work before its text, the files it returned after it."""
+    return agent_work_events(value) + text_events(text) + returned_files(value)
+
+
+def returned_files(value: Any) -> list[Event]:
+    """A complete reply's `files`, in n8n's own binary shape `{"fileName", "mimeType", "data": base64}`
+    or as links `{"name", "url"}` (http/https only): shown as files, their base64 never as text."""
+    events: list[Event] = []
+    for item in value if isinstance(value, list) else [value]:
+        entries = item.get("files") if isinstance(item, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            file = returned_file(entry)
+            if file is not None:
+                events.append(file)
+    return events
+
+
+def returned_file(entry: Any) -> File | FileLink | None:
+    url = web_url(text_at(entry, "url") or "")
+    name = attachment_name(f'attachment; filename="{text_at(entry, "fileName") or text_at(entry, "name") or ""}"')
+    if url:
+        return FileLink(name or url.rsplit("/", 1)[-1].split("?", 1)[0], url)
+    data = text_at(entry, "data")
+    if data is None:
+        return None
+    try:
+        content = base64.b64decode(data, validate=True)
+    except ValueError:
+        return None
+    return File(name, text_at(entry, "mimeType") or "application/octet-stream", content)
 
 
 def agent_work_events(value: Any) -> list[Event]:
@@ -3032,6 +3074,9 @@ class ChatTurn:
             case File():
                 self._files.append(event)
                 return ""
+            case FileLink(name=name, url=url):
+                image = (mimetypes.guess_type(name)[0] or "") in IMAGE_TYPES
+                return self._shown(self.renderer.text(f"{self._paragraph()}{'!' if image else ''}[{name}]({url})"))
             case ExecutionId() | End():
                 return ""
             case _:
@@ -3102,7 +3147,11 @@ class ChatTurn:
             url = f"data:{file.mime_type};base64,{base64.b64encode(file.data).decode()}"
         self.outcome.files.append(ShownFile(name, file.mime_type, len(file.data), image))
         shown = f"![{name}]({url})" if image else f"[{name}]({url})" if url else file_words(name, file)
-        return self._shown(self.renderer.text(shown))
+        return self._shown(self.renderer.text(self._paragraph() + shown))
+
+    def _paragraph(self) -> str:
+        """A file after text stands in a paragraph of its own."""
+        return "\n\n" if self.outcome.chunks else ""
 
     def _shown(self, text: str) -> str:
         self.outcome.shown(time.monotonic())

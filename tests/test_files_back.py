@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import sys
 import types
@@ -158,3 +159,40 @@ def test_the_doctor_says_what_it_got_and_does_not_call_it_streams(capsys):
     assert f"verdict: binary reply: image/png, {len(PNG)} bytes -> shown as an image" in out
     assert "streams" not in out.split("verdict: ")[1]
     assert code == 1
+
+
+def test_files_in_a_complete_json_reply_follow_the_answer_and_their_base64_is_never_text(chat):
+    encoded = base64.b64encode(PNG).decode()
+    body = {
+        "output": "Here is the chart.",
+        "files": [
+            {"fileName": "chart.png", "mimeType": "image/png", "data": encoded},
+            {"name": "data.csv", "url": "https://example.com/data.csv"},
+            {"name": "bad", "url": "javascript:alert(1)"},
+            {"fileName": "broken.bin", "data": "not base64!"},
+        ],
+    }
+    reply = Reply(headers=[("Content-Type", "application/json")], steps=[json.dumps(body).encode()], body_mode="length")
+    text, final = answered(reply, chat)
+    assert (
+        text
+        == f"Here is the chart.\n\n![chart.png](data:image/png;base64,{encoded})\n\n[data.csv](https://example.com/data.csv)"
+    )
+    assert final["description"].endswith(f"; shown: an image, chart.png (image/png, {len(PNG)} bytes)")
+
+
+def test_a_json_reply_with_files_and_no_text_shows_the_files(chat):
+    body = {"files": [{"fileName": "c.png", "mimeType": "image/png", "data": base64.b64encode(PNG).decode()}]}
+    reply = Reply(headers=[("Content-Type", "application/json")], steps=[json.dumps(body).encode()], body_mode="length")
+    text, _ = answered(reply, chat)
+    assert text == f"![c.png](data:image/png;base64,{base64.b64encode(PNG).decode()})"
+
+
+def test_a_no_text_notice_never_quotes_a_files_base64(chat):
+    body = {"answer": "x", "files": "not a list"}
+    reply = Reply(headers=[("Content-Type", "application/json")], steps=[json.dumps(body).encode()], body_mode="length")
+    text, _ = answered(reply, chat)
+    assert text == (
+        '⚠️ n8n\'s reply has no text at `output`: {"answer": "x"}. '
+        "Set the `response_field` valve to the field that holds the answer."
+    )

@@ -10,7 +10,8 @@
 # throwaway folder, and stopped (folder removed) when the script ends, however it ends. n8n itself
 # is the cached install of scripts/e2e-n8n.sh (installed by it if missing); tests/e2e/n8n_harness.py
 # starts the three n8n processes (N8N_E2E_QUEUE=1) and the tests call the webhook processor.
-# Run 1 (webhook processor): the streaming, Stop, error and complete-JSON tests.
+# Run 1 (webhook processor): the streaming, Stop, error and complete-JSON tests, and the answers recovered
+# from the main's API after the reply broke (harness's api_valves: n8n_api_url is the main's).
 # Run 2 (no webhook processor, the main takes the webhooks, the worker runs them): the Stop tests,
 # since n8n 2.41.1 stops a queued run only when the process that queued it is asked (see README).
 # Fails loudly, never skips.
@@ -81,7 +82,7 @@ echo "e2e-n8n-queue: Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut 
 
 # The streaming, Stop, error and complete-JSON tests (the proxy and doctor tests run in e2e-n8n.sh).
 SELECTED="streamed or first_chunk or two_chats or stop or stopped or error or failing or classic or complete_reply"
-SELECTED="$SELECTED or stream_valve_off or non_streaming or tool or remembers or header_auth or loopback"
+SELECTED="$SELECTED or stream_valve_off or non_streaming or tool or remembers or header_auth or loopback or recovers"
 export N8N_E2E_QUEUE=1 N8N_E2E_REDIS_PORT="$REDIS_PORT" N8N_E2E_PG_PORT="$PG_PORT" N8N_E2E_PG_USER="$PG_USER"
 status=0
 echo "e2e-n8n-queue: run 1: main + worker + webhook processor"

@@ -5,11 +5,11 @@ With N8N_E2E=1 and no usable n8n install they fail loudly instead of passing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from n8n_harness import E2E, BufferingProxy, N8n, running_n8n, running_nginx
+from n8n_harness import E2E, BufferingProxy, CuttingProxy, N8n, running_n8n, running_nginx
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,6 +34,32 @@ def nginx(n8n: N8n) -> Iterator[str]:
     """deploy/nginx.conf in front of n8n (skipped when nginx is not installed)."""
     with running_nginx(int(n8n.webhook_base_url.rsplit(":", 1)[1])) as url:
         yield url
+
+
+IMPATIENT_READ_TIMEOUT = "1s"
+
+
+@pytest.fixture(scope="session")
+def impatient_nginx(n8n: N8n) -> Iterator[str]:
+    """deploy/nginx.conf with the webhooks' proxy_read_timeout at 1 s: a workflow that says nothing for longer
+    gets nginx's 504 (skipped when nginx is not installed)."""
+    port = int(n8n.webhook_base_url.rsplit(":", 1)[1])
+    with running_nginx(port, webhook_read_timeout=IMPATIENT_READ_TIMEOUT) as url:
+        yield url
+
+
+@pytest.fixture
+def cutting_proxy(n8n: N8n) -> Iterator[Callable[..., CuttingProxy]]:
+    """Makes CuttingProxy instances in front of n8n's webhooks: `cutting_proxy(after=3, how="reset")`."""
+    made: list[CuttingProxy] = []
+
+    def make(after: int, how: str = "reset") -> CuttingProxy:
+        made.append(CuttingProxy(n8n.webhook_base_url, after, how))
+        return made[-1]
+
+    yield make
+    for proxy in made:
+        proxy.close()
 
 
 @pytest.fixture

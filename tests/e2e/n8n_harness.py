@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -76,6 +77,7 @@ class Webhook:
     name: str
     url: str
     auth: bool
+    workflow_id: str = ""
 
 
 @dataclass
@@ -129,6 +131,22 @@ class N8n:
         reply.raise_for_status()
         return dict(reply.json())
 
+    def executions_holding(self, key: str, name: str, marker: str) -> list[dict[str, Any]]:
+        """The executions of workflow `name` whose data holds `marker` (a turn's unique prompt), newest first,
+        as n8n's public API lists them: how a test proves the message ran the workflow exactly once."""
+        found: list[dict[str, Any]] = []
+        params = {"workflowId": self.webhooks[name].workflow_id, "includeData": "true", "limit": "250"}
+        while True:
+            reply = requests.get(
+                f"{self.base_url}/api/v1/executions", params=params, headers={"X-N8N-API-KEY": key}, timeout=30
+            )
+            reply.raise_for_status()
+            page = reply.json()
+            found += [e for e in page["data"] if marker in json.dumps(e.get("data"), ensure_ascii=False)]
+            if not page.get("nextCursor"):
+                return found
+            params["cursor"] = page["nextCursor"]
+
     def log_tail(self, lines: int = 60) -> str:
         """The end of n8n's log (in queue mode also the worker's and the webhook processor's)."""
         parts = []
@@ -178,6 +196,18 @@ def with_auth(workflow: dict[str, Any], credential: dict[str, str]) -> dict[str,
     hook = webhook_node(workflow)
     hook["parameters"]["authentication"] = "headerAuth"
     hook["credentials"] = {"httpHeaderAuth": credential}
+    return workflow
+
+
+def responds_immediately(workflow: dict[str, Any]) -> dict[str, Any]:
+    """The Webhook's Respond set to Immediately: n8n answers `{"message":"Workflow was started"}` at once."""
+    webhook_node(workflow)["parameters"]["responseMode"] = "onReceived"
+    return workflow
+
+
+def keeping_no_data(workflow: dict[str, Any]) -> dict[str, Any]:
+    """The workflow's settings say not to save successful production executions: n8n deletes one once it ends."""
+    workflow.setdefault("settings", {})["saveDataSuccessExecution"] = "none"
     return workflow
 
 
@@ -251,6 +281,10 @@ def workflows_to_import(models_url: str) -> dict[str, dict[str, Any]]:
     else:
         workflows["ollama-auth"] = with_auth(variant(ollama, "auth", "e2eOllamaWithAu1"), auth_ref)
     workflows["agent-nostream"] = agent_streaming_off(variant(ollama, "nostream", "e2eAgentNoStrm1"))
+    workflows["classic-immediate"] = responds_immediately(variant(classic, "immediate", "e2eClassicImmed1"))
+    workflows["immediate-nodata"] = keeping_no_data(
+        responds_immediately(variant(classic, "nodata", "e2eClassicNoData"))
+    )
     workflows["ollama-tool"] = with_tool(variant(ollama, "tool", "e2eOllamaTool001"), gated_http_tool(models_url))
     return {name: for_this_n8n(workflow) for name, workflow in workflows.items()}
 
@@ -428,7 +462,8 @@ def running_n8n() -> Iterator[N8n]:
             (imports / f"{name}.json").write_text(json.dumps(workflow))
             hook = webhook_node(workflow)
             auth = hook["parameters"].get("authentication") == "headerAuth"
-            n8n.webhooks[name] = Webhook(name, f"{n8n.webhook_base_url}/webhook/{hook['parameters']['path']}", auth)
+            url = f"{n8n.webhook_base_url}/webhook/{hook['parameters']['path']}"
+            n8n.webhooks[name] = Webhook(name, url, auth, str(workflow["id"]))
         (folder / "credentials.json").write_text(json.dumps(credentials_for(list(workflows.values()), models.url)))
         n8n_cli(home, env, n8n.log, "import:credentials", f"--input={folder / 'credentials.json'}")
         n8n_cli(home, env, n8n.log, "import:workflow", "--separate", f"--input={imports}")
@@ -472,11 +507,19 @@ def running_n8n() -> Iterator[N8n]:
 # -- nginx in front of n8n, with deploy/nginx.conf -------------------------------------------------
 
 
-def shipped_nginx_site(n8n_port: int, listen: list[int]) -> str:
+WEBHOOK_READ_TIMEOUT = "proxy_read_timeout 3600s;      # slow agents"
+
+
+def shipped_nginx_site(n8n_port: int, listen: list[int], webhook_read_timeout: str = "") -> str:
     """deploy/nginx.conf made runnable on loopback: plain HTTP on free ports, upstream = this n8n.
-    Everything that matters for streaming (the locations and their directives) is kept as shipped."""
+    Everything that matters for streaming (the locations and their directives) is kept as shipped;
+    `webhook_read_timeout` (e.g. "1s") replaces the webhooks' proxy_read_timeout, as a proxy left at a short
+    one is set up."""
     site = (REPO / "deploy" / "nginx.conf").read_text()
     assert "server 127.0.0.1:5678;" in site and site.count("listen 443 ssl;") == 2, "deploy/nginx.conf changed shape"
+    if webhook_read_timeout:
+        assert site.count(WEBHOOK_READ_TIMEOUT) == 1, "deploy/nginx.conf's webhook location changed shape"
+        site = site.replace(WEBHOOK_READ_TIMEOUT, f"proxy_read_timeout {webhook_read_timeout};  # slow agents")
     site = site.replace("server 127.0.0.1:5678;", f"server 127.0.0.1:{n8n_port};")
     site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{listen[0]};", 1)
     site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{listen[1]};", 1)
@@ -485,15 +528,15 @@ def shipped_nginx_site(n8n_port: int, listen: list[int]) -> str:
 
 
 @contextmanager
-def running_nginx(n8n_port: int) -> Iterator[str]:
-    """nginx with deploy/nginx.conf in front of n8n; yields the n8n site's base URL."""
+def running_nginx(n8n_port: int, webhook_read_timeout: str = "") -> Iterator[str]:
+    """nginx with deploy/nginx.conf in front of n8n (see shipped_nginx_site); yields the n8n site's base URL."""
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
     if nginx is None:
         pytest.skip("nginx is not installed: the deploy/nginx.conf checks need it")
     folder = Path(tempfile.mkdtemp(prefix="pipe-n8n-nginx-"))
     folder.chmod(0o755)
     ports = [free_port() for _ in range(3)]
-    (folder / "shipped.conf").write_text(shipped_nginx_site(n8n_port, ports))
+    (folder / "shipped.conf").write_text(shipped_nginx_site(n8n_port, ports, webhook_read_timeout))
     temp = folder / "tmp"
     temp.mkdir(mode=0o777)
     temp.chmod(0o777)
@@ -563,3 +606,75 @@ class BufferingProxy:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of n8n (its webhooks and its API) that passes a webhook's reply on until
+    it has passed `after` of n8n's streamed `item` lines, then cuts both connections: `reset` (RST, a proxy or
+    NAT that drops the connection) or `close` (FIN in the middle of the chunked body, a proxy that hangs up).
+    The request reaches n8n whole: the workflow runs on after the cut. Other requests (the API's) pass as
+    they are, keep-alive included. `cuts` counts the replies cut."""
+
+    ITEM = b'"type":"item"'
+
+    def __init__(self, upstream: str, after: int, how: str = "reset") -> None:
+        assert how in ("reset", "close"), how
+        host, port = upstream.removeprefix("http://").rstrip("/").split(":")
+        self.upstream = (host, int(port))
+        self.after, self.how, self.cuts = after, how, 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, name="cutting-proxy", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._relay, args=(client,), name="cutting-proxy-relay", daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        """Both directions in this one thread (select): a socket another thread still reads would not reset
+        when closed. A request to /webhook/ (the client pipelines none) makes its reply one to cut."""
+        with client, socket.create_connection(self.upstream) as server:
+            reply, cutting = b"", False
+            while True:
+                readable, _, _ = select.select([client, server], [], [], 60)
+                if not readable:
+                    return
+                if client in readable:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    if data.startswith((b"POST ", b"GET ")):  # a new request on this connection
+                        reply, cutting = b"", b" /webhook/" in data.split(b"\r\n", 1)[0]
+                    server.sendall(data)
+                if server in readable:
+                    data = server.recv(65536)
+                    if not data:
+                        return
+                    reply += data
+                    cut_at = self._cut_point(reply) if cutting else None
+                    if cut_at is None:
+                        client.sendall(data)
+                        continue
+                    client.sendall(data[: len(data) - (len(reply) - cut_at)])
+                    self.cuts += 1
+                    if self.how == "reset":
+                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    return  # both sockets closed: n8n sees its client gone too
+
+    def _cut_point(self, passed: bytes) -> int | None:
+        """Where the reply is cut: just after the line of the `after`-th item, once it has been read."""
+        start = 0
+        for _ in range(self.after):
+            found = passed.find(self.ITEM, start)
+            if found < 0:
+                return None
+            start = found + len(self.ITEM)
+        end = passed.find(b"\n", start)
+        return None if end < 0 else end + 1
+
+    def close(self) -> None:
+        self._listener.close()

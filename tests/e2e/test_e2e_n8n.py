@@ -776,3 +776,125 @@ def test_doctor_sends_a_file_and_n8n_accepts_it(n8n: N8n, tmp_path: Any) -> None
     assert (
         "file: doctor.pdf (application/pdf, 16 bytes) sent as multipart/form-data: n8n accepted it (HTTP 200)" in output
     )
+
+
+# -- nothing lost: the reply broke after n8n got the message, the answer comes from n8n's API ---------------
+
+FOLLOWING = "; n8n is still running the workflow…"
+LOST = re.compile(r"Connection to n8n lost after \d+\.\d s; n8n is still running the workflow…")
+GATEWAY_504 = re.compile(r"The proxy in front of n8n answered 504 after \d+\.\d s; n8n is still running the workflow…")
+RESPONDED_IMMEDIATELY = "n8n started the workflow (its Webhook responds immediately)" + FOLLOWING
+RECOVERED = re.compile(r"Done: first text after \d+\.\d s, \d+\.\d s in all; the answer came from n8n execution (\d+)")
+
+
+def recovering_turn(n8n: N8n, api_key: str, url: str, prompt: str, follow: re.Pattern[str] | str) -> tuple[Turn, str]:
+    """A turn with the `n8n_api_key` valve set whose model holds its last token until the chat's status says the
+    pipe follows the execution (`follow`): the answer is made after the reply broke, as when a model is slow.
+    The prompt gets the `HOLD:` marker. Returns the turn and the text the chat showed when the status came (no
+    more can come before the model goes on)."""
+    gate_name = f"recover{uuid.uuid4().hex[:8]}"
+    turn, shown = Turn(), []
+    gate = n8n.models.gate(gate_name)
+    matches = follow.fullmatch if isinstance(follow, re.Pattern) else follow.__eq__
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30  # a missing status fails the test instead of hanging it
+        while time.monotonic() < deadline and not any(matches(d) for d in turn.descriptions):
+            time.sleep(0.02)
+        shown.append(turn.text)
+        gate.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    converse(url, f"{prompt} HOLD:{gate_name}", n8n_bearer_token=TOKEN, turn=turn, **n8n.api_valves(api_key))
+    watcher.join()
+    assert any(matches(d) for d in turn.descriptions), turn.descriptions
+    return turn, shown[0]
+
+
+def the_one_execution(n8n: N8n, api_key: str, workflow: str, marker: str, status: str) -> str:
+    """The id of the one execution of `workflow` the turn (its prompt holds `marker`) made: the webhook was
+    called once, and the model once."""
+    executions = n8n.executions_holding(api_key, workflow, marker)
+    assert [e["status"] for e in executions] == [status], executions
+    assert len(n8n.models.calls_for(marker)) == 1
+    return str(executions[0]["id"])
+
+
+def test_recovers_the_answer_when_nginx_gives_up_with_504(n8n: N8n, api_key: str, impatient_nginx: str) -> None:
+    """A "When Last Node Finishes" workflow says nothing until its end; nginx with a 1 s proxy_read_timeout
+    answers 504 first. The answer comes from the execution, whole."""
+    marker = f"classic-504-{uuid.uuid4().hex[:8]}"
+    turn, before = recovering_turn(n8n, api_key, behind(impatient_nginx, n8n.url("classic")), marker, GATEWAY_504)
+    execution_id = the_one_execution(n8n, api_key, "classic", marker, "success")
+    assert before == ""
+    assert turn.chunks == [FULL_TEXT]
+    found = RECOVERED.fullmatch(turn.descriptions[-1])
+    assert found and found[1] == execution_id, turn.descriptions
+    assert turn.statuses[-1]["done"] is True
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+def test_recovers_the_rest_of_a_stream_a_proxy_cut(n8n: N8n, api_key: str, cutting_proxy: Any, how: str) -> None:
+    """The streaming agent behind a proxy that cuts the reply after three tokens: the chat shows those, then
+    only the rest of the agent's answer, read from its execution: the whole answer, no text twice."""
+    proxy = cutting_proxy(after=3, how=how)
+    marker = f"cut-{how}-{uuid.uuid4().hex[:8]}"
+    turn, before = recovering_turn(n8n, api_key, behind(proxy.url, n8n.url("ollama")), marker, LOST)
+    execution_id = the_one_execution(n8n, api_key, "ollama", marker, "success")
+    assert proxy.cuts == 1
+    assert before == "".join(TOKENS[:3])  # streamed before the cut
+    assert turn.text == FULL_TEXT
+    found = RECOVERED.fullmatch(turn.descriptions[-1])
+    assert found and found[1] == execution_id, turn.descriptions
+    assert turn.statuses[-1]["done"] is True
+
+
+def test_recovers_the_answer_of_a_webhook_that_responds_immediately(n8n: N8n, api_key: str) -> None:
+    """The classic workflow with its Webhook's Respond set to Immediately: n8n answers "Workflow was started",
+    the chat shows the answer the workflow made afterwards."""
+    marker = f"immediate-{uuid.uuid4().hex[:8]}"
+    turn, before = recovering_turn(n8n, api_key, n8n.url("classic-immediate"), marker, RESPONDED_IMMEDIATELY)
+    execution_id = the_one_execution(n8n, api_key, "classic-immediate", marker, "success")
+    assert before == ""  # n8n's "Workflow was started" is not shown
+    assert turn.chunks == [FULL_TEXT]
+    found = RECOVERED.fullmatch(turn.descriptions[-1])
+    assert found and found[1] == execution_id, turn.descriptions
+    assert turn.statuses[-1]["done"] is True
+
+
+def test_recovers_n8ns_error_when_the_model_fails_after_the_cut(n8n: N8n, api_key: str, cutting_proxy: Any) -> None:
+    """The proxy cuts the stream after two tokens; the model then fails (the fake's BREAK): the chat keeps the
+    two tokens and shows n8n's error from the failed execution, with the pipe's advice."""
+    proxy = cutting_proxy(after=2)
+    marker = f"cut-fail-{uuid.uuid4().hex[:8]}"
+    turn, before = recovering_turn(n8n, api_key, behind(proxy.url, n8n.url("ollama")), f"BREAK {marker}", LOST)
+    the_one_execution(n8n, api_key, "ollama", marker, "error")
+    assert proxy.cuts == 1
+    assert before == "".join(TOKENS[:2])
+    # n8n 2.41.1's record of the model's broken stream: description "Original error: TypeError", message
+    # "terminated"; the pipe says the description, as for the streamed error item
+    said = (
+        "n8n error in AI Agent: Original error: TypeError. The model behind the workflow failed (its credential, "
+        "URL or model name, or the model server): open the workflow's Executions list in n8n to see which node "
+        "failed and why."
+    )
+    assert turn.text == "".join(TOKENS[:2]) + f"\n\n⚠️ {said}"
+    assert turn.statuses[-1] == {"description": said, "done": True}
+
+
+def test_recovers_nothing_when_n8n_keeps_no_execution_data_and_says_why(n8n: N8n, api_key: str) -> None:
+    """The Respond Immediately workflow whose settings save no successful production execution: n8n deletes the
+    execution the pipe follows once it ends, and the chat says why there is no answer."""
+    marker = f"nodata-{uuid.uuid4().hex[:8]}"
+    turn, _ = recovering_turn(n8n, api_key, n8n.url("immediate-nodata"), marker, RESPONDED_IMMEDIATELY)
+    assert n8n.executions_holding(api_key, "immediate-nodata", marker) == []  # n8n kept none
+    assert len(n8n.models.calls_for(marker)) == 1
+    said = re.fullmatch(
+        r"⚠️ n8n execution \d+ ended, but n8n kept none of its data, so its answer cannot be shown: set "
+        r"EXECUTIONS_DATA_SAVE_ON_SUCCESS=all and EXECUTIONS_DATA_SAVE_ON_ERROR=all in n8n's environment "
+        r"\(and check EXECUTIONS_DATA_MAX_AGE if n8n prunes executions\)\.",
+        turn.text,
+    )
+    assert said, turn.text
+    assert turn.statuses[-1] == {"description": turn.text.removeprefix("⚠️ "), "done": True}

@@ -909,6 +909,8 @@ FailureCode = Literal[
     "execution_canceled",
     "execution_crashed",
     "execution_data_missing",
+    # what the reply was instead of text
+    "not_text",
 ]
 
 
@@ -1086,6 +1088,22 @@ def sniff(head: bytes, content_type: str, at_end: bool) -> WireFormatName | None
     if not at_end and len(start) < 6 and any(p.startswith(start) for p in SSE_FIELD_PREFIXES):
         return None
     return "text"
+
+
+NOT_TEXT = re.compile("[\udc80-\udcff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # a byte no UTF-8, or a control
+FILE_TYPES = (
+    (b"\x89PNG", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"%PDF-", "application/pdf"),
+    (b"PK\x03\x04", "application/zip"),
+    (b"\x1f\x8b", "application/gzip"),
+)
+
+
+def file_type(data: bytes) -> str:
+    """An untyped file's type from its magic number."""
+    return next((kind for magic, kind in FILE_TYPES if data.startswith(magic)), "application/octet-stream")
 
 
 def is_file_type(content_type: str) -> bool:
@@ -1270,18 +1288,43 @@ class EmptyFormat(WireFormat):
 
 
 class TextFormat(WireFormat):
-    """Plain text, shown as it arrives; UTF-8 decoded incrementally."""
+    """Plain text, shown as it arrives; UTF-8 decoded incrementally. Bytes that are no text (no UTF-8,
+    or control characters other than tab and line breaks) are never shown: a body that starts so is a
+    file; one that turns so later ends there, with a notice of what was not shown."""
 
     LABEL = "text"
 
     def start(self) -> None:
-        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")  # a bad byte stays findable
+        self._body = bytearray()  # the body while none of it is shown: it may be a file
+        self._file = False
+        self._shown = 0  # bytes of the body shown as text
+
+    @property
+    def label(self) -> str:
+        return "file" if self._file else self.LABEL
 
     def feed(self, data: bytes) -> list[Event]:
-        return text_events(self._utf8.decode(data))
+        if self._file or not self._shown:
+            self._body += data
+        return [] if self._file else self._text(self._utf8.decode(data))
 
     def finish(self) -> list[Event]:
-        return text_events(self._utf8.decode(b"", final=True))
+        events = [] if self._file else self._text(self._utf8.decode(b"", final=True))
+        return [*events, File("", file_type(bytes(self._body)), bytes(self._body))] if self._file else events
+
+    def _text(self, text: str) -> list[Event]:
+        bad = NOT_TEXT.search(text)
+        if bad is None:
+            self._shown += len(text.encode("utf-8", "surrogateescape"))
+            return text_events(text)
+        good = text[: bad.start()]
+        if not good and not self._shown:
+            self._file = True
+            return []
+        shown = self._shown + len(good.encode("utf-8", "surrogateescape"))
+        self._shown = shown
+        return [*text_events(good), Failure("not_text", size=shown, may_have_reached_n8n=True), END]
 
 
 class JsonLinesFormat(WireFormat):
@@ -3562,6 +3605,12 @@ def failure_sentence(f: Failure) -> str:
             )
         case "internal_error":
             return f"internal error in the n8n pipe: {f.detail}"
+        case "not_text":
+            return (
+                f"n8n's reply stopped being text after {size_said(int(f.size))}: the rest (bytes that are no "
+                "UTF-8, or control characters) is not shown. A workflow that answers with a file should send "
+                "it with its type (Respond to Webhook: Respond With Binary File)."
+            )
         case "execution_canceled":
             return f"n8n execution {f.detail} was cancelled before it finished, so it has no answer."
         case "execution_crashed":

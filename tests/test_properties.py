@@ -39,8 +39,10 @@ from pipe_n8n_stream import (
     BOM,
     END,
     MAX_LINE_BYTES,
+    NOT_TEXT,
     READ_SIZE,
     BlockEnded,
+    File,
     LineTooLong,
     NodeStarted,
     ReplyDecoder,
@@ -270,7 +272,7 @@ def text_replies(draw: st.DrawFn) -> Reply:
     (or text/html), the first bytes decide, so it starts with one the sniffer cannot take for JSON
     or SSE; after that anything goes, `data:` and `{` at line starts included."""
     content_type = draw(st.sampled_from(("text/plain; charset=utf-8", "text/html; charset=utf-8", "")))
-    text = "".join(draw(st.lists(token, max_size=8)))
+    text = NOT_TEXT.sub("", "".join(draw(st.lists(token, max_size=8))))  # no text: tests below
     if "text/plain" in content_type:
         assume(text.strip(" \t\r\n") and not text.startswith("\ufeff"))  # blank is empty; a BOM is no text
     else:
@@ -423,10 +425,26 @@ def test_any_json_in_producer_fields_never_raises_and_means_the_same(value, wrap
 
 
 @given(payload=st.binary(max_size=300), seed=seeds)
-def test_invalid_utf8_in_plain_text_becomes_replacement_characters(payload, seed):
+def test_bytes_that_are_no_text_never_reach_the_chat_as_text(payload, seed):
+    """Plain text is shown up to its first byte that is no UTF-8 or a control character; then the reply
+    ends with a notice. Never a replacement character for a byte, never a control character."""
     body = b"x" + payload
     answer = check_split_invariance(body, random_reads(seed, body), "text/plain")
-    assert "".join(p.text for p in answer.pieces) == body.decode("utf-8", "replace")
+    decoded = body.decode("utf-8", "surrogateescape")
+    bad = NOT_TEXT.search(decoded)
+    shown = "".join(p.text for p in answer.pieces if isinstance(p, Text))
+    assert shown == (decoded[: bad.start()] if bad else decoded)
+    assert not NOT_TEXT.search(shown)
+    assert "\ufffd" not in shown or "\ufffd" in decoded  # a replacement character only where the body has one
+    assert bool(bad) == any(isinstance(p, str) and "stopped being text" in p for p in answer.pieces)
+
+
+@given(payload=st.binary(min_size=1, max_size=300), seed=seeds)
+def test_a_body_that_starts_as_no_text_is_a_file_whatever_the_reads(payload, seed):
+    body = b"\x89PNG" + payload
+    answer = check_split_invariance(body, random_reads(seed, body), "")
+    assert answer.format == "file"
+    assert answer.pieces == (File("", "image/png", body),)
 
 
 @given(payload=st.binary(max_size=200).map(lambda b: bytes(c for c in b if c >= 0x20 and c not in b'"\\')))

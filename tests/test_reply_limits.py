@@ -17,7 +17,7 @@ TIME_CUT = "the reply went on for over 0.01 min, the limit set by the `max_reply
 
 
 def test_a_gzip_bomb_is_cut_at_max_reply_mb_counting_decompressed_bytes(chat):
-    bomb = gzip.compress(b"Hello " + b"\0" * (64 * 1024 * 1024), compresslevel=9)  # 64 MiB of NUL in ~64 KB
+    bomb = gzip.compress(b"Hello " + b"a" * (64 * 1024 * 1024), compresslevel=9)  # 64 MiB of text in ~64 KB
     reply = Reply(headers=[*TEXT, ("Content-Encoding", "gzip")], steps=[bomb, "hang"])
 
     with LoopbackServer([reply]) as server:
@@ -26,10 +26,29 @@ def test_a_gzip_bomb_is_cut_at_max_reply_mb_counting_decompressed_bytes(chat):
         assert len(server.requests) == 1
 
     text = "".join(shown)
-    assert text.startswith("Hello \0")
+    assert text.startswith("Hello aaa")
     assert text.endswith(f": {SIZE_CUT}]")
     assert len(text) < 2 * 1024 * 1024  # what was shown is kept; the rest of the 64 MiB never was read
     assert final == {"description": f"{SIZE_CUT}; {KEEPS_RUNNING}", "done": True}
+
+
+def test_a_gzip_bomb_of_nul_bytes_never_reaches_the_chat_as_text(chat):
+    """The bomb an attacker would send: 64 MiB of NUL after a word. The NULs are no text: the chat
+    shows the word and says the rest is not shown; reading stops there."""
+    bomb = gzip.compress(b"Hello " + b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    reply = Reply(headers=[*TEXT, ("Content-Encoding", "gzip")], steps=[bomb, "hang"])
+
+    with LoopbackServer([reply]) as server:
+        shown, final = chat(n8n_url=server.url).run()
+        assert server.client_gone.wait(5)
+
+    not_text = (
+        "n8n's reply stopped being text after 6 bytes: the rest (bytes that are no UTF-8, or control characters) "
+        "is not shown. A workflow that answers with a file should send it with its type (Respond to Webhook: "
+        "Respond With Binary File)."
+    )
+    assert "".join(shown) == f"Hello \n\n⚠️ {not_text}"
+    assert final == {"description": not_text, "done": True}
 
 
 def test_a_reply_dripping_a_byte_at_a_time_is_cut_at_max_reply_minutes(chat):

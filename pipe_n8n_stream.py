@@ -1112,7 +1112,7 @@ def is_file_type(content_type: str) -> bool:
 
 
 class ReplyDecoder:
-    """Bytes of one reply in, pieces out. Picks the wire format from the first bytes, stops at the end
+    """Bytes of one reply in, events out. Picks the wire format from the first bytes, stops at the end
     marker (`ended`), and at the end of the body says when the reply was empty or had no text."""
 
     def __init__(
@@ -1163,29 +1163,29 @@ class ReplyDecoder:
 
     def finish(self) -> list[Event]:
         """The rest of the body, then the verdict on the whole reply: empty, or no text in it."""
-        pieces: list[Event] = []
+        events: list[Event] = []
         wire = self._format
         if wire is None:
             wire = self._start(self._sniffed(at_end=True) or "text")
             data, self._head = bytes(self._head), bytearray()
-            pieces = self._seen(wire.feed(data))
+            events = self._seen(wire.feed(data))
         if not self.ended:
-            pieces += self._seen(wire.finish())
+            events += self._seen(wire.finish())
         self.ended = True
         if not self._shown:
-            pieces.append(wire.no_text())
+            events.append(wire.no_text())
             self._shown = True
-        return pieces
+        return events
 
-    def _seen(self, pieces: list[Event]) -> list[Event]:
+    def _seen(self, events: list[Event]) -> list[Event]:
         """Nothing counts after the end marker. The reader stops at the read that carried it, so what
         followed it in that same read must go too, or the answer would depend on where reads fall."""
-        if END in pieces:
+        if END in events:
             self.ended = True
-            pieces = pieces[: pieces.index(END) + 1]
+            events = events[: events.index(END) + 1]
         if not self._shown:
-            self._shown = any(isinstance(p, Text | Failure | File) for p in pieces)
-        return pieces
+            self._shown = any(isinstance(p, Text | Failure | File) for p in events)
+        return events
 
     def _sniffed(self, at_end: bool) -> WireFormatName | None:
         """Sniff the first MAX_LINE_BYTES only, else a long blank head followed by `{` would be JSON in
@@ -1352,14 +1352,14 @@ class JsonLinesFormat(WireFormat):
         return "NDJSON" if self.streams else "complete JSON"
 
     def feed(self, data: bytes) -> list[Event]:
-        return [piece for line in self._lines.feed(data) for piece in self._line(line)]
+        return [event for line in self._lines.feed(data) for event in self._line(line)]
 
     def finish(self) -> list[Event]:
         last = self._lines.finish()
-        pieces = self._line(last) if last is not None else []
+        events = self._line(last) if last is not None else []
         if self._body is not None:
-            pieces += self._whole_body()
-        return pieces + self._blocks.finish()
+            events += self._whole_body()
+        return events + self._blocks.finish()
 
     def no_text(self) -> Failure:
         if self.streams:
@@ -1475,12 +1475,12 @@ class SSEFormat(WireFormat):
         self._events = SSEDecoder()
 
     def feed(self, data: bytes) -> list[Event]:
-        pieces: list[Event] = []
+        events: list[Event] = []
         for line in self._lines.feed(data):
             event = self._events.feed(line)
             if event is not None:
-                pieces += events_of_sse(event, self.response_field)
-        return pieces
+                events += events_of_sse(event, self.response_field)
+        return events
 
 
 class FileFormat(WireFormat):
@@ -1643,35 +1643,35 @@ def agent_work_events(value: Any) -> list[Event]:
     """The AI Agent's tool steps (`intermediateSteps`) and the workflow's `sources` in a complete reply,
     `{...}` or n8n's `[{...}]`: shown as tool blocks and citations, never as text."""
     items = value if isinstance(value, list) else [value]
-    pieces: list[Event] = []
+    events: list[Event] = []
     for item in items:
         if isinstance(item, dict):
-            pieces += step_events(item.get("intermediateSteps")) + source_events(item.get("sources"))
-    return pieces
+            events += step_events(item.get("intermediateSteps")) + source_events(item.get("sources"))
+    return events
 
 
 def step_events(steps: Any) -> list[Event]:
     """n8n's `[{action: {tool, toolInput, log}, observation}]`, inputs and outputs cut to TOOL_TEXT_CHARS."""
-    pieces: list[Event] = []
+    events: list[Event] = []
     for step in steps if isinstance(steps, list) else []:
         action = object_at(step, "action")
         tool = action.get("tool")
         if not isinstance(tool, str) or not tool.strip():
             continue
-        pieces.append(ToolStep(" ".join(tool.split()), action.get("toolInput"), step.get("observation")))
-    return pieces
+        events.append(ToolStep(" ".join(tool.split()), action.get("toolInput"), step.get("observation")))
+    return events
 
 
 def source_events(sources: Any) -> list[Event]:
     """`[{"title"|"name", "url", "content"?}]` -> Open WebUI's source event data, one per entry."""
-    pieces: list[Event] = []
+    events: list[Event] = []
     for entry in (sources if isinstance(sources, list) else [])[:MAX_SOURCES]:
         url = web_url(text_at(entry, "url") or "")
         title = text_at(entry, "title") or text_at(entry, "name") or url
         if not title:
             continue
-        pieces.append(Source(title, url, text_at(entry, "content") or title))
-    return pieces
+        events.append(Source(title, url, text_at(entry, "content") or title))
+    return events
 
 
 def web_url(url: str) -> str:
@@ -1698,9 +1698,9 @@ def openai_events(value: dict[str, Any]) -> list[Event]:
 def ollama_events(value: dict[str, Any]) -> list[Event]:
     inner = value.get("message")
     message: dict[str, Any] = inner if isinstance(inner, dict) else value
-    pieces = thinking_events(message.get("thinking"))
-    pieces += text_events(message.get("content") if "content" in message else message.get("response"))
-    return pieces + ([END] if value.get("done") is True else [])
+    events = thinking_events(message.get("thinking"))
+    events += text_events(message.get("content") if "content" in message else message.get("response"))
+    return events + ([END] if value.get("done") is True else [])
 
 
 def anthropic_delta(value: dict[str, Any]) -> list[Event]:
@@ -2533,7 +2533,7 @@ THREAD_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="n8n-start
 
 
 async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Event], None]:
-    """Runs the exchange in its own thread and hands its pieces to the event loop as they come, all
+    """Runs the exchange in its own thread and hands its events to the event loop as they come, all
     that arrived since the last look in one batch.
     A thread per reply (not the shared executor): a slow workflow must not queue other chats."""
     loop = asyncio.get_running_loop()
@@ -2558,9 +2558,9 @@ async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Event],
         await loop.run_in_executor(THREAD_STARTER, start, worker)
         finished = False
         while not finished:
-            pieces, finished = await handover.drain()
-            if pieces:
-                yield pieces
+            events, finished = await handover.drain()
+            if events:
+                yield events
     finally:
         exchange.stop()
         handover.abandon()

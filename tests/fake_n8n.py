@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fake_n8n_api import ApiCall
 from loopback import Gate, LoopbackServer, Reply, Seen
 
 RECORDS = Path(__file__).resolve().parent / "data" / "n8n-api"
@@ -42,14 +43,6 @@ def ended(status: str) -> dict[str, Any]:
     done["status"], done["finished"] = status, False
     del done["data"]["resultData"]["runData"]["Answer"]
     return done
-
-
-@dataclass
-class ApiCall:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    key: str | None
 
 
 @dataclass

@@ -610,10 +610,10 @@ class BufferingProxy:
 
 class CuttingProxy:
     """A TCP proxy on 127.0.0.1 in front of n8n (its webhooks and its API) that passes a webhook's reply on until
-    it has passed `after` of n8n's streamed `item` lines, then cuts both connections: `reset` (RST, a proxy or
-    NAT that drops the connection) or `close` (FIN in the middle of the chunked body, a proxy that hangs up).
-    The request reaches n8n whole: the workflow runs on after the cut. Other requests (the API's) pass as
-    they are, keep-alive included. `cuts` counts the replies cut."""
+    it has passed `after` of n8n's streamed `item` lines (0: none, not even the headers), then cuts both
+    connections: `reset` (RST, a proxy or NAT that drops the connection) or `close` (FIN in the middle of the
+    chunked body, a proxy that hangs up). The request reaches n8n whole: the workflow runs on after the cut.
+    Other requests (the API's) pass as they are, keep-alive included. `cuts` counts the replies cut."""
 
     ITEM = b'"type":"item"'
 
@@ -666,7 +666,10 @@ class CuttingProxy:
                     return  # both sockets closed: n8n sees its client gone too
 
     def _cut_point(self, passed: bytes) -> int | None:
-        """Where the reply is cut: just after the line of the `after`-th item, once it has been read."""
+        """Where the reply is cut: just after the line of the `after`-th item, once it has been read; with
+        `after=0` before its first byte (the status line included), as when the proxy's upstream died."""
+        if self.after == 0:
+            return 0
         start = 0
         for _ in range(self.after):
             found = passed.find(self.ITEM, start)

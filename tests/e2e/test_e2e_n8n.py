@@ -787,11 +787,13 @@ RESPONDED_IMMEDIATELY = "n8n started the workflow (its Webhook responds immediat
 RECOVERED = re.compile(r"Done: first text after \d+\.\d s, \d+\.\d s in all; the answer came from n8n execution (\d+)")
 
 
-def recovering_turn(n8n: N8n, api_key: str, url: str, prompt: str, follow: re.Pattern[str] | str) -> tuple[Turn, str]:
+def recovering_turn(
+    n8n: N8n, api_key: str, url: str, prompt: str, follow: re.Pattern[str] | str, **valves: Any
+) -> tuple[Turn, str]:
     """A turn with the `n8n_api_key` valve set whose model holds its last token until the chat's status says the
     pipe follows the execution (`follow`): the answer is made after the reply broke, as when a model is slow.
-    The prompt gets the `HOLD:` marker. Returns the turn and the text the chat showed when the status came (no
-    more can come before the model goes on)."""
+    The prompt gets the `HOLD:` marker; keyword arguments are more valves. Returns the turn and the text the chat
+    showed when the status came (no more can come before the model goes on)."""
     gate_name = f"recover{uuid.uuid4().hex[:8]}"
     turn, shown = Turn(), []
     gate = n8n.models.gate(gate_name)
@@ -806,7 +808,8 @@ def recovering_turn(n8n: N8n, api_key: str, url: str, prompt: str, follow: re.Pa
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    converse(url, f"{prompt} HOLD:{gate_name}", n8n_bearer_token=TOKEN, turn=turn, **n8n.api_valves(api_key))
+    valves |= n8n.api_valves(api_key)
+    converse(url, f"{prompt} HOLD:{gate_name}", n8n_bearer_token=TOKEN, turn=turn, **valves)
     watcher.join()
     assert any(matches(d) for d in turn.descriptions), turn.descriptions
     return turn, shown[0]
@@ -834,17 +837,35 @@ def test_recovers_the_answer_when_nginx_gives_up_with_504(n8n: N8n, api_key: str
     assert turn.statuses[-1]["done"] is True
 
 
-@pytest.mark.parametrize("how", ["reset", "close"])
-def test_recovers_the_rest_of_a_stream_a_proxy_cut(n8n: N8n, api_key: str, cutting_proxy: Any, how: str) -> None:
-    """The streaming agent behind a proxy that cuts the reply after three tokens: the chat shows those, then
-    only the rest of the agent's answer, read from its execution: the whole answer, no text twice."""
-    proxy = cutting_proxy(after=3, how=how)
-    marker = f"cut-{how}-{uuid.uuid4().hex[:8]}"
+@pytest.mark.parametrize(("after", "how"), [(3, "reset"), (3, "close"), (0, "reset")])
+def test_recovers_the_rest_of_a_stream_a_proxy_cut(
+    n8n: N8n, api_key: str, cutting_proxy: Any, after: int, how: str
+) -> None:
+    """The streaming agent behind a proxy that cuts the reply after three tokens (or before the headers): the chat
+    shows those, then only the rest of the agent's answer, read from its execution: the whole answer, no text
+    twice."""
+    proxy = cutting_proxy(after=after, how=how)
+    marker = f"cut-{after}-{how}-{uuid.uuid4().hex[:8]}"
     turn, before = recovering_turn(n8n, api_key, behind(proxy.url, n8n.url("ollama")), marker, LOST)
     execution_id = the_one_execution(n8n, api_key, "ollama", marker, "success")
     assert proxy.cuts == 1
-    assert before == "".join(TOKENS[:3])  # streamed before the cut
+    assert before == "".join(TOKENS[:after])  # streamed before the cut
     assert turn.text == FULL_TEXT
+    found = RECOVERED.fullmatch(turn.descriptions[-1])
+    assert found and found[1] == execution_id, turn.descriptions
+    assert turn.statuses[-1]["done"] is True
+
+
+def test_recovers_the_answer_after_read_timeout_silence(n8n: N8n, api_key: str) -> None:
+    """The classic workflow straight from n8n, with the `read_timeout` valve at 1 s: the pipe stops waiting on the
+    silent webhook and follows the execution instead of giving up."""
+    marker = f"silent-{uuid.uuid4().hex[:8]}"
+    silence = "n8n sent nothing for 1 s (read_timeout)" + FOLLOWING
+    url = n8n.url("classic")
+    turn, before = recovering_turn(n8n, api_key, url, marker, silence, read_timeout=1)
+    execution_id = the_one_execution(n8n, api_key, "classic", marker, "success")
+    assert before == ""
+    assert turn.chunks == [FULL_TEXT]
     found = RECOVERED.fullmatch(turn.descriptions[-1])
     assert found and found[1] == execution_id, turn.descriptions
     assert turn.statuses[-1]["done"] is True

@@ -2100,13 +2100,8 @@ class Exchange:
             return
         lost_after = time.monotonic() - self._started
         hand_over([Following(failure, lost_after)])
-        follower = ExecutionFollower(api, self.stopper, self._started + settings.max_reply_seconds)
-        try:
-            record = follower.follow(
-                self.execution.execution_id, lambda waited: hand_over([Following(failure, lost_after, waited)])
-            )
-        finally:
-            self.execution.execution_id = follower.execution_id  # so that Stop stops this execution
+        follower = ExecutionFollower(api, self.stopper, self._started + settings.max_reply_seconds, self.execution)
+        record = follower.follow(lambda waited: hand_over([Following(failure, lost_after, waited)]))
         if record is None:
             limit = settings.max_reply_seconds
             hand_over([Failure("reply_too_long", limit=limit, may_have_reached_n8n=True, let_go=True)])
@@ -2841,18 +2836,22 @@ def api_session(api: ExecutionApi, stopper: Stopper | None = None) -> requests.S
 
 class ExecutionFollower:
     """Follows one turn's execution until it ends and gives its record (with its data), why it could not,
-    or None when the turn's deadline came first. Raises Stopped on Stop."""
+    or None when the turn's deadline came first. Raises Stopped on Stop. The id it finds goes to the
+    turn's ExecutionStop at once, so a Stop while following stops that execution."""
 
-    def __init__(self, api: ExecutionApi, stopper: Stopper, deadline: float) -> None:
+    def __init__(self, api: ExecutionApi, stopper: Stopper, deadline: float, execution: ExecutionStop) -> None:
         self.api = api
         self.stopper = stopper
         self.deadline = deadline
-        self.execution_id = ""
+        self.execution = execution
 
-    def follow(self, execution_id: str, waiting: Callable[[float], None]) -> dict[str, Any] | ApiAnswer | None:
+    @property
+    def execution_id(self) -> str:
+        return self.execution.execution_id
+
+    def follow(self, waiting: Callable[[float], None]) -> dict[str, Any] | ApiAnswer | None:
         started = time.monotonic()
         with api_session(self.api, self.stopper) as session:
-            self.execution_id = execution_id
             delay, said_at, failed_calls = FOLLOW_FIRST_DELAY, started, 0
             while True:
                 try:
@@ -2884,7 +2883,7 @@ class ExecutionFollower:
     def _look(self, session: requests.Session) -> dict[str, Any] | ApiAnswer:
         """The execution's record; the turn's execution is found first (its id, else its turn id)."""
         if not self.execution_id:
-            self.execution_id = self._find(session)
+            self.execution.execution_id = self._find(session)
             if not self.execution_id:
                 return ApiAnswer("execution_not_found")
         response = api_call(session, self.api, "GET", f"/executions/{self.execution_id}", includeData="true")

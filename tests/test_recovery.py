@@ -199,7 +199,9 @@ def test_stop_while_following_ends_at_once_and_stops_the_execution(chat):
             return time.monotonic() - stopped_at
 
         took = asyncio.run(scenario())
-        assert fake.stopped.wait(5)  # n8n's execution is stopped too
+        assert fake.stopped.wait(5)  # n8n's execution is stopped too: the one being followed
+        stops = [call.path for call in fake.api_calls if call.method == "POST"]
+        assert stops == ["/api/v1/executions/41/stop"]
         reads = fake.execution_reads
         time.sleep(1.2)
         assert fake.execution_reads == reads  # and no more following

@@ -3619,8 +3619,9 @@ def failure_sentence(f: Failure) -> str:
             )
         case "execution_data_missing":
             return (
-                f"n8n execution {f.detail} ended, but n8n kept none of its data, so its answer cannot be shown: set "
-                "EXECUTIONS_DATA_SAVE_ON_SUCCESS=all and EXECUTIONS_DATA_SAVE_ON_ERROR=all in n8n's environment "
+                f"n8n execution {f.detail} ended, but n8n kept none of its data, so its answer cannot be shown: in "
+                "the workflow's Settings set 'Save successful production executions' (and failed ones) to Save, or "
+                "set EXECUTIONS_DATA_SAVE_ON_SUCCESS=all and EXECUTIONS_DATA_SAVE_ON_ERROR=all in n8n's environment "
                 "(and check EXECUTIONS_DATA_MAX_AGE if n8n prunes executions)."
             )
         case _:

@@ -153,7 +153,8 @@ def test_an_execution_whose_data_n8n_did_not_keep_names_the_setting(chat):
     with FakeN8n(NGINX_504, finished=None) as fake:
         text, _, _ = recovered(fake, chat)
     assert text == (
-        "⚠️ n8n execution 41 ended, but n8n kept none of its data, so its answer cannot be shown: set "
+        "⚠️ n8n execution 41 ended, but n8n kept none of its data, so its answer cannot be shown: in the "
+        "workflow's Settings set 'Save successful production executions' (and failed ones) to Save, or set "
         "EXECUTIONS_DATA_SAVE_ON_SUCCESS=all and EXECUTIONS_DATA_SAVE_ON_ERROR=all in n8n's environment "
         "(and check EXECUTIONS_DATA_MAX_AGE if n8n prunes executions)."
     )

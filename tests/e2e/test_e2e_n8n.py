@@ -912,7 +912,8 @@ def test_recovers_nothing_when_n8n_keeps_no_execution_data_and_says_why(n8n: N8n
     assert n8n.executions_holding(api_key, "immediate-nodata", marker) == []  # n8n kept none
     assert len(n8n.models.calls_for(marker)) == 1
     said = re.fullmatch(
-        r"⚠️ n8n execution \d+ ended, but n8n kept none of its data, so its answer cannot be shown: set "
+        r"⚠️ n8n execution \d+ ended, but n8n kept none of its data, so its answer cannot be shown: in the "
+        r"workflow's Settings set 'Save successful production executions' \(and failed ones\) to Save, or set "
         r"EXECUTIONS_DATA_SAVE_ON_SUCCESS=all and EXECUTIONS_DATA_SAVE_ON_ERROR=all in n8n's environment "
         r"\(and check EXECUTIONS_DATA_MAX_AGE if n8n prunes executions\)\.",
         turn.text,

@@ -274,6 +274,8 @@ def workflows_to_import(models_url: str) -> dict[str, dict[str, Any]]:
         "classic": classic,
         "agent-tools": shipped("agent-tools-sources"),
         "document": shipped("document-binary"),
+        "chart": shipped("chart-binary"),
+        "csv": shipped("csv-binary"),
     }
     # The shipped files may come with Header Auth on or off: test both ways either way.
     if webhook_node(ollama)["parameters"].get("authentication") == "headerAuth":

@@ -3067,7 +3067,7 @@ class ChatTurn:
         self.renderer = ChatRenderer(settings.show_thinking, settings.show_tool_steps)
         self.tool_wait = ToolWait(emitter)
         self._let_go = False  # a failure let go of a reply n8n was still making: stop its execution
-        self._node_status = ""  # a status due once the text before it is out (a node began, following n8n)
+        self._status_due = ""  # a status due once the text before it is out (a node began, following n8n)
         self._sources: list[Source] = []  # citations to send
         self._files: list[File] = []  # files to store and show
         self.user_id = user_id
@@ -3084,7 +3084,7 @@ class ChatTurn:
                 if self.tool_wait.began(node):
                     self.outcome.tool_steps += 1
                 self.renderer.new_block(after_text=self.outcome.chunks > 0)
-                self._node_status = f"{node} is answering"
+                self._status_due = f"{node} is answering"
                 return ""
             case BlockEnded(node=node):
                 self.tool_wait.ended(node)
@@ -3108,7 +3108,7 @@ class ChatTurn:
                 )
                 return ""
             case Following():
-                self._node_status = following_words(event)
+                self._status_due = following_words(event)
                 return ""
             case Recovered(execution_id=execution_id):
                 self.outcome.recovered_from = execution_id
@@ -3144,10 +3144,10 @@ class ChatTurn:
                     shown: list[str] = []
                     for event in batch:
                         rendered = self.handle(event)
-                        if self._node_status:
+                        if self._status_due:
                             for chunk in chunks_of(shown):
                                 yield chunk
-                            status, self._node_status = self._node_status, ""
+                            status, self._status_due = self._status_due, ""
                             await self.emitter.status(status)
                         if self._sources:
                             sources, self._sources = self._sources, []

@@ -15,7 +15,8 @@ from owui_host import PIPE_ID, Admin, OpenWebUI
 
 OLLAMA_AGENT = "Ollama Agent"
 TYPO_WEBHOOK = "Typo Webhook"
-MODELS = [(OLLAMA_AGENT, "ollama"), (TYPO_WEBHOOK, "typo")]  # model name in the picker -> workflow
+SALES_CHART = "Sales Chart"  # n8n/chart-binary.json: answers with a PNG
+MODELS = [(OLLAMA_AGENT, "ollama"), (TYPO_WEBHOOK, "typo"), (SALES_CHART, "chart")]  # model name -> workflow
 
 
 @dataclass

@@ -80,9 +80,11 @@ done
 echo "e2e-n8n-queue: Redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) on :$REDIS_PORT," \
     "Postgres $("$PG_BIN/postgres" --version | awk '{print $3}') on :$PG_PORT ($((SECONDS - started)) s)"
 
-# The streaming, Stop, error and complete-JSON tests (the proxy and doctor tests run in e2e-n8n.sh).
+# The streaming, Stop, error and complete-JSON tests (the proxy and doctor tests run in e2e-n8n.sh), and the
+# files a workflow answers with (tests/e2e/test_e2e_files.py: a binary reply passes from the worker to the webhook).
 SELECTED="streamed or first_chunk or two_chats or stop or stopped or error or failing or classic or complete_reply"
 SELECTED="$SELECTED or stream_valve_off or non_streaming or tool or remembers or header_auth or loopback or recovers"
+SELECTED="$SELECTED or test_e2e_files"
 export N8N_E2E_QUEUE=1 N8N_E2E_REDIS_PORT="$REDIS_PORT" N8N_E2E_PG_PORT="$PG_PORT" N8N_E2E_PG_USER="$PG_USER"
 status=0
 echo "e2e-n8n-queue: run 1: main + worker + webhook processor"

@@ -3601,6 +3601,8 @@ def n8n_error_advice(reason: str, jwt: bool = False) -> str:
 
 
 JWT_CREDENTIAL = "Key Type: Passphrase, Secret: the `jwt_secret` valve, Algorithm: HS256"
+# How n8n's JWT Auth (jsonwebtoken) starts its refusals: "No token provided", "jwt malformed", "jwt expired", ...
+JWT_REFUSALS = ("No token provided", "jwt ", "invalid signature", "invalid token", "invalid algorithm")
 JWT_WANTED = (
     "The Webhook node's Authentication is JWT Auth: set the `jwt_secret` valve to the Secret of its JWT Auth "
     "credential in n8n."
@@ -3612,7 +3614,7 @@ def auth_words(f: Failure) -> str:
     said = f"n8n rejected the request (HTTP {f.status}: {f.message or 'authentication failed'})."
     if f.jwt:
         return f"{said} {jwt_advice(f.message)}"
-    if "No token provided" in f.message:
+    if f.message.startswith(JWT_REFUSALS):  # a JWT Auth webhook refusing a static token, or none
         return f"{said} {JWT_WANTED}"
     return f"{said} Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
 

@@ -210,6 +210,12 @@ def test_an_expired_token_says_the_clocks_or_the_ttl(chat):
             "set the `jwt_secret` valve to the Secret of its JWT Auth credential in n8n.",
         ),
         (
+            {"n8n_bearer_token": TOKEN},
+            refused(403, "jwt malformed"),
+            "n8n rejected the request (HTTP 403: jwt malformed). The Webhook node's Authentication is JWT Auth: "
+            "set the `jwt_secret` valve to the Secret of its JWT Auth credential in n8n.",
+        ),
+        (
             {"jwt_secret": SECRET},
             refused(403, "Authorization data is wrong!"),
             "n8n rejected the request (HTTP 403: Authorization data is wrong!). The pipe signs each turn's token with "
@@ -231,7 +237,14 @@ def test_an_expired_token_says_the_clocks_or_the_ttl(chat):
             "`auth_header_name` valves against the webhook's credential.",
         ),
     ],
-    ids=["jwt-no-token-arrived", "jwt-wanted", "jwt-to-header-auth", "jwt-no-credential", "header-auth-unchanged"],
+    ids=[
+        "jwt-no-token-arrived",
+        "jwt-wanted",
+        "static-token-to-jwt-auth",
+        "jwt-to-header-auth",
+        "jwt-no-credential",
+        "header-auth-unchanged",
+    ],
 )
 def test_each_refusal_says_what_to_set_where(chat, valves, reply, said):
     shown, final, _ = one_turn(chat, reply, **valves)

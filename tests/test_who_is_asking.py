@@ -1,13 +1,11 @@
 """Who is asking, proven: with the `jwt_secret` valve each turn carries its own HS256 token that n8n's JWT Auth
 verifies (signature, expiry) and hands to the workflow as `$json.jwtPayload`; the secret never leaves. And the
-`extra_headers` valve for a gateway in front of n8n. Real sockets on 127.0.0.1; the tokens are checked by a
-verifier of our own, as jsonwebtoken.verify(token, secret, {algorithms: ["HS256"]}) checks them."""
+`extra_headers` valve for a gateway in front of n8n. Real sockets on 127.0.0.1; the tokens are checked as n8n
+checks them (tests/jwt_check.py)."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -16,6 +14,7 @@ from typing import Any
 
 import pytest
 from fake_n8n_api import FakeN8nApi
+from jwt_check import InvalidSignature, JwtExpired, verified_claims
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, Seen, n8n_reply
 from pydantic import ValidationError
 
@@ -29,31 +28,6 @@ GATEWAY_SECRET = "cf-5ecret-9d8e7f6a5b4c"
 USER = {"id": "u-42", "name": "Ada Lovelace", "email": "ada@example.com", "role": "admin"}
 # n8n 2.41.1 answers its auth failures in plain text, without a Content-Type (tests/data/n8n-wire/headerauth-*.txt).
 REFUSED = [("WWW-Authenticate", 'Basic realm="Webhook"'), ("Connection", "keep-alive")]
-
-
-class JwtExpired(AssertionError):
-    pass
-
-
-class InvalidSignature(AssertionError):
-    pass
-
-
-def b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def verified_claims(token: str, secret: str, now: float | None = None) -> dict[str, Any]:
-    """The token's claims once its header, signature and expiry are checked, or why not."""
-    header, payload, signature = token.split(".")
-    assert json.loads(b64decode(header)) == {"alg": "HS256", "typ": "JWT"}
-    expected = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    if not hmac.compare_digest(b64decode(signature), expected):
-        raise InvalidSignature("invalid signature")
-    claims: dict[str, Any] = json.loads(b64decode(payload))
-    if (time.time() if now is None else now) >= claims["exp"]:
-        raise JwtExpired("jwt expired")
-    return claims
 
 
 def bearer(seen: Seen) -> str:

@@ -639,16 +639,18 @@ def extra_header_fault(name: str, value: str) -> str:
     return ""
 
 
+def auth_header(valves: Pipe.Valves) -> str:
+    """The header the pipe authenticates with: Authorization for the signed token, else the token's; ""
+    when it sends neither."""
+    if valves.jwt_secret.strip():
+        return "Authorization"
+    return (valves.auth_header_name.strip() or "Authorization") if bare_token(valves.n8n_bearer_token) else ""
+
+
 def extra_headers_problem(valves: Pipe.Valves) -> str | None:
     """An `extra_headers` line that cannot be sent as it is, said before anything is sent: a gateway key that
     silently went missing would look like a gateway refusing for no reason."""
-    own = {*PIPE_HEADERS, API_KEY_HEADER.lower()}
-    if bare_token(valves.n8n_bearer_token) or valves.jwt_secret.strip():
-        own.add(
-            "authorization"
-            if valves.jwt_secret.strip()
-            else (valves.auth_header_name.strip() or "Authorization").lower()
-        )
+    own = {*PIPE_HEADERS, API_KEY_HEADER.lower(), auth_header(valves).lower()} - {""}
     for number, line in enumerate(valves.extra_headers.splitlines(), 1):
         if not line.strip():
             continue

@@ -35,6 +35,8 @@ import argparse
 import asyncio
 import base64
 import codecs
+import hashlib
+import hmac
 import html
 import http.client
 import inspect
@@ -49,9 +51,10 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections import Counter
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing, suppress
+from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,6 +99,11 @@ FILE_FIELD_PREFIX = "data"  # form fields data0, data1, ...: the names a Chat Tr
 IMAGE_URLS_FIELD = "imageUrls"  # remote images, passed as URLs: the pipe never fetches a URL it was given
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 BEARER_PREFIX = re.compile(r"bearer\s+", re.IGNORECASE)
+JWT_HEADER = {"alg": "HS256", "typ": "JWT"}  # what n8n's JWT Auth (Passphrase, HS256) verifies
+JWT_ISSUER = "open-webui"
+# Headers the pipe sets itself on a request to n8n: an `extra_headers` line may not replace them.
+PIPE_HEADERS = ("accept", "accept-encoding", "content-type", "content-length", "transfer-encoding", "host")
+API_KEY_HEADER = "X-N8N-API-KEY"
 # First path segments of n8n's editor pages: a URL copied from the browser's address bar, not a webhook.
 EDITOR_PAGES = {
     "workflow",
@@ -139,6 +147,23 @@ class Pipe:
             default="Authorization",
             description="Header n8n's Header Auth checks. With Authorization the value is 'Bearer <token>', "
             "with any other name the raw token.",
+        )
+        jwt_secret: str = Field(
+            default="",
+            description="The Secret of the Webhook's JWT Auth credential in n8n: each turn then carries a token "
+            "signed with it, saying who is asking (n8n_bearer_token is not sent). The secret itself is never sent.",
+            json_schema_extra={"input": {"type": "password"}},
+        )
+        jwt_ttl_seconds: int = Field(
+            default=60,
+            gt=0,
+            description="How long a turn's signed token is valid, in seconds; n8n refuses it after ('jwt expired').",
+        )
+        extra_headers: str = Field(
+            default="",
+            description="Headers for a gateway in front of n8n (Cloudflare Access, an API gateway), one "
+            "'Name: value' per line; sent to n8n's webhook and API only.",
+            json_schema_extra={"input": {"type": "password"}},
         )
         input_field: str = Field(default="chatInput", description="Payload field for the user's message.")
         session_field: str = Field(
@@ -281,8 +306,8 @@ class Pipe:
         if problem:
             return single_chunk(f"⚠️ {problem}", emitter, problem) if turn.wants_stream else f"⚠️ {problem}"
 
-        exchange = Exchange(webhook_request(settings, url, turn))
-        chat_turn = ChatTurn(exchange, emitter, settings.secrets, outcome, str(turn.user.get("id") or ""))
+        request = webhook_request(settings, url, turn)
+        chat_turn = ChatTurn(Exchange(request), emitter, request.secrets, outcome, str(turn.user.get("id") or ""))
         chunks = chat_turn.chunks()
         if settings.send_files == "off" and (note := unsent_note(turn)):
             chunks = noted_first(note, chunks)
@@ -321,7 +346,8 @@ class Settings(Pipe.Valves):
     @property
     def secrets(self) -> list[str]:
         """What never appears in a message, a status or a log line."""
-        return [self.n8n_bearer_token, bare_token(self.n8n_bearer_token), self.n8n_api_key]
+        gateway = [value for _, value in parse_extra_headers(self.extra_headers)]
+        return [self.n8n_bearer_token, bare_token(self.n8n_bearer_token), self.n8n_api_key, self.jwt_secret, *gateway]
 
 
 @dataclass(frozen=True)
@@ -379,6 +405,12 @@ class WebhookRequest:
     execution_api: ExecutionApi | None
     attachments: tuple[Attachment, ...]
     file_stem: str = "n8n"  # names a file the workflow answered with when n8n gave it no name
+    jwt: str = field(default="", repr=False)  # this turn's signed token, when the `jwt_secret` valve is set
+
+    @property
+    def secrets(self) -> list[str]:
+        """The turn's redaction list: the valves' secrets and the turn's own token."""
+        return [*self.settings.secrets, self.jwt]
 
 
 @dataclass(frozen=True)
@@ -584,6 +616,58 @@ def header_problem(valves: Pipe.Valves) -> str | None:
     return None
 
 
+def parse_extra_headers(text: str) -> list[tuple[str, str]]:
+    """The `extra_headers` valve's usable `Name: value` lines; extra_headers_problem names any other."""
+    lines = (line.partition(":") for line in text.splitlines() if line.strip())
+    return [(name.strip(), value.strip()) for name, sep, value in lines if sep and not extra_header_fault(name, value)]
+
+
+def extra_header_fault(name: str, value: str) -> str:
+    """What makes one `Name: value` line unsendable, "" when nothing. Never quotes the value: it is a secret."""
+    name, value = name.strip(), value.strip()
+    if not HEADER_NAME.fullmatch(name):
+        return "does not start with an HTTP header name (letters, digits and - only, then ':')"
+    if not value:
+        return f"({name}) has no value after ':'"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return (
+            f"({name}) has a character an HTTP header cannot carry (such as a typographic quote or dash): "
+            "copy the value again"
+        )
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        return f"({name}) has a control character in its value: paste the value alone"
+    return ""
+
+
+def auth_header(valves: Pipe.Valves) -> str:
+    """The header the pipe authenticates with: Authorization for the signed token, else the token's; ""
+    when it sends neither."""
+    if valves.jwt_secret.strip():
+        return "Authorization"
+    return (valves.auth_header_name.strip() or "Authorization") if bare_token(valves.n8n_bearer_token) else ""
+
+
+def extra_headers_problem(valves: Pipe.Valves) -> str | None:
+    """An `extra_headers` line that cannot be sent as it is, said before anything is sent: a gateway key that
+    silently went missing would look like a gateway refusing for no reason."""
+    own = {*PIPE_HEADERS, API_KEY_HEADER.lower(), auth_header(valves).lower()} - {""}
+    for number, line in enumerate(valves.extra_headers.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        fault = extra_header_fault(name, value) if sep else "is not 'Name: value'"
+        if not fault and name.strip().lower() in own:
+            fault = f"sets {name.strip()}, which the pipe sets itself: remove the line"
+        if fault:
+            return (
+                f"Line {number} of the `extra_headers` valve {fault}. Write one header per line, such as "
+                f"CF-Access-Client-Id: <id> ({VALVES_AT})."
+            )
+    return None
+
+
 def payload_field_problem(valve: str, name: str, input_field: Any = None) -> str | None:
     """Why `input_field`/`session_field` cannot be `name`: the pipe's own fields would overwrite it."""
     if not name.strip():
@@ -621,22 +705,60 @@ def valve_problem(settings: Settings, model_id: str, url: str) -> str | None:
             f"this chat, or add its 'Name = URL' line back ({VALVES_AT})."
         )
     valve = "n8n_url" if url == settings.n8n_url.strip() else "models"
-    return url_problem(url, valve) or header_problem(settings)
+    return url_problem(url, valve) or header_problem(settings) or extra_headers_problem(settings)
 
 
-def webhook_request(settings: Settings, url: str, turn: Turn) -> WebhookRequest:
-    """The call to make for this turn."""
+def webhook_request(settings: Settings, url: str, turn: Turn, now: float | None = None) -> WebhookRequest:
+    """The call to make for this turn; `now` (Unix seconds) dates its signed token."""
     stream = settings.stream and turn.wants_stream
+    jwt = turn_jwt(settings, turn, int(time.time() if now is None else now))
     return WebhookRequest(
         url=url,
         payload=build_payload(settings, turn, url, stream),
-        headers=build_headers(settings, stream),
+        headers=build_headers(settings, stream, jwt),
         settings=settings,
         stream=stream,
         execution_api=execution_api(settings, url, turn),
         attachments=turn.attachments if settings.send_files != "off" else (),
         file_stem=workflow_stem(settings, turn.model),
+        jwt=jwt,
     )
+
+
+def turn_jwt(settings: Settings, turn: Turn, now: int) -> str:
+    """This turn's token for n8n's JWT Auth, "" without the `jwt_secret` valve. Signed per turn, it proves who
+    is asking, expires in `jwt_ttl_seconds`, and a copy read from n8n's stored executions soon stops working."""
+    secret = settings.jwt_secret.strip()
+    return signed_jwt(secret, jwt_claims(settings, turn, now)) if secret else ""
+
+
+def jwt_claims(settings: Settings, turn: Turn, now: int) -> dict[str, Any]:
+    """Who is asking, in which chat and turn; name and email only when `send_user_info` allows them.
+    Claims Open WebUI did not give (a chat id on the API) are left out, never sent as null."""
+    claims = {
+        "iss": JWT_ISSUER,
+        "sub": turn.user.get("id"),
+        "role": turn.user.get("role"),
+        "chat_id": turn.chat_id,
+        "jti": turn.turn_id,
+        "iat": now,
+        "exp": now + settings.jwt_ttl_seconds,
+    }
+    if settings.send_user_info:
+        claims |= {"name": turn.user.get("name"), "email": turn.user.get("email")}
+    return {name: value for name, value in claims.items() if value is not None}
+
+
+def signed_jwt(secret: str, claims: dict[str, Any]) -> str:
+    """A JWT (RFC 7519) signed HS256 with the standard library: what n8n's JWT Auth verifies."""
+    segments = [base64url(json.dumps(part, separators=(",", ":")).encode()) for part in (JWT_HEADER, claims)]
+    signing_input = ".".join(segments)
+    signature = hmac.new(secret.encode(), signing_input.encode("ascii"), hashlib.sha256).digest()
+    return f"{signing_input}.{base64url(signature)}"
+
+
+def base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def workflow_stem(settings: Settings, model_id: str) -> str:
@@ -700,15 +822,18 @@ def url_path(url: str) -> str:
         return ""
 
 
-def build_headers(valves: Settings, stream: bool = True) -> dict[str, str]:
-    """Accept every stream format we read, refuse gzip (it holds a stream back), add auth. The body's
-    Content-Type is set by whoever encodes the body."""
+def build_headers(valves: Settings, stream: bool = True, jwt: str = "") -> dict[str, str]:
+    """Accept every stream format we read, refuse gzip (it holds a stream back), add a gateway's headers and
+    auth: the turn's signed token, else the static one. The body's Content-Type is set by whoever encodes it."""
     headers = {
         "Accept": ACCEPT_STREAM if stream else ACCEPT_COMPLETE,
         "Accept-Encoding": "identity",
+        **dict(parse_extra_headers(valves.extra_headers)),
     }
     token = bare_token(valves.n8n_bearer_token)
-    if token:
+    if jwt:
+        headers["Authorization"] = f"Bearer {jwt}"
+    elif token:
         name = valves.auth_header_name.strip() or "Authorization"
         headers[name] = f"Bearer {token}" if name.lower() == "authorization" else token
     return headers
@@ -934,6 +1059,7 @@ class Failure:
     let_go: bool = False  # the pipe let go of a reply n8n was still making: its execution is stopped
     recoverable: bool = False  # n8n's API could have given the answer: the `n8n_api_key` valve is empty
     unrecovered: ApiAnswer | None = None  # why following the execution through n8n's API gave no answer
+    jwt: bool = False  # the request carried the turn's signed token (the `jwt_secret` valve), not n8n_bearer_token
 
 
 Event = (
@@ -2011,7 +2137,8 @@ class Exchange:
         effects (emails, tickets, payments) must not happen twice."""
         self._started = time.monotonic()
         try:
-            self._call(hand_over)
+            with URLLIB3_LOGS.hiding(self.request.secrets):
+                self._call(hand_over)
         except Stopped:
             pass
         except Exception as exc:  # an exception would vanish in Open WebUI: the chat must say it
@@ -2052,7 +2179,7 @@ class Exchange:
             with response:
                 self._check_stopped()
                 hand_over([Responded(response.status_code)])
-                failure = answer_failure(response, request.url)
+                failure = answer_failure(response, request.url, signed=bool(request.jwt))
                 if failure is None:
                     content_type = response.headers.get("Content-Type", "")
                     disposition = response.headers.get("Content-Disposition", "")
@@ -2318,10 +2445,11 @@ def proxy_host(url: str) -> str:
     return host_and_port(proxy) if proxy else ""
 
 
-def answer_failure(response: requests.Response, url: str) -> Failure | None:
-    """What in n8n's answer makes it no reply to decode, as facts; None for a reply to decode."""
+def answer_failure(response: requests.Response, url: str, signed: bool = False) -> Failure | None:
+    """What in n8n's answer makes it no reply to decode, as facts; None for a reply to decode. `signed`: the
+    request carried the turn's JWT."""
     if response.status_code >= 400:
-        return http_failure(response, url)
+        return replace(http_failure(response, url), jwt=signed)
     if response.is_redirect:
         location = urljoin(url, response.headers.get("Location", ""))
         return Failure("redirect", status=response.status_code, detail=location)
@@ -2580,6 +2708,16 @@ class ExecutionApi:
     key: str = field(repr=False)
     turn_id: str
     verify_ssl: bool = True
+    gateway: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the `extra_headers` valve's
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every call to n8n's API carries: a gateway's headers and the key."""
+        return {**dict(self.gateway), API_KEY_HEADER: self.key}
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.key, *(value for _, value in self.gateway)]
 
 
 def execution_api(settings: Settings, webhook_url: str, turn: Turn) -> ExecutionApi | None:
@@ -2588,7 +2726,7 @@ def execution_api(settings: Settings, webhook_url: str, turn: Turn) -> Execution
     if not key:
         return None
     url = settings.n8n_api_url.strip().rstrip("/") or api_url_of(webhook_url)
-    return ExecutionApi(url, key, turn.turn_id, settings.verify_ssl)
+    return ExecutionApi(url, key, turn.turn_id, settings.verify_ssl, tuple(parse_extra_headers(settings.extra_headers)))
 
 
 def api_url_of(webhook_url: str) -> str:
@@ -2661,7 +2799,7 @@ class ExecutionStop:
         api, execution_id, loop = self.api, self.execution_id, asyncio.get_running_loop()
 
         def work() -> None:
-            said = redact(f"{reason}; {api_words(stop_execution(api, execution_id))}", [api.key])
+            said = redact(f"{reason}; {api_words(stop_execution(api, execution_id))}", api.secrets)
             log.info("n8n API at %s: %s", host_and_port(api.url), said)
             report_from_thread(loop, emitter.status(said, done=True))
 
@@ -2679,7 +2817,7 @@ def report_from_thread(loop: asyncio.AbstractEventLoop, shown: Coroutine[Any, An
 def stop_execution(api: ExecutionApi, execution_id: str) -> ApiAnswer:
     """What happened to the turn's execution; never raises."""
     with requests.Session() as session:
-        session.headers["X-N8N-API-KEY"] = api.key
+        session.headers.update(api.headers)
         try:
             execution_id = execution_id or find_execution(session, api)
             if not execution_id:
@@ -2824,9 +2962,9 @@ def recoverable(failure: Failure) -> bool:
 
 
 def api_session(api: ExecutionApi, stopper: Stopper | None = None) -> requests.Session:
-    """A session for n8n's API: the key in its header; with a stopper, Stop shuts its sockets."""
+    """A session for n8n's API: the key and a gateway's headers; with a stopper, Stop shuts its sockets."""
     session = requests.Session()
-    session.headers["X-N8N-API-KEY"] = api.key
+    session.headers.update(api.headers)
     if stopper is not None:
         adapter = StoppableAdapter(stopper)
         session.mount("http://", adapter)
@@ -3389,33 +3527,73 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if secret:
             for form in {secret, quote(secret), quote(secret, safe=""), quote_plus(secret), html.escape(secret)}:
                 text = secret_pattern(form).sub("***", text)
+                if "…" in text:
+                    *cut, rest = text.split("…")
+                    text = "…".join([*(without_secret_start(piece, form) for piece in cut), rest])
     return text
 
 
 @lru_cache(maxsize=64)  # the same few secrets for every message and log line
 def secret_pattern(secret: str) -> re.Pattern[str]:
-    """The secret with any whitespace between its characters, or its first SECRET_START_CHARS or more
-    characters right before a `…`."""
-    chars = [re.escape(c) for c in secret]
-    whole = r"\s*".join(chars)
-    starts = [r"\s*".join(chars[:end]) + "(?=…)" for end in range(len(chars) - 1, SECRET_START_CHARS - 1, -1)]
-    return re.compile("|".join([whole, *starts]))
+    """The secret with any whitespace between its characters."""
+    return re.compile(r"\s*".join(re.escape(c) for c in secret))
+
+
+def without_secret_start(text: str, secret: str) -> str:
+    """The text with its end hidden when that end is the secret's first SECRET_START_CHARS or more characters
+    (whitespace between them allowed): `shorten` cut the secret there. Found by comparing, not by a pattern of
+    every prefix, which takes a second to compile for a JWT's length."""
+    ends: list[int] = []  # where the text's last non-blank characters are, last first
+    at = len(text)
+    while at and len(ends) < len(secret) - 1:
+        at -= 1
+        if not text[at].isspace():
+            ends.append(at)
+        elif not ends:
+            return text  # a blank right before the `…`: no cut secret
+    tail = "".join(text[i] for i in reversed(ends))
+    for length in range(len(tail), SECRET_START_CHARS - 1, -1):
+        if secret.startswith(tail[-length:]):
+            return text[: ends[length - 1]] + "***"
+    return text
 
 
 class WebhookPathFilter(logging.Filter):
-    """urllib3 logs request paths (its debug request line, its header-parsing warnings); a webhook
-    without auth is secret by its path, so the paths the pipe calls become *** in urllib3's records."""
+    """urllib3 logs request paths (its debug request line, its header-parsing warning with the whole URL and
+    the unparsed headers); a webhook without auth is secret by its path, so the paths the pipe calls become
+    *** in urllib3's records, and so do the secrets of the turns whose exchanges are running."""
 
     def __init__(self) -> None:
         super().__init__()
         self.secrets: set[str] = set()
+        self._running: Counter[str] = Counter()  # the secrets of the exchanges running now
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hiding(self, secrets: Iterable[str]) -> Iterator[None]:
+        """A turn's secrets (its token, its JWT, a gateway's header values) are hidden while its exchange
+        runs, then forgotten: a token signed per turn must not pile up here."""
+        held = Counter(secret for secret in secrets if secret.strip())
+        with self._lock:
+            self._running += held
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= held
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
+        with self._lock:
+            secrets = self.secrets | set(self._running)
+        if secrets:
             message = record.getMessage()
-            redacted = redact(message, self.secrets)
+            redacted = redact(message, secrets)
             if redacted != message:
                 record.msg, record.args = redacted, ()
+            if record.exc_info and record.exc_info[0] is not None:  # the exception repeats the unparsed headers
+                trace = logging.Formatter().formatException(record.exc_info)
+                if redact(trace, secrets) != trace:
+                    record.exc_info, record.exc_text = None, redact(trace, secrets)
         return True
 
 
@@ -3423,7 +3601,13 @@ def filter_urllib3_logs() -> WebhookPathFilter:
     """One filter on urllib3's loggers, replacing the one an earlier load of this file put there
     (Open WebUI loads a function again each time its valves or code are saved)."""
     path_filter = WebhookPathFilter()
-    for name in ("urllib3.connectionpool", "urllib3.response", "urllib3.util.retry", "urllib3.poolmanager"):
+    for name in (
+        "urllib3.connection",
+        "urllib3.connectionpool",
+        "urllib3.response",
+        "urllib3.util.retry",
+        "urllib3.poolmanager",
+    ):
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if type(f).__name__ == WebhookPathFilter.__name__]:
             logger.removeFilter(old)
@@ -3568,14 +3752,11 @@ def failure_sentence(f: Failure) -> str:
             reason = CONNECTION_WORDS[f.code]
             return reason if f.broke_off else f"Cannot reach n8n at {f.host}: {reason}."
         case "auth_rejected":
-            return (
-                f"n8n rejected the request (HTTP {f.status}: {f.message or 'authentication failed'}). "
-                "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
-            )
+            return auth_words(f)
         case "webhook_not_found":
             return not_found_words(f)
         case "http_error":
-            advice = n8n_error_advice(f.message)
+            advice = n8n_error_advice(f.message, f.jwt)
             if advice:
                 return f"n8n answered HTTP {f.status}: {with_full_stop(f.message)} {advice}"
             return f"n8n answered HTTP {f.status}: {f.message or 'no details'}"
@@ -3652,9 +3833,15 @@ def n8n_error_words(node: str, message: str) -> str:
     return f"n8n error{in_node}: {said}"
 
 
-def n8n_error_advice(reason: str) -> str:
+def n8n_error_advice(reason: str, jwt: bool = False) -> str:
     """What to do about a failure n8n reported (an HTTP error's message, a streamed `error` item's content),
-    in n8n's words: the reason alone ("Original error: TypeError") does not say where to look. "" if none."""
+    in n8n's words: the reason alone ("Original error: TypeError") does not say where to look. "" if none.
+    `jwt`: the request carried the turn's signed token."""
+    if "No authentication data defined on node" in reason and jwt:
+        return (
+            "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create a JWT Auth "
+            f"credential under Authentication ({JWT_CREDENTIAL}), then publish the workflow again."
+        )
     if "No authentication data defined on node" in reason:
         return (
             "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create or pick "
@@ -3668,6 +3855,48 @@ def n8n_error_advice(reason: str) -> str:
             "open the workflow's Executions list in n8n to see which node failed and why."
         )
     return ""
+
+
+JWT_CREDENTIAL = "Key Type: Passphrase, Secret: the `jwt_secret` valve, Algorithm: HS256"
+# How n8n's JWT Auth (jsonwebtoken) starts its refusals: "No token provided", "jwt malformed", "jwt expired", ...
+JWT_REFUSALS = ("No token provided", "jwt ", "invalid signature", "invalid token", "invalid algorithm")
+JWT_WANTED = (
+    "The Webhook node's Authentication is JWT Auth: set the `jwt_secret` valve to the Secret of its JWT Auth "
+    "credential in n8n."
+)
+
+
+def auth_words(f: Failure) -> str:
+    """A 401/403 in n8n's words, then what to set where: for the turn's signed token, or the static one."""
+    said = f"n8n rejected the request (HTTP {f.status}: {f.message or 'authentication failed'})."
+    if f.jwt:
+        return f"{said} {jwt_advice(f.message)}"
+    if f.message.startswith(JWT_REFUSALS):  # a JWT Auth webhook refusing a static token, or none
+        return f"{said} {JWT_WANTED}"
+    return f"{said} Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
+
+
+def jwt_advice(message: str) -> str:
+    """Why n8n's JWT Auth refused the turn's token, by what n8n said (jsonwebtoken's words)."""
+    if "jwt expired" in message:
+        return (
+            "The turn's token had expired when n8n checked it: Open WebUI's and n8n's clocks differ by more than "
+            "`jwt_ttl_seconds`, or the valve is too short: set both servers' clocks by NTP, or raise `jwt_ttl_seconds`."
+        )
+    if "invalid signature" in message:
+        return (
+            "The `jwt_secret` valve differs from the Secret of the Webhook's JWT Auth credential in n8n: "
+            "paste the same secret into both."
+        )
+    if "No token provided" in message:
+        return (
+            "The pipe sent its token in the Authorization header, but none reached n8n: a proxy or gateway in "
+            "front of n8n drops that header; let it through."
+        )
+    return (
+        "The pipe signs each turn's token with the `jwt_secret` valve: set the Webhook node's Authentication to "
+        f"JWT Auth with a JWT Auth credential ({JWT_CREDENTIAL}), or empty `jwt_secret` to send `n8n_bearer_token`."
+    )
 
 
 def not_found_words(f: Failure) -> str:
@@ -3886,11 +4115,12 @@ async def run_demo(prompt: str, token_delay: float) -> int:
 BUFFERED_SPREAD = 0.1
 
 
-def verdict(outcome: Outcome, token: str = "") -> tuple[bool, str]:
-    """(streamed, the plain verdict with its fix). A failure already printed above is named, not repeated."""
+def verdict(outcome: Outcome, token: str = "", signed: bool = False) -> tuple[bool, str]:
+    """(streamed, the plain verdict with its fix). A failure already printed above is named, not repeated.
+    `signed`: the turn carried a token signed with --jwt-secret, whose refusal is said with n8n's words."""
     status = outcome.status_code
     if status in (401, 403):
-        return False, token_verdict(token)
+        return False, f"authentication failed: {outcome.failure}" if signed else token_verdict(token)
     if status == 404:
         return False, "webhook not found: see n8n's words and the fix above"
     if status is None or status >= 400:
@@ -3939,12 +4169,13 @@ def token_verdict(token: str) -> str:
 UNUSED_EXECUTION_ID = 2**31 - 1  # the doctor's stop probe: an id no execution has, so nothing is stopped
 
 
-def api_check(webhook_url: str, api_url: str, key: str) -> ApiAnswer:
+def api_check(webhook_url: str, api_url: str, key: str, extra_headers: str = "") -> ApiAnswer:
     """The doctor's word on an API key: listing one execution checks the key and its list scope; stopping
     an id no execution has checks the stop scope and that this n8n can stop executions (2.10 or later)."""
-    api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "")
+    gateway = tuple(parse_extra_headers(extra_headers))
+    api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "", gateway=gateway)
     with requests.Session() as session:
-        session.headers["X-N8N-API-KEY"] = key
+        session.headers.update(api.headers)
         try:
             listed = api_call(session, api, "GET", "/executions", limit="1")
             if listed.status_code != 200:
@@ -3959,10 +4190,11 @@ def api_check(webhook_url: str, api_url: str, key: str) -> ApiAnswer:
     return api_refusal(probe, api, "execution:stop")
 
 
-def recovery_check(webhook_url: str, api_url: str, key: str) -> ApiAnswer:
+def recovery_check(webhook_url: str, api_url: str, key: str, extra_headers: str = "") -> ApiAnswer:
     """The doctor's word on recovery: reading the newest execution with its data is what following a
     broken reply needs (the execution:list and execution:read scopes)."""
-    api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "")
+    gateway = tuple(parse_extra_headers(extra_headers))
+    api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "", gateway=gateway)
     with api_session(api) as session:
         try:
             listed = api_call(session, api, "GET", "/executions", limit="1", includeData="true")
@@ -3993,14 +4225,26 @@ def file_verdict(outcome: Outcome, file: dict[str, Any]) -> str:
     return f"{said}: n8n accepted it (HTTP {outcome.status_code}); the workflow finds it as the binary property data0"
 
 
+DOCTOR_USER = {"id": "webhook-doctor", "name": "Webhook doctor", "role": "user"}  # who a signed turn says asks
+
+
 async def run_check(
-    url: str, token: str, auth_header: str, prompt: str, read_timeout: float, file: str | None = None
+    url: str,
+    token: str,
+    auth_header: str,
+    prompt: str,
+    read_timeout: float,
+    file: str | None = None,
+    jwt_secret: str = "",
+    extra_headers: str = "",
 ) -> int:
     pipe = Pipe()
     pipe.valves.n8n_url = url
     pipe.valves.n8n_bearer_token = token
     pipe.valves.auth_header_name = auth_header
     pipe.valves.read_timeout = read_timeout
+    pipe.valves.jwt_secret = jwt_secret
+    pipe.valves.extra_headers = extra_headers
     problem = valve_problem(Settings.of(pipe.valves), "", url)
     if problem:
         print(f"verdict: {problem}")
@@ -4009,10 +4253,11 @@ async def run_check(
     body = {"model": "", "stream": True, "messages": [{"role": "user", "content": prompt}]}
     outcome = Outcome()
     metadata = {"chat_id": f"webhook-doctor-{int(time.time())}"}
-    answer = await pipe.pipe(body, __metadata__=metadata, __files__=files, outcome=outcome)
+    answer = await pipe.pipe(body, __user__=DOCTOR_USER, __metadata__=metadata, __files__=files, outcome=outcome)
     async for chunk in single_chunk(answer) if isinstance(answer, str) else answer:
         print(chunk, end="", flush=True)
-    streamed, plain = verdict(outcome, token)
+    signed = bool(jwt_secret.strip())
+    streamed, plain = verdict(outcome, token, signed)
     print("\n")
     print(f"HTTP status: {outcome.status_code or 'none'}")
     print(f"format: {outcome.format or 'none'}")
@@ -4021,6 +4266,8 @@ async def run_check(
         print(f"chunks: {outcome.chunks}, arriving over {outcome.last_chunk_at - outcome.first_chunk_at:.2f} s")
     if files:
         print(f"file: {file_verdict(outcome, files[0])}")
+    if signed and outcome.status_code is not None and outcome.status_code < 400:
+        print("JWT: n8n accepted the token signed with --jwt-secret; the workflow reads its claims as $json.jwtPayload")
     print(f"verdict: {plain}")
     return 0 if streamed else 1
 
@@ -4035,6 +4282,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("url", help="the webhook URL, as in the n8n_url valve")
     check.add_argument("--token", default="", help="the n8n_bearer_token valve")
     check.add_argument("--auth-header", default="Authorization", help="the auth_header_name valve")
+    check.add_argument("--jwt-secret", default="", help="the jwt_secret valve: sign the turn as the pipe does")
+    check.add_argument(
+        "--header", action="append", default=[], help="an extra_headers line, 'Name: value' (repeatable)"
+    )
     check.add_argument("--prompt", default="Hello! Please answer in a few sentences.")
     check.add_argument("--read-timeout", type=float, default=300, help="the read_timeout valve, in seconds")
     check.add_argument("--api-key", default="", help="the n8n_api_key valve: checked for what Stop needs")
@@ -4044,13 +4295,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")  # the terminal shows the failures
     if args.command == "check":
         api_ok = True
+        extra_headers = "\n".join(args.header)
         if args.api_key:
-            answer = api_check(args.url, args.api_url, args.api_key)
-            recovery = recovery_check(args.url, args.api_url, args.api_key)
-            print(f"n8n API: {redact(api_words(answer), [args.api_key])}")
-            print(f"recovery: {redact(api_words(recovery), [args.api_key])}")
+            answer = api_check(args.url, args.api_url, args.api_key, extra_headers)
+            recovery = recovery_check(args.url, args.api_url, args.api_key, extra_headers)
+            gateway = [value for _, value in parse_extra_headers(extra_headers)]
+            print(f"n8n API: {redact(api_words(answer), [args.api_key, *gateway])}")
+            print(f"recovery: {redact(api_words(recovery), [args.api_key, *gateway])}")
             api_ok = answer.code == "key_works" and recovery.code == "recovers"
-        check_run = run_check(args.url, args.token, args.auth_header, args.prompt, args.read_timeout, args.file)
+        check_run = run_check(
+            args.url,
+            args.token,
+            args.auth_header,
+            args.prompt,
+            args.read_timeout,
+            args.file,
+            args.jwt_secret,
+            extra_headers,
+        )
         streams = asyncio.run(check_run)
         return streams or (0 if api_ok else 1)
     return asyncio.run(run_demo(args.prompt, args.delay))

@@ -19,6 +19,7 @@ class ApiCall:
     path: str
     query: dict[str, list[str]]
     key: str | None
+    headers: dict[str, str] = field(default_factory=dict)  # every header, names in lower case
 
 
 @dataclass
@@ -53,8 +54,9 @@ class FakeN8nApi:
 
             def _answer(self, status: int, value: Any) -> None:
                 parts = urlsplit(self.path)
+                headers = {name.lower(): value for name, value in self.headers.items()}
                 api.calls.append(
-                    ApiCall(self.command, parts.path, parse_qs(parts.query), self.headers["X-N8N-API-KEY"])
+                    ApiCall(self.command, parts.path, parse_qs(parts.query), self.headers["X-N8N-API-KEY"], headers)
                 )
                 if api.hold is not None:
                     api.hold.wait(30)

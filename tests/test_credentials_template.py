@@ -34,5 +34,7 @@ def test_the_template_says_what_to_fill_in() -> None:
     by_type = {c["type"]: c["data"] for c in template()}
     assert by_type["httpHeaderAuth"]["name"] == "Authorization"
     assert by_type["httpHeaderAuth"]["value"].startswith("Bearer PASTE-")
+    assert by_type["jwtAuth"] == {"keyType": "passphrase", "secret": by_type["jwtAuth"]["secret"], "algorithm": "HS256"}
+    assert by_type["jwtAuth"]["secret"].startswith("PASTE-")
     assert by_type["ollamaApi"]["baseUrl"] == "http://localhost:11434"
     assert by_type["anthropicApi"]["apiKey"].startswith("PASTE-")

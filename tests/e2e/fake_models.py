@@ -15,6 +15,8 @@ Anthropic `/v1/messages` (SSE). What they answer depends on the prompt the workf
   opens ``gates[<name>]``, so the agent is seen working while the tool runs;
 - a prompt containing ``TOOL`` first calls the first tool n8n offers (``TOOL_ARGUMENTS``), then, once
   n8n sends the tool's result back, answers with ``TOKENS`` (Ollama only);
+- a prompt containing ``WHOAMI`` streams the system message the workflow gave the model, word by word: what a
+  workflow made of who is asking (its ``$json.jwtPayload``), read back from the chat's answer;
 - anything else streams ``TOKENS`` one by one, ``token_delay`` seconds apart.
 
 Every request is recorded (path, JSON body, when each token left), so tests can compare.
@@ -151,6 +153,8 @@ class FakeModels:
             return list(LONG_TOKENS), "done"
         if "THINK" in call.prompt:
             return list(THINK_TOKENS), "done"
+        if "WHOAMI" in call.prompt:
+            return re.findall(r"\S+\s*", system_of(call.body)), "done"
         return list(TOKENS), "done"
 
     def _play(self, call: ModelCall, send_token: Any) -> None:
@@ -282,6 +286,16 @@ class FakeModels:
             event("message_stop", {"type": "message_stop"})
             writer.finish()
         call.finished_at = time.monotonic()
+
+
+def system_of(body: dict[str, Any]) -> str:
+    """The system message, in either API's shape (Ollama: a `system` message; Anthropic: `system`)."""
+    system = body.get("system")
+    if isinstance(system, list):
+        return " ".join(part.get("text", "") for part in system if isinstance(part, dict))
+    if isinstance(system, str):
+        return system
+    return " ".join(str(m.get("content") or "") for m in body.get("messages") or [] if m.get("role") == "system")
 
 
 def wanted_tool(call: ModelCall, body: dict[str, Any]) -> str:

@@ -65,6 +65,7 @@ def n8n_older_than(version: str) -> bool:
 
 
 TOKEN = "e2e-token-7f3a9c"
+JWT_SECRET = "e2e-jwt-secret-4b1d"  # the Secret of the shipped JWT Auth credential, as the test imports it
 START_TIMEOUT = 120
 OWNER_PASSWORD = "Owner-e2e-Passw0rd"
 STOP_SCOPES = ("execution:list", "execution:read", "execution:stop")
@@ -248,6 +249,7 @@ def credentials_for(workflows: list[dict[str, Any]], models_url: str) -> list[di
         "ollamaApi": {"baseUrl": models_url, "apiKey": ""},
         "anthropicApi": {"apiKey": "sk-ant-e2e-fake", "url": models_url},
         "httpHeaderAuth": {"name": "Authorization", "value": f"Bearer {TOKEN}"},
+        "jwtAuth": {"keyType": "passphrase", "secret": JWT_SECRET, "algorithm": "HS256"},
     }
     template = credentials_template()
     found: dict[str, dict[str, Any]] = {}
@@ -276,6 +278,7 @@ def workflows_to_import(models_url: str) -> dict[str, dict[str, Any]]:
         "document": shipped("document-binary"),
         "chart": shipped("chart-binary"),
         "csv": shipped("csv-binary"),
+        "who-is-asking": shipped("who-is-asking"),
     }
     # The shipped files may come with Header Auth on or off: test both ways either way.
     if webhook_node(ollama)["parameters"].get("authentication") == "headerAuth":

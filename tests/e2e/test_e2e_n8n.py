@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import requests
 from fake_models import BREAK_AFTER, LONG_TOKENS, TOKENS
-from n8n_harness import N8N_VERSION, REPO, TOKEN, N8n, n8n_older_than
+from n8n_harness import JWT_SECRET, N8N_VERSION, REPO, TOKEN, N8n, n8n_older_than
 
+import pipe_n8n_stream
 from pipe_n8n_stream import STOP_UNSUPPORTED, Pipe
 
 FULL_TEXT = "".join(TOKENS)
@@ -55,7 +56,12 @@ def make_pipe(url: str, **valves: Any) -> Pipe:
     return pipe
 
 
-async def start(pipe: Pipe, prompt: str, turn: Turn, chat_id: str, stream: bool = True) -> Any:
+USER = {"id": "u-e2e", "name": "Ada", "email": "ada@example.com", "role": "user"}
+
+
+async def start(
+    pipe: Pipe, prompt: str, turn: Turn, chat_id: str, stream: bool = True, user: dict[str, Any] | None = None
+) -> Any:
     async def emit(event: dict[str, Any]) -> None:
         if event.get("type") == "status":
             turn.statuses.append(event["data"])
@@ -65,7 +71,7 @@ async def start(pipe: Pipe, prompt: str, turn: Turn, chat_id: str, stream: bool 
     body = {"model": "n8n_stream.n8n", "stream": stream, "messages": [{"role": "user", "content": prompt}]}
     return await pipe.pipe(
         body,
-        __user__={"id": "u-e2e", "name": "Ada", "email": "ada@example.com", "role": "user"},
+        __user__=user or USER,
         __event_emitter__=emit,
         __metadata__={"chat_id": chat_id, "message_id": "m1", "session_id": "s1"},
     )
@@ -77,15 +83,16 @@ def converse(
     chat_id: str | None = None,
     chat_streams: bool = True,
     turn: Turn | None = None,
+    user: dict[str, Any] | None = None,
     **valves: Any,
 ) -> Turn:
     """A whole turn; `chat_id` defaults to a fresh one so the agent's memory starts empty.
-    `chat_streams` is Open WebUI's body["stream"]; `turn` collects it (a fresh one by default);
-    keyword arguments are valves."""
+    `chat_streams` is Open WebUI's body["stream"]; `turn` collects it (a fresh one by default); `user` is
+    Open WebUI's `__user__` (USER by default); keyword arguments are valves."""
 
     async def scenario() -> Turn:
         reply = await start(
-            make_pipe(url, **valves), prompt, turn, chat_id or f"e2e-{uuid.uuid4().hex[:8]}", chat_streams
+            make_pipe(url, **valves), prompt, turn, chat_id or f"e2e-{uuid.uuid4().hex[:8]}", chat_streams, user
         )
         assert turn is not None
         if isinstance(reply, str):
@@ -920,3 +927,78 @@ def test_recovers_nothing_when_n8n_keeps_no_execution_data_and_says_why(n8n: N8n
     )
     assert said, turn.text
     assert turn.statuses[-1] == {"description": turn.text.removeprefix("⚠️ "), "done": True}
+
+
+# -- who is asking: the shipped JWT Auth workflow --------------------------------------------------
+
+
+def test_a_jwt_auth_workflow_sees_the_claims_of_the_chats_user(n8n: N8n) -> None:
+    turn = converse(
+        n8n.url("who-is-asking"), "WHOAMI as a user", chat_id="e2e-jwt-user", jwt_secret=JWT_SECRET, send_user_info=True
+    )
+    assert "Ada (ada@example.com), Open WebUI user u-e2e with role user, in chat e2e-jwt-user." in turn.text, turn.text
+    assert "They are not an admin" in turn.text
+    assert "AI Agent is answering" in turn.descriptions
+    assert turn.descriptions[-1].startswith("Done"), turn.descriptions
+
+
+def test_only_a_jwt_role_admin_reaches_the_agent_with_the_tool(n8n: N8n) -> None:
+    admin = {"id": "u-admin", "name": "Grace", "email": "grace@example.com", "role": "admin"}
+    turn = converse(
+        n8n.url("who-is-asking"), "WHOAMI as an admin", chat_id="e2e-jwt-admin", user=admin, jwt_secret=JWT_SECRET
+    )
+    assert "unnamed (no email), Open WebUI user u-admin with role admin, in chat e2e-jwt-admin." in turn.text, turn.text
+    assert "you may use the Calculator tool" in turn.text
+    assert "Admin Agent is answering" in turn.descriptions
+
+
+def test_an_expired_jwt_is_refused_with_the_advice(n8n: N8n, monkeypatch: pytest.MonkeyPatch) -> None:
+    signed_an_hour_ago = pipe_n8n_stream.webhook_request
+
+    def an_hour_ago(*args: Any) -> Any:
+        return signed_an_hour_ago(*args, now=time.time() - 3600)
+
+    monkeypatch.setattr(pipe_n8n_stream, "webhook_request", an_hour_ago)
+    turn = converse(n8n.url("who-is-asking"), "WHOAMI expired", jwt_secret=JWT_SECRET)
+    assert turn.text.startswith("⚠️ n8n rejected the request (HTTP 403: jwt expired). The turn's token had expired"), (
+        turn.text
+    )
+    assert "`jwt_ttl_seconds`" in turn.text
+    assert not n8n.models.calls_for("WHOAMI expired"), "the workflow ran with an expired token"
+
+
+def test_a_wrong_jwt_secret_is_refused_with_the_advice(n8n: N8n) -> None:
+    turn = converse(n8n.url("who-is-asking"), "WHOAMI wrong secret", jwt_secret="not-the-credentials-secret")
+    assert turn.text == (
+        "⚠️ n8n rejected the request (HTTP 403: invalid signature). The `jwt_secret` valve differs from the Secret "
+        "of the Webhook's JWT Auth credential in n8n: paste the same secret into both."
+    )
+    assert "not-the-credentials-secret" not in turn.text
+    assert not n8n.models.calls_for("WHOAMI wrong secret")
+
+
+@pytest.mark.parametrize(
+    ("token", "refusal"), [("", "HTTP 401: No token provided"), (TOKEN, "HTTP 403: jwt malformed")]
+)
+def test_a_jwt_webhook_without_the_secret_says_to_set_it(n8n: N8n, token: str, refusal: str) -> None:
+    turn = converse(n8n.url("who-is-asking"), "WHOAMI no secret", n8n_bearer_token=token)
+    assert turn.text == (
+        f"⚠️ n8n rejected the request ({refusal}). The Webhook node's Authentication is JWT Auth: set the "
+        "`jwt_secret` valve to the Secret of its JWT Auth credential in n8n."
+    )
+
+
+def test_doctor_signs_a_jwt_like_the_pipe_and_n8n_accepts(n8n: N8n) -> None:
+    code, output = doctor(n8n.url("who-is-asking"), "--jwt-secret", JWT_SECRET, "--prompt", "WHOAMI doctor")
+    assert "Open WebUI user webhook-doctor with role user" in output, output
+    assert "JWT: n8n accepted the token signed with --jwt-secret" in output
+    assert verdict_line(output).startswith("streams"), output
+    assert code == 0, output
+    assert JWT_SECRET not in output
+
+
+def test_doctor_says_a_wrong_jwt_secret_with_the_advice(n8n: N8n) -> None:
+    code, output = doctor(n8n.url("who-is-asking"), "--jwt-secret", "wrong-secret-123", "--prompt", "doctor jwt")
+    assert verdict_line(output).startswith("authentication failed: n8n rejected the request (HTTP 403: invalid"), output
+    assert "`jwt_secret` valve differs" in verdict_line(output)
+    assert code == 1, output

@@ -18,6 +18,7 @@ import uuid
 import pytest
 from fake_n8n import API_KEY, FakeN8n, record
 from fake_n8n_api import FakeN8nApi, execution
+from jwt_check import verified_claims
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_reply
 from owui_host import (
     CANCEL_EVENT,
@@ -282,6 +283,34 @@ def test_webhook_404_shows_n8ns_words_and_leaks_no_token(owui, admin, browser):
     assert token not in everything, "the token is in the saved chat"
     assert token not in json.dumps([e.payload for e in turn.events()], ensure_ascii=False)
     assert token not in owui.log_text(), "the token is in Open WebUI's log"
+
+
+def test_a_signed_turn_claims_the_logged_in_user_and_the_secret_stays_home(owui, admin, browser):
+    """With `jwt_secret`, the token n8n's JWT Auth verifies names Open WebUI's logged-in user, this chat and turn."""
+    secret = f"owui-jwt-secret-{uuid.uuid4().hex}"
+    with LoopbackServer([Reply(headers=STREAM_HEADERS, steps=n8n_reply(["Hallo", " Admin"]))]) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url, jwt_secret=secret, send_user_info=True)
+        try:
+            turn = browser.send(MODEL, "wer fragt?")
+            turn.wait_done()
+        finally:
+            admin.set_valves(PIPE_ID)
+    (seen,) = n8n.requests
+    me = admin.call("GET", "/api/v1/auths/")
+
+    scheme, _, token = seen.headers["authorization"].partition(" ")
+    assert scheme == "Bearer"
+    claims = verified_claims(token, secret)
+    assert (claims["sub"], claims["role"], claims["name"], claims["email"]) == (
+        me["id"],
+        me["role"],
+        me["name"],
+        me["email"],
+    )
+    assert (claims["iss"], claims["chat_id"], claims["jti"]) == ("open-webui", turn.chat_id, seen.json()["turnId"])
+    assert turn.saved()["content"] == "Hallo Admin"
+    assert secret not in json.dumps(seen.headers) + seen.body.decode()
+    assert secret not in owui.log_text(), "the JWT secret is in Open WebUI's log"
 
 
 @pytest.mark.parametrize("shape", ["n8n stream", "complete JSON"])

@@ -2178,39 +2178,44 @@ class Exchange:
                 return
             with response:
                 self._check_stopped()
-                hand_over([Responded(response.status_code)])
+                responded = Responded(response.status_code)
                 failure = answer_failure(response, request.url, signed=bool(request.jwt))
                 if failure is None:
                     content_type = response.headers.get("Content-Type", "")
                     disposition = response.headers.get("Content-Disposition", "")
                     decoder = ReplyDecoder(content_type, settings.response_field, settings.max_reply_bytes, disposition)
-                    self.read_body(reply_body(response), decoder, hand_over)
+                    self.read_body(reply_body(response), decoder, hand_over, first=[responded])
+                else:
+                    hand_over([responded])
             if failure is not None:  # after the response is closed: following it may take long
                 self.failed(failure, hand_over)
 
-    def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver) -> None:
+    def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver, first: Sequence[Event] = ()) -> None:
         """The read loop: read, decode, hand over what that read meant, until the reply ends. Every read's
-        events go at once: how the bytes were cut into segments never decides when text is shown."""
+        events go at once: how the bytes were cut into segments never decides when text is shown. `first`
+        goes with the first read, and the reply's end with its last events: no wake of the loop of its own."""
         limits = ReplyLimits(self.request.settings)
         broke: Failure | None = None
+        last: list[Event] = []
         try:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
                 self._check_stopped()
                 limits.check(len(data))  # first: over the limit, nothing of this read is kept in memory
                 events = decoder.feed(data)
                 self._noted(events)  # before the chat sees them: a Stop right after must know the id
-                hand_over(self._kept(events))
+                hand_over([*first, *self._kept(events)])
+                first = ()
             self._check_stopped()
-            hand_over(self._kept(decoder.finish()))
+            last = self._kept(decoder.finish())
         except ReplyCut as exc:
-            hand_over([replace(exc.failure, may_have_reached_n8n=True, broke_off=True, let_go=True)])
+            last = [replace(exc.failure, may_have_reached_n8n=True, broke_off=True, let_go=True)]
         except NETWORK_ERRORS as exc:
             self._check_stopped()
             if not (self._after_error and is_timeout(exc)):  # after n8n's error, silence ends the reply
                 broke = read_failure(exc, self.request.settings.read_timeout)
         finally:
             with suppress(Stopped):
-                hand_over([ReplyEnded(decoder.format, decoder.streams, decoder.empty)])
+                hand_over([*first, *last, ReplyEnded(decoder.format, decoder.streams, decoder.empty)])
         if broke is not None or self._started_only is not None:
             self.failed(cast(Failure, broke or self._started_only), hand_over)
 

@@ -329,7 +329,8 @@ class Settings(Pipe.Valves):
 
     @classmethod
     def of(cls, valves: Pipe.Valves) -> Settings:
-        return cls.model_construct(**valves.model_dump())
+        """The valves' values frozen; the same values give the same Settings (made once, not per turn)."""
+        return settings_of(tuple(valves.__dict__.items()))
 
     @property
     def max_reply_bytes(self) -> int:
@@ -348,6 +349,11 @@ class Settings(Pipe.Valves):
         """What never appears in a message, a status or a log line."""
         gateway = [value for _, value in parse_extra_headers(self.extra_headers)]
         return [self.n8n_bearer_token, bare_token(self.n8n_bearer_token), self.n8n_api_key, self.jwt_secret, *gateway]
+
+
+@lru_cache(maxsize=16)
+def settings_of(values: tuple[tuple[str, Any], ...]) -> Settings:
+    return Settings.model_construct(**dict(values))
 
 
 @dataclass(frozen=True)

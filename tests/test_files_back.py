@@ -6,12 +6,11 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import sys
-import types
 import zlib
 from typing import Any
 
 import pytest
+from fake_open_webui import fake_open_webui_storage
 from loopback import LoopbackServer, Reply
 
 from pipe_n8n_stream import attachment_name, main
@@ -113,35 +112,11 @@ def test_a_file_name_from_content_disposition_is_made_safe_to_show(disposition, 
     assert attachment_name(disposition) == name
 
 
-def test_inside_open_webui_the_file_is_stored_and_the_message_links_it(chat, monkeypatch):
+@pytest.mark.parametrize("awaitable", [True, False])  # Open WebUI 0.9 and later, and before
+def test_inside_open_webui_the_file_is_stored_and_the_message_links_it(chat, monkeypatch, awaitable):
     """The pipe stores the file as Open WebUI's upload route does: Storage.upload_file, then
     Files.insert_new_file for the chat's user; the message shows the URL Open WebUI serves it at."""
-    stored: dict[str, Any] = {}
-
-    class Storage:
-        @staticmethod
-        def upload_file(file: Any, filename: str, tags: dict[str, str]) -> tuple[bytes, str]:
-            stored.update(data=file.read(), filename=filename, tags=tags)
-            return stored["data"], f"/data/uploads/{filename}"
-
-    class FileForm:
-        def __init__(self, **fields: Any) -> None:
-            self.fields = fields
-
-    class Files:
-        @staticmethod
-        async def insert_new_file(user_id: str, form: FileForm) -> object:
-            stored.update(user_id=user_id, form=form.fields)
-            return object()
-
-    for name, attributes in {
-        "open_webui": {},
-        "open_webui.models": {},
-        "open_webui.models.files": {"Files": Files, "FileForm": FileForm},
-        "open_webui.storage": {},
-        "open_webui.storage.provider": {"Storage": Storage},
-    }.items():
-        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attributes))
+    stored = fake_open_webui_storage(monkeypatch, awaitable)
 
     text, _ = answered(Reply(headers=AS_N8N_SENDS_IT, steps=[PNG]), chat)
 

@@ -10,11 +10,11 @@ import json
 import re
 import subprocess
 import sys
-import types
 import uuid
 from typing import Any
 
 import pytest
+from fake_open_webui import fake_open_webui_storage
 from n8n_harness import REPO, TOKEN, N8n
 
 from pipe_n8n_stream import Pipe
@@ -90,32 +90,7 @@ def test_inside_open_webui_the_exact_bytes_are_stored(
 ) -> None:
     """With Open WebUI's storage and files table (stand-ins with their signatures; the real ones are in
     tests/owui/test_files_e2e.py), what n8n sent is what the pipe stores, and the message links it."""
-    stored: dict[str, Any] = {}
-
-    class Storage:
-        @staticmethod
-        def upload_file(file: Any, filename: str, tags: dict[str, str]) -> tuple[bytes, str]:
-            stored.update(data=file.read(), filename=filename)
-            return stored["data"], f"/data/uploads/{filename}"
-
-    class FileForm:
-        def __init__(self, **fields: Any) -> None:
-            self.fields = fields
-
-    class Files:
-        @staticmethod
-        def insert_new_file(user_id: str, form: FileForm) -> object:
-            stored.update(user_id=user_id, form=form.fields)
-            return object()
-
-    for module, attributes in {
-        "open_webui": {},
-        "open_webui.models": {},
-        "open_webui.models.files": {"Files": Files, "FileForm": FileForm},
-        "open_webui.storage": {},
-        "open_webui.storage.provider": {"Storage": Storage},
-    }.items():
-        monkeypatch.setitem(sys.modules, module, types.SimpleNamespace(**attributes))
+    stored = fake_open_webui_storage(monkeypatch, awaitable=False)  # as Open WebUI before 0.9
 
     text, _ = converse(n8n.url(workflow), f"the {workflow}")
 

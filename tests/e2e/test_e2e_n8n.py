@@ -822,6 +822,13 @@ def recovering_turn(
     return turn, shown[0]
 
 
+def assert_recovered_from(turn: Turn, execution_id: str) -> None:
+    """The final status says the answer came from this execution, and the turn is done."""
+    found = RECOVERED.fullmatch(turn.descriptions[-1])
+    assert found and found[1] == execution_id, turn.descriptions
+    assert turn.statuses[-1]["done"] is True
+
+
 def the_one_execution(n8n: N8n, api_key: str, workflow: str, marker: str, status: str) -> str:
     """The id of the one execution of `workflow` the turn (its prompt holds `marker`) made: the webhook was
     called once, and the model once."""
@@ -839,9 +846,7 @@ def test_recovers_the_answer_when_nginx_gives_up_with_504(n8n: N8n, api_key: str
     execution_id = the_one_execution(n8n, api_key, "classic", marker, "success")
     assert before == ""
     assert turn.chunks == [FULL_TEXT]
-    found = RECOVERED.fullmatch(turn.descriptions[-1])
-    assert found and found[1] == execution_id, turn.descriptions
-    assert turn.statuses[-1]["done"] is True
+    assert_recovered_from(turn, execution_id)
 
 
 @pytest.mark.parametrize(("after", "how"), [(3, "reset"), (3, "close"), (0, "reset")])
@@ -858,9 +863,7 @@ def test_recovers_the_rest_of_a_stream_a_proxy_cut(
     assert proxy.cuts == 1
     assert before == "".join(TOKENS[:after])  # streamed before the cut
     assert turn.text == FULL_TEXT
-    found = RECOVERED.fullmatch(turn.descriptions[-1])
-    assert found and found[1] == execution_id, turn.descriptions
-    assert turn.statuses[-1]["done"] is True
+    assert_recovered_from(turn, execution_id)
 
 
 def test_recovers_the_answer_after_read_timeout_silence(n8n: N8n, api_key: str) -> None:
@@ -873,9 +876,7 @@ def test_recovers_the_answer_after_read_timeout_silence(n8n: N8n, api_key: str) 
     execution_id = the_one_execution(n8n, api_key, "classic", marker, "success")
     assert before == ""
     assert turn.chunks == [FULL_TEXT]
-    found = RECOVERED.fullmatch(turn.descriptions[-1])
-    assert found and found[1] == execution_id, turn.descriptions
-    assert turn.statuses[-1]["done"] is True
+    assert_recovered_from(turn, execution_id)
 
 
 def test_recovers_the_answer_of_a_webhook_that_responds_immediately(n8n: N8n, api_key: str) -> None:
@@ -886,9 +887,7 @@ def test_recovers_the_answer_of_a_webhook_that_responds_immediately(n8n: N8n, ap
     execution_id = the_one_execution(n8n, api_key, "classic-immediate", marker, "success")
     assert before == ""  # n8n's "Workflow was started" is not shown
     assert turn.chunks == [FULL_TEXT]
-    found = RECOVERED.fullmatch(turn.descriptions[-1])
-    assert found and found[1] == execution_id, turn.descriptions
-    assert turn.statuses[-1]["done"] is True
+    assert_recovered_from(turn, execution_id)
 
 
 def test_recovers_n8ns_error_when_the_model_fails_after_the_cut(n8n: N8n, api_key: str, cutting_proxy: Any) -> None:

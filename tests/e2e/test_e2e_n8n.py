@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 from fake_models import BREAK_AFTER, LONG_TOKENS, TOKENS
-from n8n_harness import JWT_SECRET, N8N_VERSION, REPO, TOKEN, N8n, n8n_older_than
+from n8n_harness import JWT_SECRET, N8N_VERSION, QUEUE, REPO, TOKEN, N8n, n8n_older_than
 
 import pipe_n8n_stream
 from pipe_n8n_stream import STOP_UNSUPPORTED, Pipe
@@ -910,6 +910,11 @@ def test_recovers_n8ns_error_when_the_model_fails_after_the_cut(n8n: N8n, api_ke
     assert turn.statuses[-1] == {"description": said, "done": True}
 
 
+@pytest.mark.skipif(
+    QUEUE,
+    reason="queue mode: the worker saves the ended run and n8n deletes it a moment later, so the pipe may still "
+    "read the answer (seen 2026-12-03: the answer was recovered); the deletion is certain in one process only",
+)
 def test_recovers_nothing_when_n8n_keeps_no_execution_data_and_says_why(n8n: N8n, api_key: str) -> None:
     """The Respond Immediately workflow whose settings save no successful production execution: n8n deletes the
     execution the pipe follows once it ends, and the chat says why there is no answer."""

@@ -1358,7 +1358,7 @@ def is_attachment(disposition: str) -> bool:
 
 def attachment_name(disposition: str) -> str:
     """The file name a Content-Disposition gives (RFC 6266: `filename*=UTF-8''...` first), made safe to
-    show: no path, no line break, no markdown brackets. "" when it gives none."""
+    show. "" when it gives none."""
     encoded = re.search(r"filename\*\s*=\s*(?:UTF-8|utf-8)''([^;]+)", disposition)
     plain = re.search(r'filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))', disposition)
     if encoded:
@@ -1367,6 +1367,11 @@ def attachment_name(disposition: str) -> str:
         name = plain.group(1) if plain.group(1) is not None else plain.group(2)
     else:
         return ""
+    return safe_file_name(name)
+
+
+def safe_file_name(name: str) -> str:
+    """A file name the workflow gave, made safe to show: no path, no line break, no markdown brackets."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     return re.sub(r"[\x00-\x1f\x7f\[\]()<>]", "_", name).strip()[: TITLE_CHARS * 2]
 
@@ -1758,7 +1763,7 @@ def returned_files(value: Any) -> list[Event]:
 
 def returned_file(entry: Any) -> File | FileLink | None:
     url = web_url(text_at(entry, "url") or "")
-    name = attachment_name(f'attachment; filename="{text_at(entry, "fileName") or text_at(entry, "name") or ""}"')
+    name = safe_file_name(text_at(entry, "fileName") or text_at(entry, "name") or "")
     if url:
         return FileLink(name or url.rsplit("/", 1)[-1].split("?", 1)[0], url)
     data = text_at(entry, "data")
@@ -2825,10 +2830,20 @@ def report_from_thread(loop: asyncio.AbstractEventLoop, shown: Coroutine[Any, An
         shown.close()
 
 
+def api_session(api: ExecutionApi, stopper: Stopper | None = None) -> requests.Session:
+    """A session for n8n's API: the key and a gateway's headers; with a stopper, Stop shuts its sockets."""
+    session = requests.Session()
+    session.headers.update(api.headers)
+    if stopper is not None:
+        adapter = StoppableAdapter(stopper)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
 def stop_execution(api: ExecutionApi, execution_id: str) -> ApiAnswer:
     """What happened to the turn's execution; never raises."""
-    with requests.Session() as session:
-        session.headers.update(api.headers)
+    with api_session(api) as session:
         try:
             execution_id = execution_id or find_execution(session, api)
             if not execution_id:
@@ -2970,17 +2985,6 @@ def recoverable(failure: Failure) -> bool:
         "connection_lost",
         "workflow_started",
     )
-
-
-def api_session(api: ExecutionApi, stopper: Stopper | None = None) -> requests.Session:
-    """A session for n8n's API: the key and a gateway's headers; with a stopper, Stop shuts its sockets."""
-    session = requests.Session()
-    session.headers.update(api.headers)
-    if stopper is not None:
-        adapter = StoppableAdapter(stopper)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-    return session
 
 
 class ExecutionFollower:
@@ -4185,8 +4189,7 @@ def api_check(webhook_url: str, api_url: str, key: str, extra_headers: str = "")
     an id no execution has checks the stop scope and that this n8n can stop executions (2.10 or later)."""
     gateway = tuple(parse_extra_headers(extra_headers))
     api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "", gateway=gateway)
-    with requests.Session() as session:
-        session.headers.update(api.headers)
+    with api_session(api) as session:
         try:
             listed = api_call(session, api, "GET", "/executions", limit="1")
             if listed.status_code != 200:

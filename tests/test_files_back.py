@@ -171,3 +171,10 @@ def test_a_no_text_notice_never_quotes_a_files_base64(chat):
         '⚠️ n8n\'s reply has no text at `output`: {"answer": "x"}. '
         "Set the `response_field` valve to the field that holds the answer."
     )
+
+
+def test_a_returned_files_name_keeps_its_quotes_and_loses_its_path(chat):
+    body = {"output": "ok", "files": [{"fileName": '../q3 "final".csv', "mimeType": "text/csv", "data": "YSxi"}]}
+    reply = Reply(headers=[("Content-Type", "application/json")], steps=[json.dumps(body).encode()], body_mode="length")
+    text, _ = answered(reply, chat)
+    assert text == 'ok\n\n📎 The workflow answered with a file: q3 "final".csv (text/csv, 3 bytes).'

@@ -197,12 +197,15 @@ class OpenWebUI:
 class Admin:
     """The REST API as the admin uses it (with WEBUI_AUTH=False the only user is the admin)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        """Signed in, or with the `token` of an earlier sign-in: a new connection without another sign-in."""
         self.base_url = base_url
         self.http = requests.Session()
-        signin = self.http.post(f"{base_url}/api/v1/auths/signin", json={"email": "", "password": ""}, timeout=30)
-        signin.raise_for_status()
-        self.token: str = signin.json()["token"]
+        if token is None:
+            signin = self.http.post(f"{base_url}/api/v1/auths/signin", json={"email": "", "password": ""}, timeout=30)
+            signin.raise_for_status()
+            token = signin.json()["token"]
+        self.token: str = token
         self.http.headers["Authorization"] = f"Bearer {self.token}"
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 30, ok: bool = True) -> Any:

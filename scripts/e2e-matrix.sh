@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The version matrix: the end-to-end suites against older n8n and Open WebUI releases as well as the
-# newest, then the README's compatibility table rewritten from what the runs showed.
+# newest, then the compatibility table (docs/compatibility.md) rewritten from what the runs showed.
 #
-#   bash scripts/e2e-matrix.sh            every version below, then README.md's table
+#   bash scripts/e2e-matrix.sh            every version below, then docs/compatibility.md's table
 #   N8N_MATRIX="2.41.1" OWUI_MATRIX="" bash scripts/e2e-matrix.sh    a part of it
 #
 # CI (scripts/test.sh) runs the newest versions only; this runs the rest, each version installed
@@ -38,9 +38,9 @@ for version in $OWUI_MATRIX; do
     OWUI_E2E_VERSION="$version" bash scripts/e2e-openwebui.sh || failed+=("Open WebUI $version")
 done
 
-"$PYTHON" scripts/matrix_table.py "$RESULTS" README.md || exit 1
+"$PYTHON" scripts/matrix_table.py "$RESULTS" docs/compatibility.md || exit 1
 if ((${#failed[@]})); then
-    echo "e2e-matrix: FAILED: ${failed[*]} (the README's table says which tests)" >&2
+    echo "e2e-matrix: FAILED: ${failed[*]} (the table in docs/compatibility.md says which tests)" >&2
     exit 1
 fi
-echo "e2e-matrix: every version passed; README.md's compatibility table is up to date"
+echo "e2e-matrix: every version passed; the table in docs/compatibility.md is up to date"

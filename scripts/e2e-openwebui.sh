@@ -116,7 +116,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# E2E_JUNIT_DIR (set by scripts/e2e-matrix.sh) keeps each run's outcomes for the README's compatibility table.
+# E2E_JUNIT_DIR (set by scripts/e2e-matrix.sh) keeps each run's outcomes for the compatibility table (docs/compatibility.md).
 one_worker_report=() two_workers_report=()
 if [[ -n "${E2E_JUNIT_DIR:-}" ]]; then
     one_worker_report=(--junitxml="$E2E_JUNIT_DIR/owui-$OWUI_VERSION.xml")

@@ -1,12 +1,12 @@
-"""Write the README's compatibility table from the JUnit files of a matrix run (scripts/e2e-matrix.sh).
+"""Write the compatibility table of docs/compatibility.md from the JUnit files of a matrix run (e2e-matrix.sh).
 
-    python scripts/matrix_table.py RESULTS_DIR README.md
+    python scripts/matrix_table.py RESULTS_DIR docs/compatibility.md
 
 Each file is one pytest run, named by the e2e scripts: `n8n-<version>[-queue-<webhooks>].xml`,
 `owui-<version>[-2workers].xml` (E2E_JUNIT_DIR). A column is the outcome of the tests that prove it, so the table
 says only what a run showed: "yes" when they all passed, the expected-failure reason when the
 version lacks the feature (strict xfail), "FAILED" when one failed, "—" when the run has no such test.
-The table replaces the lines between the README's `<!-- matrix:begin -->` and `<!-- matrix:end -->`.
+The table replaces the lines between the file's `<!-- matrix:begin -->` and `<!-- matrix:end -->`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's compatibility table says what the matrix runs showed (scripts/matrix_table.py).
+"""The compatibility table (docs/compatibility.md) says what the matrix runs showed (scripts/matrix_table.py).
 
 Real pytest runs write the JUnit files, as the e2e scripts do under scripts/e2e-matrix.sh.
 """

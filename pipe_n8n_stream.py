@@ -58,6 +58,7 @@ from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import takewhile
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol, assert_never, cast
 from urllib.parse import quote, quote_plus, unquote, urljoin, urlsplit
@@ -84,6 +85,7 @@ JSON_OPENINGS = ("{", "[")
 JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
 JSON_BLANKS = (" ", "\t", "\r", "\n")
 LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # never in a line of JSON (DEL may be) or SSE
 SSE_FIELD_PREFIXES = (b"data:", b"event:", b"id:", b"retry:", b":")
 N8N_STREAM_TYPES = {"begin", "item", "end", "error", "keepalive"}
 COMMON_TEXT_FIELDS = ("output", "text", "response", "content", "message.content", "choices.0.message.content")
@@ -1109,18 +1111,23 @@ THINK_END = "\n</think>\n\n"  # closes the <think> block the chat renders as the
 
 class LineSplitter:
     """Splits bytes on CR, LF or CRLF (also split across reads) into UTF-8 decoded lines.
-    Works on bytes so a character cut between two reads is decoded whole."""
+    Works on bytes so a character cut between two reads is decoded whole. JSON and event streams are
+    text: at the first line that is not (no UTF-8, or a control character other than tab), splitting
+    stops and `not_text` says where; such bytes are never a model's words and never shown."""
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES, too_long: FailureCode = "line_too_long") -> None:
         self.max_line_bytes = max_line_bytes
         self.too_long: FailureCode = too_long
+        self.not_text: Failure | None = None
         self._partial = bytearray()
         self._after_cr = False
+        self._split_off = 0  # bytes of the body before the partial line
 
     def feed(self, data: bytes) -> list[str]:
         if self._after_cr and data[:1] == b"\n":
             data, self._after_cr = data[1:], False
-        if not data:
+            self._split_off += 1
+        if not data or self.not_text is not None:
             return []
         self._after_cr = False
         if b"\n" not in data and b"\r" not in data:
@@ -1133,18 +1140,45 @@ class LineSplitter:
         self._partial = bytearray(pieces.pop())
         if len(text) > self.max_line_bytes:
             self._check(max(len(self._partial), *(len(p) for p in pieces)))
-        return [p.decode("utf-8", "replace") for p in pieces]
+        return self._text_lines(text, pieces)
 
     def finish(self) -> str | None:
         """The last line when the body ended without a line break, else None."""
-        if not self._partial:
+        last, self._partial = bytes(self._partial), bytearray()
+        if not last or self.not_text is not None:
             return None
-        line, self._partial = self._partial.decode("utf-8", "replace"), bytearray()
-        return line
+        if not is_text_line(last):
+            self.not_text = Failure("not_text", size=self._split_off, may_have_reached_n8n=True)
+            return None
+        return last.decode("utf-8")
 
     def _check(self, length: int) -> None:
         if length > self.max_line_bytes:
             raise LineTooLong(Failure(self.too_long, limit=self.max_line_bytes))
+
+    def _text_lines(self, text: bytes, pieces: list[bytes]) -> list[str]:
+        """The lines, decoded; or those before the first that is no text, which sets `not_text`."""
+        complete = len(text) - len(self._partial)
+        try:
+            if not CONTROL_BYTE.search(text, 0, complete):
+                lines = [p.decode("utf-8") for p in pieces]
+                self._split_off += complete
+                return lines
+        except UnicodeDecodeError:
+            pass
+        good = list(takewhile(is_text_line, pieces))
+        starts = [0, *(m.end() for m in LINE_BREAK.finditer(text))]
+        self.not_text = Failure("not_text", size=self._split_off + starts[len(good)], may_have_reached_n8n=True)
+        self._partial = bytearray()
+        return [p.decode("utf-8") for p in good]
+
+
+def is_text_line(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return CONTROL_BYTE.search(line) is None
 
 
 @dataclass(frozen=True)
@@ -1223,6 +1257,7 @@ def sniff(head: bytes, content_type: str, at_end: bool) -> WireFormatName | None
 
 
 NOT_TEXT = re.compile("[\udc80-\udcff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # a byte no UTF-8, or a control
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # never shown: no text, whatever carried it
 FILE_TYPES = (
     (b"\x89PNG", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -1489,14 +1524,17 @@ class JsonLinesFormat(WireFormat):
         return "NDJSON" if self.streams else "complete JSON"
 
     def feed(self, data: bytes) -> list[Event]:
-        return [event for line in self._lines.feed(data) for event in self._line(line)]
+        events = [event for line in self._lines.feed(data) for event in self._line(line)]
+        if self._lines.not_text is None:
+            return events
+        return [*events, *self._blocks.finish(), self._lines.not_text, END]
 
     def finish(self) -> list[Event]:
         last = self._lines.finish()
         events = self._line(last) if last is not None else []
-        if self._body is not None:
+        if self._body is not None and self._lines.not_text is None:
             events += self._whole_body()
-        return events + self._blocks.finish()
+        return events + self._blocks.finish() + ([self._lines.not_text] if self._lines.not_text else [])
 
     def no_text(self) -> Failure:
         if self.streams:
@@ -1617,7 +1655,7 @@ class SSEFormat(WireFormat):
             event = self._events.feed(line)
             if event is not None:
                 events += events_of_sse(event, self.response_field)
-        return events
+        return events if self._lines.not_text is None else [*events, self._lines.not_text, END]
 
 
 class FileFormat(WireFormat):
@@ -1859,16 +1897,21 @@ ANTHROPIC_EVENTS: dict[str, Callable[[dict[str, Any]], list[Event]]] = {
 
 
 def text_events(text: Any) -> list[Event]:
-    return [Text(well_formed(text))] if isinstance(text, str) and text else []
+    shown = well_formed(text) if isinstance(text, str) else ""
+    return [Text(shown)] if shown else []
 
 
 def thinking_events(text: Any) -> list[Event]:
-    return [Thinking(well_formed(text))] if isinstance(text, str) and text else []
+    shown = well_formed(text) if isinstance(text, str) else ""
+    return [Thinking(shown)] if shown else []
 
 
 def well_formed(text: str) -> str:
     """JSON escapes can carry a lone surrogate ("\\ud800"), which no UTF-8 encoder downstream accepts:
-    it becomes U+FFFD, as invalid UTF-8 bytes do; an escaped pair becomes its one character."""
+    it becomes U+FFFD; an escaped pair becomes its one character. A control character an escape carries
+    ("\\u0000") is dropped: it is no text, and a chat message never holds one."""
+    if CONTROL.search(text):
+        text = CONTROL.sub("", text)
     if text.isascii():
         return text
     try:
@@ -3801,10 +3844,14 @@ def failure_sentence(f: Failure) -> str:
         case "internal_error":
             return f"internal error in the n8n pipe: {f.detail}"
         case "not_text":
+            what = (
+                f"n8n's reply stopped being text after {size_said(int(f.size))}: the rest"
+                if f.size
+                else "n8n's reply is no text: it"
+            )
             return (
-                f"n8n's reply stopped being text after {size_said(int(f.size))}: the rest (bytes that are no "
-                "UTF-8, or control characters) is not shown. A workflow that answers with a file should send "
-                "it with its type (Respond to Webhook: Respond With Binary File)."
+                f"{what} (bytes that are no UTF-8, or control characters) is not shown. A workflow that answers "
+                "with a file should send it with its type (Respond to Webhook: Respond With Binary File)."
             )
         case "execution_canceled":
             return f"n8n execution {f.detail} was cancelled before it finished, so it has no answer."

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import operator
 import random
+import re
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -82,6 +83,19 @@ def is_json_document(text: str) -> bool:
 
 
 item_token = token.filter(lambda t: not is_json_document(t))
+
+
+def as_shown(text: str) -> str:
+    """A model's words as the chat shows them: the control characters a JSON escape can carry (all but tab
+    and line breaks) are no text and dropped."""
+    return re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text)
+
+
+def text_pieces(text: str | None, kind: type[Text | Thinking] = Text) -> list[Shown]:
+    shown = as_shown(text or "")
+    return [kind(shown)] if shown else []
+
+
 maybe_token = st.one_of(st.none(), token)
 
 
@@ -137,7 +151,7 @@ def n8n_replies(draw: st.DrawFn) -> Reply:
             if draw(st.integers(0, 5)) == 0:
                 lines.append('{"type":"keepalive"}')
             lines.append(as_json({"type": "item", "content": content, "metadata": meta}, ascii_only))
-            expected += [Text(content)] if content else []
+            expected += text_pieces(content)
         lines.append(as_json({"type": "end", "metadata": meta}, ascii_only))
         expected.append(BlockEnded(node))
     if draw(st.booleans()):
@@ -160,7 +174,8 @@ UNTERMINATED = st.sampled_from(((), ("data: unterminated",)))
 def sse_raw_tokens(text: str) -> bool:
     """A raw (non-JSON) data payload that reads back as itself: no line breaks (they split it into
     data lines), not [DONE], not a JSON object or list (those go through the JSON rules)."""
-    return not any(c in text for c in "\r\n") and text.strip() != "[DONE]" and not is_json_document(text)
+    plain = as_shown(text) == text  # a control character in an event stream's line is no text
+    return plain and not any(c in text for c in "\r\n") and text.strip() != "[DONE]" and not is_json_document(text)
 
 
 sse_raw_token = token.filter(sse_raw_tokens)
@@ -183,7 +198,7 @@ def sse_events(draw: st.DrawFn, ascii_only: bool) -> tuple[list[str], list[Shown
         delta.setdefault("type", "text_delta")
         data = {"type": "content_block_delta", "index": 0, "delta": delta}
         lines = ["event: content_block_delta", f"data: {as_json(data, ascii_only)}"]
-    return lines, [Thinking(text) if kind.endswith("thinking") else Text(text)] if text else []
+    return lines, text_pieces(text, Thinking if kind.endswith("thinking") else Text)
 
 
 @st.composite
@@ -224,8 +239,8 @@ def ndjson_replies(draw: st.DrawFn) -> Reply:
     for content, thinking in draw(st.lists(st.tuples(token, maybe_token), min_size=2, max_size=6)):
         message = {"role": "assistant", "content": content, **({"thinking": thinking} if thinking is not None else {})}
         lines.append(as_json({"model": "llama3", "message": message, "done": False}, ascii_only))
-        expected += [Thinking(thinking)] if thinking else []
-        expected += [Text(content)] if content else []
+        expected += text_pieces(thinking, Thinking)
+        expected += text_pieces(content)
         if draw(st.integers(0, 5)) == 0:
             lines.append("")
     if draw(st.booleans()):
@@ -239,7 +254,7 @@ def ndjson_replies(draw: st.DrawFn) -> Reply:
 # --- complete JSON -------------------------------------------------------------------------------
 
 
-nonempty_token = token.filter(bool)
+nonempty_token = token.filter(as_shown)
 
 
 @st.composite
@@ -260,7 +275,7 @@ def complete_json_replies(draw: st.DrawFn) -> Reply:
         body = body.replace("\n", "\r\n")
     wire = (BOM if draw(st.booleans()) else b"") + body.encode() + draw(st.sampled_from((b"", b"\n")))
     content_type = draw(st.sampled_from(("application/json; charset=utf-8", "")))
-    return Reply(wire, content_type, (Text(text),), "complete JSON", field)
+    return Reply(wire, content_type, (Text(as_shown(text)),), "complete JSON", field)
 
 
 # --- plain text ----------------------------------------------------------------------------------
@@ -448,11 +463,22 @@ def test_a_body_that_starts_as_no_text_is_a_file_whatever_the_reads(payload, see
 
 
 @given(payload=st.binary(max_size=200).map(lambda b: bytes(c for c in b if c >= 0x20 and c not in b'"\\')))
-def test_invalid_utf8_inside_an_n8n_item_becomes_replacement_characters(payload):
-    line = b'{"type":"item","content":"' + payload + b'","metadata":{"nodeName":"AI Agent"}}\n'
-    answer = check_split_invariance(line, one_byte_reads(line), "application/json")
+def test_an_n8n_item_that_is_no_utf8_is_never_shown(payload):
+    begin = b'{"type":"begin","metadata":{"nodeName":"AI Agent"}}\n'
+    body = begin + b'{"type":"item","content":"' + payload + b'","metadata":{"nodeName":"AI Agent"}}\n'
+    answer = check_split_invariance(body, one_byte_reads(body), "application/json")
+    try:
+        words = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        not_text = f"n8n's reply stopped being text after {len(begin)} bytes: the rest (bytes that are no UTF-8"
+        assert answer.pieces[0] == NodeStarted("AI Agent")
+        assert str(answer.pieces[1]).startswith(not_text), answer.pieces
+        assert answer.pieces[2:] == (END,)
+        return
     no_text = "The workflow's reply (n8n stream) contained no text."
-    assert answer.pieces == ((Text(payload.decode("utf-8", "replace")),) if payload else (no_text,))
+    assert answer.pieces == (
+        (NodeStarted("AI Agent"), Text(as_shown(words))) if as_shown(words) else (NodeStarted("AI Agent"), no_text)
+    )
 
 
 # --- the line limit --------------------------------------------------------------------------------

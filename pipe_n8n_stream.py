@@ -396,7 +396,8 @@ class Turn:
             user=user or {},
             chat_id=(metadata or {}).get("chat_id") or chat_id,
             task=task,
-            user_prompt=user_prompt_of(metadata or {}),
+            # A task's prompt is the body's: its metadata still carries the chat turn's user_message (0.12.4).
+            user_prompt=None if task else user_prompt_of(metadata or {}),
         )
 
     @property

@@ -39,13 +39,17 @@ def parsed_like_open_webui(answer: str) -> object:
     return json.loads(answer[answer.find("{") : answer.rfind("}") + 1])
 
 
+# Open WebUI 0.12.4 asks for a task with the chat turn's metadata, the user's question among it, plus the task.
+TURN_METADATA = {"chat_id": "chat-1", "user_message": {"id": "u3", "role": "user", "content": "And food?"}}
+
+
 def task_call(turn, task: str, stream: bool):
     body = {"model": "n8n_stream.n8n", "stream": stream, "messages": [{"role": "user", "content": TASK_PROMPT}]}
     task_body = {"model": "n8n_stream.n8n", "messages": CHAT, "chat_id": "chat-1"}
     return turn.pipe.pipe(
         body,
         __event_emitter__=turn.emit,
-        __metadata__={"chat_id": "chat-1", "task": task},
+        __metadata__={**TURN_METADATA, "task": task},
         __task__=task,
         __task_body__=task_body,
     )
@@ -54,7 +58,7 @@ def task_call(turn, task: str, stream: bool):
 # Open WebUI 0.12.4's own calls for these two tasks, as the pipe gets them (read in its source, seen in a run):
 # `__task__` is set but `__task_body__` is None (their metadata has no `task_body`), the prompt is the body's
 # last user message, and the call never streams. Compaction (POST /api/v1/chats/{id}/compact, or past the token
-# threshold) has metadata holding the task alone; memory review's also has the chat's ids.
+# threshold) has metadata holding the task alone; memory review's also has the chat turn's.
 COMPACTION_PROMPT = (
     "### Task:\nSummarize the conversation history that will be compacted out of the active chat context.\n\n"
     "### Messages Being Compacted:\nUSER: Plan a three day trip to Lisbon\nASSISTANT: Day 1: ...\n\n"
@@ -83,7 +87,7 @@ OWN_TASK_CALLS = {
             ],
             "stream": False,
         },
-        {"task": "memory_review", "chat_id": "chat-1", "message_id": "m1", "session_id": "s1"},
+        {**TURN_METADATA, "task": "memory_review", "message_id": "m1", "session_id": "s1"},
     ),
 }
 

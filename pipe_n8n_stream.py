@@ -92,6 +92,14 @@ COMMON_TEXT_FIELDS = ("output", "text", "response", "content", "message.content"
 TURN_ID_FIELD = "turnId"  # the turn's own id in the payload: how the pipe finds its n8n execution to stop it
 ERROR_GRACE_SECONDS = 3.0  # after an n8n error item, n8n may send nothing more, not even the body's end
 TITLE_WORDS = 6
+# Open WebUI's tasks answered with an empty list, and the list's key in the JSON it parses: nothing to tag,
+# suggest or search; `memory_review` (0.10+, after a turn when memory review is on): nothing to remember.
+EMPTY_LIST_TASKS = {
+    "tags_generation": "tags",
+    "follow_up_generation": "follow_ups",
+    "query_generation": "queries",
+    "memory_review": "operations",
+}
 SINGLE_MODEL = "n8n"  # the one model's entry id when the `models` valve is empty
 VALVES_AT = "Admin Panel > Functions > the pipe's gear"
 # Payload fields the pipe sets itself: `input_field` or `session_field` named so would be overwritten.
@@ -232,8 +240,8 @@ class Pipe:
         )
         forward_background_tasks: bool = Field(
             default=False,
-            description="Send Open WebUI's title/tags/follow-up tasks to n8n too (with a `task` field). "
-            "Off: they are answered here and never run the workflow.",
+            description="Send Open WebUI's own tasks (title, tags, follow-ups, context compaction, memory review...) "
+            "to n8n too (with a `task` field). Off: they are answered here and never run the workflow.",
         )
         max_reply_mb: float = Field(
             default=16,
@@ -390,7 +398,8 @@ class Turn:
             user=user or {},
             chat_id=(metadata or {}).get("chat_id") or chat_id,
             task=task,
-            user_prompt=user_prompt_of(metadata or {}),
+            # A task's prompt is the body's: its metadata still carries the chat turn's user_message (0.12.4).
+            user_prompt=None if task else user_prompt_of(metadata or {}),
         )
 
     @property
@@ -868,14 +877,16 @@ def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
 
 
 def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
-    """Answer Open WebUI's own tasks locally, in the JSON shape it parses, so the workflow never runs for them."""
+    """Answer Open WebUI's own tasks locally, in the JSON shape it parses, so the workflow never runs for them.
+    Any other task gets "": Open WebUI then does without (no emoji, no autocomplete) or, for
+    `context_compaction`, writes the summary itself from the compacted messages' own words, which is all a
+    pipe without a model could write."""
     if task == "title_generation":
         first_line = first_user_text(task_body.get("messages") or []).strip().split("\n", 1)[0]
         title = " ".join(first_line.split()[:TITLE_WORDS])[:TITLE_CHARS].rstrip(" .,;:!?")
         return json.dumps({"title": title}, ensure_ascii=False)
-    empty_lists = {"tags_generation": "tags", "follow_up_generation": "follow_ups", "query_generation": "queries"}
-    if task in empty_lists:
-        return json.dumps({empty_lists[task]: []})
+    if task in EMPTY_LIST_TASKS:
+        return json.dumps({EMPTY_LIST_TASKS[task]: []})
     return ""
 
 

@@ -63,6 +63,11 @@ CANCEL_EVENT = "chat:tasks:cancel" if OWUI_VERSION >= (0, 6, 30) else "task-canc
 SERVER_SAVES_SOURCES = OWUI_VERSION >= (0, 6, 30)  # before, the web app saved the `source` events it was sent
 CHAT_ACTIVE_EVENTS = OWUI_VERSION >= (0, 8, 0)  # `chat:active` false once the background tasks are done
 OUTPUT_ITEMS = OWUI_VERSION >= (0, 8, 0)  # the saved message's `output` items (reasoning among them)
+# Two more tasks Open WebUI asks the chat's model for (0.10.0 brings both: its CHANGELOG and source; 0.9.6's and
+# 0.6.43's source have neither): `context_compaction`, the summary of a chat's older messages, and `memory_review`,
+# what to remember after a turn. The tests that drive them use 0.12.4's admin API and were run on 0.12.4.
+CONTEXT_COMPACTION = OWUI_VERSION >= (0, 10, 0)  # POST /api/v1/chats/<chat id>/compact, and past a token threshold
+MEMORY_REVIEW = OWUI_VERSION >= (0, 10, 0)  # after a turn, with memories.background_review.enable
 
 TASK_IDS: dict[str, list[str]] = {}  # chat id -> the task ids its completion requests answered (before 0.6.20)
 
@@ -100,6 +105,11 @@ class Pipe:
         return [{"id": "threads", "name": "e2e thread probe"}]
 
     async def pipe(self, body, **kwargs):
+        if body["messages"][-1]["content"] == "memory reviews?":
+            # Open WebUI's memory reviews not yet ended: each is an asyncio task of its own, awaited by nobody.
+            import asyncio
+            reviews = [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__name__", "") == "_review_memory"]
+            return json.dumps(sum(not t.done() for t in reviews))
         if body["messages"][-1]["content"] == "which worker?":
             # Which worker process answered, and which chats have a task running in it.
             import os
@@ -278,6 +288,20 @@ class Admin:
         answer = self.complete(f"{PROBE_ID}.threads", "which worker?")
         return json.loads(answer["choices"][0]["message"]["content"])
 
+    def memory_reviews_running(self) -> int:
+        """How many of Open WebUI's memory reviews (0.10+) are still running in the server (via the probe)."""
+        answer = self.complete(f"{PROBE_ID}.threads", "memory reviews?")
+        return int(json.loads(answer["choices"][0]["message"]["content"]))
+
+    def web_app_features(self) -> dict[str, Any]:
+        """The `features` the 0.12 web app sends with a question: `memory` when the user's Settings >
+        Personalization > Memory is on, or, never set, when the admin's Memories switch is."""
+        ui = (self.call("GET", "/api/v1/users/user/settings") or {}).get("ui") or {}
+        memory = ui.get("memory")
+        if memory is None:
+            memory = (self.call("GET", "/api/config").get("features") or {}).get("enable_memories")
+        return {"memory": True} if memory else {}
+
     def threads_in(self, function_id: str) -> list[dict[str, Any]]:
         """Threads of the server that are running the function's code right now (via the probe)."""
         answer = self.complete(f"{PROBE_ID}.threads", function_id)
@@ -316,6 +340,11 @@ class Turn:
     text: str
     sent_at: float
     response: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # what the web app sent: the chat so far
+
+    def history(self) -> list[dict[str, Any]]:
+        """The chat after this turn, as the web app sends it with the next question: the answer as saved."""
+        return [*self.messages, {"role": "assistant", "content": self.saved()["content"]}]
 
     def events(self) -> list[Event]:
         return [e for e in self.browser.snapshot() if e.chat_id == self.chat_id and e.message_id == self.message_id]
@@ -405,12 +434,21 @@ class Browser:
         first_message: bool = False,
         images: list[str] | None = None,
         files: list[dict[str, Any]] | None = None,
+        after: Turn | None = None,
+        features: dict[str, Any] | None = None,
     ) -> Turn:
         """What the web app sends for a question. By default into a chat made first with POST /api/v1/chats/new;
         `first_message` sends it as the web app sends a new chat's first question: no chat id, `parent_id: null`,
-        and Open WebUI creates the chat (and starts the title task) itself."""
+        and Open WebUI creates the chat (and starts the title task) itself. `after` asks the next question in
+        that turn's chat, under its answer (0.9+, where the server saves the question). `features` are the
+        web app's (see Admin.web_app_features)."""
         user_message_id, message_id = str(uuid.uuid4()), str(uuid.uuid4())
-        if SERVER_CREATES_CHAT:
+        parent_id = after.message_id if after else None
+        messages = [*(after.history() if after else []), {"role": "user", "content": user_content(text, images or [])}]
+        if after:
+            assert SERVER_CREATES_CHAT, "a follow-up question is written for 0.9+ only"
+            chat_id = after.chat_id
+        elif SERVER_CREATES_CHAT:
             chat_id = None if first_message else self.admin.new_chat(model)
         else:
             # Before 0.9 the web app saves the question and an empty answer in the chat (creating the chat on
@@ -439,13 +477,13 @@ class Browser:
         body: dict[str, Any] = {
             "model": model,
             "stream": True,
-            "messages": [{"role": "user", "content": user_content(text, images or [])}],
+            "messages": messages,
             "session_id": self.sio.get_sid(),
             "id": message_id,
-            "parent_id": None if SERVER_CREATES_CHAT else user_message_id,
+            "parent_id": parent_id if SERVER_CREATES_CHAT else user_message_id,
             "user_message": {
                 "id": user_message_id,
-                "parentId": None,
+                "parentId": parent_id,
                 "childrenIds": [message_id],
                 "role": "user",
                 "content": text,
@@ -453,7 +491,7 @@ class Browser:
                 "models": [model],
             },
             "params": {},
-            "features": {},
+            "features": features or {},
         }
         if chat_id:
             body["chat_id"] = chat_id
@@ -469,7 +507,7 @@ class Browser:
         chat_id = chat_id or response["chat_id"]
         if isinstance(response, dict) and response.get("task_id"):
             TASK_IDS.setdefault(chat_id, []).append(response["task_id"])
-        return Turn(self, chat_id, message_id, text, sent_at, response)
+        return Turn(self, chat_id, message_id, text, sent_at, response, messages)
 
 
 def user_content(text: str, images: list[str]) -> Any:

@@ -12,8 +12,10 @@ import email.policy
 import html
 import json
 import re
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from fake_n8n import API_KEY, FakeN8n, record
@@ -23,11 +25,15 @@ from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_rep
 from owui_host import (
     CANCEL_EVENT,
     CHAT_ACTIVE_EVENTS,
+    CONTEXT_COMPACTION,
+    MEMORY_REVIEW,
     OUTPUT_ITEMS,
+    OWUI_RELEASE,
     PIPE_ID,
     SERVER_SAVES_DONE,
     SERVER_SAVES_SOURCES,
     Browser,
+    wait_for,
 )
 
 MODEL = f"{PIPE_ID}.n8n"
@@ -461,6 +467,197 @@ def test_background_tasks_do_not_run_the_workflow(admin, browser, flow):
     assert turn.saved()["content"] == "Antwort eins"
     assert title and title != "New Chat" and question.startswith(title), title
     assert admin.chat(turn.chat_id)["title"] == title
+
+
+QUESTIONS = ["Ich heiße Ada und trinke gern Tee.", "Was ist 2+2?", "Und 3+3?"]
+NO_COMPACTION = pytest.mark.skipif(
+    not CONTEXT_COMPACTION, reason=f"Open WebUI {OWUI_RELEASE} has no context compaction (it came in 0.10.0)"
+)
+
+
+def answered(summary: str = "", remember: dict | None = None):
+    """n8n's webhook: each question answered 'Antwort: <question>'; a forwarded compaction with `summary`, a
+    forwarded memory review with `remember` (its JSON)."""
+
+    def script(seen: Seen) -> Reply:
+        task, question = seen.json().get("task"), seen.json()["chatInput"]
+        text = {"context_compaction": summary, "memory_review": json.dumps(remember)}.get(task, f"Antwort: {question}")
+        return Reply(headers=STREAM_HEADERS, steps=n8n_reply([text]))
+
+    return script
+
+
+def settled(turn) -> None:
+    """The answer is done and so are Open WebUI's tasks after it (`chat:active` false): the chat can be compacted."""
+    turn.wait_done()
+    turn.wait(lambda: any(e.type == "chat:active" and e.data.get("active") is False for e in turn.events()), 15)
+
+
+def chat_of(browser, questions: list[str], **send) -> list:
+    """A chat of one turn per question, each asked under the answer before, as the web app asks."""
+    turns: list = []
+    for question in questions:
+        turns.append(browser.send(MODEL, question, after=turns[-1] if turns else None, **send))
+        settled(turns[-1])
+    return turns
+
+
+def said(turns: list) -> list[tuple[str, str]]:
+    """The chat's messages as (role, text), as Open WebUI saved them."""
+    return [pair for t in turns for pair in (("user", t.text), ("assistant", t.saved()["content"]))]
+
+
+def own_summary(messages: list[tuple[str, str]]) -> str:
+    """Open WebUI's summary when the model's answer is empty: a line per compacted message, in its own words."""
+    return "\n".join(f"- {role}: {text}" for role, text in messages)
+
+
+@contextmanager
+def chat_settings(admin, **changes):
+    """Admin Panel > Settings > Interface (Context Compaction, Token Threshold, ...), put back afterwards."""
+    before = admin.call("GET", "/api/v1/chats/config")
+    admin.call("POST", "/api/v1/chats/config", {**before, **changes})
+    try:
+        yield
+    finally:
+        admin.call("POST", "/api/v1/chats/config", before)
+
+
+@NO_COMPACTION
+@pytest.mark.parametrize("forwarded", [False, True], ids=["answered by the pipe", "forwarded"])
+def test_compacting_a_chat_does_not_run_the_workflow(admin, browser, forwarded):
+    """Compact (the chat's /compact: POST /api/v1/chats/<id>/compact) on a chat of three turns: Open WebUI asks the
+    chat's model for a summary of all but the last message. The pipe answers "", so the summary saved is Open
+    WebUI's own, made of the messages' words, and n8n saw the three questions only. Forwarded, the summary is
+    n8n's answer to the task `context_compaction`."""
+    n8n_summary = "Ada trinkt gern Tee und hat zwei Summen gefragt."
+    with LoopbackServer(answered(summary=n8n_summary)) as n8n, chat_settings(admin, ENABLE_CONTEXT_COMPACTION=True):
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url, forward_background_tasks=forwarded)
+        try:
+            turns = chat_of(browser, QUESTIONS)
+            compacted = admin.call("POST", f"/api/v1/chats/{turns[-1].chat_id}/compact", {})
+            requests_seen = [s.json() for s in n8n.requests]
+        finally:
+            admin.set_valves(PIPE_ID)
+
+    asked = [r for r in requests_seen if "task" not in r]
+    assert [r["chatInput"] for r in asked] == QUESTIONS
+    assert [t.saved()["content"] for t in turns] == [f"Antwort: {q}" for q in QUESTIONS]
+    tasks = [r for r in requests_seen if "task" in r]
+    if forwarded:
+        assert [r["task"] for r in tasks] == ["context_compaction"], tasks
+        assert tasks[0]["chatInput"].startswith("### Task:\nSummarize the conversation history"), tasks[0]
+        summary = n8n_summary
+    else:
+        assert tasks == []
+        summary = own_summary(said(turns)[:-1])  # all but the last answer, which stays in the chat's context
+    assert (compacted["compacted"], compacted["dropped_messages"], compacted["kept_messages"]) == (True, 5, 1)
+    # What the chat's "Context compacted" line opens to, and what the next question is sent with instead.
+    assert turns[-1].saved()["contextSummary"] == summary
+    assert compacted["summary_chars"] == len(summary)
+
+
+@NO_COMPACTION
+def test_compaction_past_the_token_threshold_does_not_run_the_workflow(admin, browser):
+    """With a Token Threshold the chat is past, the second question is compacted before the pipe is asked: the
+    chat shows 'Context compacted' with Open WebUI's own summary of the first turn, and the workflow gets that
+    summary as a system message (send_history) and the question, once."""
+    with (
+        LoopbackServer(answered()) as n8n,
+        chat_settings(admin, ENABLE_CONTEXT_COMPACTION=True, CONTEXT_COMPACTION_TOKEN_THRESHOLD=1),
+    ):
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url, send_history=True)
+        try:
+            first, second = chat_of(browser, QUESTIONS[:2])
+            requests_seen = [s.json() for s in n8n.requests]
+        finally:
+            admin.set_valves(PIPE_ID)
+
+    summary = own_summary(said([first]))
+    assert [r["chatInput"] for r in requests_seen] == QUESTIONS[:2]
+    assert all("task" not in r for r in requests_seen), requests_seen
+    assert requests_seen[1]["messages"] == [
+        {"role": "system", "content": f"[CONVERSATION SUMMARY]\n{summary}"},
+        {"role": "user", "content": QUESTIONS[1]},
+    ]
+    shown = [e.data for e in second.events() if e.type == "context_compaction"]
+    assert [(s["description"], s["done"]) for s in shown] == [
+        ("Compacting context", False),
+        ("Context compacted", True),
+    ]
+    assert shown[-1]["context_summary"] == summary
+    assert second.saved()["content"] == f"Antwort: {QUESTIONS[1]}"
+    question = admin.chat(second.chat_id)["chat"]["history"]["messages"][second.saved()["parentId"]]
+    assert question["contextSummary"] == summary
+
+
+@contextmanager
+def memory_review_on(admin):
+    """Memory review after every turn, as ENABLE_MEMORY_BACKGROUND_REVIEW=true and MEMORIES_REVIEW_INTERVAL_TURNS=1
+    set it (0.12.4's Admin Panel has no switch for it; an imported config sets the same keys), and the user's own
+    Settings > Personalization > Memory on; all put back afterwards, the memories deleted."""
+    keys = {"memories.background_review.enable": True, "memories.review_interval_turns": 1}
+    exported = admin.call("GET", "/api/v1/configs/export")
+    settings = admin.call("GET", "/api/v1/users/user/settings") or {}
+    admin.call("POST", "/api/v1/configs/import", {"config": keys})
+    memory_on = {**settings, "ui": {**(settings.get("ui") or {}), "memory": True}}
+    admin.call("POST", "/api/v1/users/user/settings/update", memory_on)
+    try:
+        yield
+    finally:
+        admin.call("POST", "/api/v1/configs/import", {"config": {key: exported.get(key) for key in keys}})
+        admin.call("POST", "/api/v1/users/user/settings/update", {**settings, "ui": settings.get("ui") or {}})
+        admin.call("DELETE", "/api/v1/memories/delete/user")
+
+
+@pytest.mark.skipif(not MEMORY_REVIEW, reason=f"Open WebUI {OWUI_RELEASE} has no memory review (it came in 0.10.0)")
+def test_memory_review_does_not_run_the_workflow_and_remembers_nothing(admin, browser):
+    """With memory review on and the user's Memory on, Open WebUI asks the chat's model after each turn what to
+    remember. The pipe answers {"operations": []}: once no review is left running in the server, n8n has seen the
+    question only and no memory is saved. Forwarded, the next turn's review reaches n8n with its task and n8n's
+    answer is remembered: so a review does run for this chat, and the probe sees it running while n8n holds it."""
+    remember = {"operations": [{"action": "add", "type": "user", "content": "Heißt Ada und trinkt gern Tee"}]}
+    hold_review, forwarding = Gate(), threading.Event()
+    answer = answered(remember=remember)
+
+    def script(seen: Seen) -> Reply:
+        reply = answer(seen)
+        if forwarding.is_set() and seen.json().get("task") == "memory_review":
+            reply.head_gate = hold_review
+        return reply
+
+    with LoopbackServer(script) as n8n, memory_review_on(admin):
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+        try:
+            features = admin.web_app_features()
+            (first,) = chat_of(browser, QUESTIONS[:1], features=features)
+            wait_for(lambda: admin.memory_reviews_running() == 0, 15, "the first turn's memory review to end")
+            seen_after_review = [s.json() for s in n8n.requests]
+            remembered_after_review = admin.call("GET", "/api/v1/memories/")
+
+            forwarding.set()
+            admin.set_valves(PIPE_ID, n8n_url=n8n.url, forward_background_tasks=True)
+            second = browser.send(MODEL, QUESTIONS[1], after=first, features=features)
+            second.wait_done()
+            wait_for(lambda: len(n8n.requests) == 3, 15, "the second turn's memory review at n8n")
+            running_while_held = admin.memory_reviews_running()
+            hold_review.open()
+            remembered = wait_for(lambda: admin.call("GET", "/api/v1/memories/"), 15, "the memory n8n's review added")
+            review = n8n.requests[2].json()
+        finally:
+            hold_review.open()
+            admin.set_valves(PIPE_ID)
+
+    assert features == {"memory": True}
+    assert [(r["chatInput"], "task" in r) for r in seen_after_review] == [(QUESTIONS[0], False)]
+    assert first.saved()["content"] == f"Antwort: {QUESTIONS[0]}"
+    assert remembered_after_review == []  # Settings > Personalization > Memory > Manage: nothing
+    assert running_while_held == 1
+    assert review["task"] == "memory_review"
+    assert f"user: {QUESTIONS[1]}" in review["chatInput"]
+    assert [(m["content"], m["type"], m["meta"]["created_by"]) for m in remembered] == [
+        ("Heißt Ada und trinkt gern Tee", "user", "background_review")
+    ]
 
 
 def test_server_log_shows_no_pipe_failure(owui):

@@ -38,16 +38,60 @@ installed_ok() {
 
 # package.json of the app folder: with npm `overrides` for releases whose dependency tree does not
 # install from the npm registry alone (nothing is overridden for releases that install as they are).
+# They are found by asking the registry about n8n's own packages (n8n, n8n-*, @n8n/*), from
+# n8n@$N8N_VERSION down: those are released together, each pinning the others' exact versions.
+#  - A pinned version that the registry does not have is replaced by the newest release below it with
+#    the same major.minor, for that pin only ("@n8n/agents@0.26.2": "0.26.1"); a pin with no such
+#    release fails the install. n8n 2.41.3 pins 21 of n8n's packages at versions the registry does not
+#    have (@n8n/agents 0.26.2, n8n-core 2.41.2, ...); the releases below them are those n8n 2.41.1 pins.
+#  - Older n8n-nodes-base releases (those of n8n 1.101.1 and 2.11.2; not 2.41.1's nor 2.41.3's) pin
+#    `xlsx` to a tarball URL on SheetJS's own download site (SheetJS stopped publishing to the npm
+#    registry), which the npm registry cannot serve. 0.18.5 is the newest xlsx on the npm registry; n8n uses it
+#    only in its spreadsheet nodes (Spreadsheet File, Extract from File, Convert to File), which the
+#    tests do not use.
+# Other packages are left to npm, which resolves their ranges (one it cannot fails the install).
 app_package_json() {
-    local overrides=() nodes_base xlsx
-    # Older n8n-nodes-base releases (those of n8n 1.101.1 and 2.11.2; not 2.41.1's) pin `xlsx` to a
-    # tarball URL on SheetJS's own download site (SheetJS stopped publishing to the npm registry),
-    # which the npm registry cannot serve. 0.18.5 is the newest xlsx on the npm registry; n8n uses it
-    # only in its spreadsheet nodes (Spreadsheet File, Extract from File, Convert to File), which the
-    # tests do not use.
-    nodes_base="$(npm view "n8n@$N8N_VERSION" dependencies.n8n-nodes-base 2>/dev/null)" || return 1
-    xlsx="$(npm view "n8n-nodes-base@$nodes_base" dependencies.xlsx 2>/dev/null)" || return 1
-    [[ "$xlsx" == http* ]] && overrides+=('"xlsx": "0.18.5"')
+    local overrides=() queue=("n8n $N8N_VERSION") seen=" " name pin found err line
+    err="$(mktemp)"
+    while ((${#queue[@]})); do
+        read -r name pin <<<"${queue[0]}"
+        queue=("${queue[@]:1}")
+        # One look-up per package: the pinned release and those below it in its major.minor, each with
+        # its dependencies. "USE version" (or "NONE"), then "PIN name version" for each exact pin of
+        # n8n's own packages and "XLSX" for an xlsx pinned to a URL.
+        found="$(npm view "$name@>=${pin%.*}.0 <=$pin" version dependencies --json 2>"$err")" || {
+            echo "e2e-n8n: npm view $name@$pin failed: $(head -c 400 "$err")" >&2
+            rm -f "$err"
+            return 1
+        }
+        while read -r line; do
+            case "$line" in
+                NONE)
+                    echo "e2e-n8n: n8n $N8N_VERSION needs $name $pin; the npm registry has neither it nor a $name ${pin%.*}.x below it" >&2
+                    rm -f "$err"
+                    return 1 ;;
+                USE\ "$pin") ;;
+                USE\ *) overrides+=("\"$name@$pin\": \"${line#USE }\"") ;;
+                XLSX) [[ " ${overrides[*]} " == *'"xlsx":'* ]] || overrides+=('"xlsx": "0.18.5"') ;;
+                PIN\ *)
+                    line="${line#PIN }"
+                    [[ "$seen" == *" ${line/ /@} "* ]] || { seen+="${line/ /@} "; queue+=("$line"); } ;;
+            esac
+        done < <(PIN="$pin" node -e '
+            // One release comes as an object, several as a list; a release with no dependencies as its version.
+            const found = [].concat(JSON.parse(require("fs").readFileSync(0, "utf8").trim() || "[]"))
+                .map((r) => (typeof r === "string" ? { version: r } : r));
+            const key = (r) => r.version.split(".").map(Number);
+            found.sort((a, b) => { const [x, y] = [key(a), key(b)]; return x[0] - y[0] || x[1] - y[1] || x[2] - y[2]; });
+            const use = found.find((r) => r.version === process.env.PIN) ?? found.pop();
+            if (!use) { console.log("NONE"); process.exit(0); }
+            console.log("USE", use.version);
+            for (const [name, spec] of Object.entries(use.dependencies ?? {})) {
+                if (name === "xlsx" && /^https?:/.test(spec)) console.log("XLSX");
+                else if (/^(n8n-|@n8n\/)/.test(name) && /^\d+\.\d+\.\d+$/.test(spec)) console.log("PIN", name, spec);
+            }' <<<"$found")
+    done
+    rm -f "$err"
     if ((${#overrides[@]})); then
         echo "e2e-n8n: n8n $N8N_VERSION needs npm overrides: ${overrides[*]}" >&2
         local IFS=,
@@ -129,9 +173,9 @@ while (($#)); do
 done
 
 ensure_installed || exit 1
-exec 9>&-
+exec 9>&-  # release the install lock: other checkouts may install or run meanwhile
 # nginx runs the deploy/nginx.conf tests (the Debian package, installed once when missing).
-ensure_debs nginx:nginx-light || { loud "nginx is missing and could not be installed (Debian package nginx-light)."; exit 1; }  # release the install lock: other checkouts may install or run meanwhile
+ensure_debs nginx:nginx-light || { loud "nginx is missing and could not be installed (Debian package nginx-light)."; exit 1; }
 ((install_only)) && exit 0
 
 export N8N_E2E=1 N8N_E2E_HOME="$N8N_HOME" N8N_E2E_VERSION="$N8N_VERSION"

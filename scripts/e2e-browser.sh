@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The chat as a person sees it: headless Chromium on a real Open WebUI 0.12.4 page, the pipe calling a real
-# n8n 2.41.1 that runs the shipped workflows, a fake model behind it (tests/browser/).
+# n8n 2.41.3 that runs the shipped workflows, a fake model behind it (tests/browser/).
 #
 #   bash scripts/e2e-browser.sh                  install what is missing, then run tests/browser
-#   bash scripts/e2e-browser.sh --screenshots    the same, and write the README's screenshots to docs/
+#   bash scripts/e2e-browser.sh --screenshots    the same, and write the screenshots of the README and docs/ to docs/screenshots/
 #   bash scripts/e2e-browser.sh -- -k stop       extra arguments after -- go to pytest
 #
 # Installs, once: Debian's chromium and chromium-driver (apt-get, as root; ~490 MB), Playwright from PyPI into
@@ -14,11 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/banner.sh
 source scripts/lib/banner.sh
+# shellcheck source=lib/n8n-version.sh
+source scripts/lib/n8n-version.sh
 banner_for e2e-browser "The browser tests did NOT pass."
 
 PLAYWRIGHT_VERSION=1.65.2
 APT_PACKAGES=(chromium chromium-driver fonts-noto-color-emoji)
 CACHE_ROOT="${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}"
+# The n8n that scripts/e2e-n8n.sh installs below (N8N_E2E_VERSION picks another, for both).
+N8N_VERSION="${N8N_E2E_VERSION:-$N8N_DEFAULT_VERSION}"
 VENV="${OWUI_VENV:-$CACHE_ROOT/owui-0.12.4}"
 WORK=.cache/e2e-browser
 SCREENSHOTS=docs/screenshots
@@ -97,7 +101,8 @@ if $screenshots; then
     export BROWSER_SCREENSHOTS="$PWD/$SCREENSHOTS"
 fi
 status=0
-BROWSER_E2E=1 N8N_E2E=1 N8N_E2E_HOME="$CACHE_ROOT/n8n-2.41.1" OWUI_VENV="$VENV" OWUI_PIDFILE="$PIDFILE" \
+BROWSER_E2E=1 N8N_E2E=1 N8N_E2E_HOME="$CACHE_ROOT/n8n-$N8N_VERSION" N8N_E2E_VERSION="$N8N_VERSION" \
+    OWUI_VENV="$VENV" OWUI_PIDFILE="$PIDFILE" \
     timeout -s INT -k 60 900 \
     "$VENV/bin/python" -m pytest -c tests/browser/pytest.ini --rootdir tests/browser -p no:cacheprovider \
     --basetemp="$WORK/pytest" -v -rfEs tests/browser "${pytest_args[@]}" || status=$?

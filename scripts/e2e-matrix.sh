@@ -3,7 +3,7 @@
 # newest, then the compatibility table (docs/compatibility.md) rewritten from what the runs showed.
 #
 #   bash scripts/e2e-matrix.sh            every version below, then docs/compatibility.md's table
-#   N8N_MATRIX="2.41.1" OWUI_MATRIX="" bash scripts/e2e-matrix.sh    a part of it
+#   N8N_MATRIX="2.41.3" OWUI_MATRIX="" bash scripts/e2e-matrix.sh    a part of it
 #
 # CI (scripts/test.sh) runs the newest versions only; this runs the rest, each version installed
 # once and cached beside the newest (see scripts/e2e-n8n.sh, scripts/e2e-openwebui.sh). A version
@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 
 # n8n: the oldest release on the npm registry whose Webhook and AI Agent stream (1.104.2: 1.101.1's
 # nodes cannot yet), the oldest with the API's stop that installs (2.11.2: 2.10.0's pinned packages are
-# missing from the registry), the newest. Open WebUI: the pipe's required_open_webui_version and the newest.
-N8N_MATRIX="${N8N_MATRIX-1.104.2 2.11.2 2.41.1}"
-N8N_QUEUE_MATRIX="${N8N_QUEUE_MATRIX-1.104.2 2.41.1}"
+# missing from the registry), the newest whose own packages all install as published (2.41.1), and the
+# newest (2.41.3: 21 of the packages it pins are not on the registry, and scripts/e2e-n8n.sh overrides
+# them with the releases 2.41.1 pins). Open WebUI: the pipe's required_open_webui_version and the newest.
+N8N_MATRIX="${N8N_MATRIX-1.104.2 2.11.2 2.41.1 2.41.3}"
+N8N_QUEUE_MATRIX="${N8N_QUEUE_MATRIX-1.104.2 2.41.1 2.41.3}"
 OWUI_MATRIX="${OWUI_MATRIX-0.6.0 0.12.4}"
 RESULTS=.cache/matrix
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"

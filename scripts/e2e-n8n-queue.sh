@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pipe against a real n8n 2.41.1 in queue mode, as production runs it:
+# The pipe against a real n8n 2.41.3 in queue mode, as production runs it:
 # Redis + Postgres + `n8n start` (main) + `n8n worker` + `n8n webhook` with EXECUTIONS_MODE=queue.
 #
 #   bash scripts/e2e-n8n-queue.sh               Redis and Postgres (Debian packages, installed once when
@@ -13,7 +13,7 @@
 # Run 1 (webhook processor): the streaming, Stop, error and complete-JSON tests, and the answers recovered
 # from the main's API after the reply broke (harness's api_valves: n8n_api_url is the main's).
 # Run 2 (no webhook processor, the main takes the webhooks, the worker runs them): the Stop tests,
-# since n8n 2.41.1 stops a queued run only when the process that queued it is asked (see README).
+# since n8n 2.41.1 and 2.41.3 stop a queued run only when the process that queued it is asked (see docs/n8n-setup.md, Queue mode).
 # Fails loudly, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."

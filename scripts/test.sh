@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test run, as the README gives it and as CI runs it:
 # install, lint, type-check the pipe, the suite (unit + real sockets + properties), a 60 s fuzz run,
-# then end to end against a real n8n 2.41.1 (one process behind nginx, then queue mode: Redis, Postgres,
+# then end to end against a real n8n 2.41.3 (one process behind nginx, then queue mode: Redis, Postgres,
 # main, worker, webhook processor), inside a real Open WebUI 0.12.4 (one worker, then two with Redis),
 # and in a real browser.
 set -euo pipefail

@@ -1,7 +1,7 @@
 """The browser tests run only through scripts/e2e-browser.sh, which installs Chromium and Playwright and sets
 BROWSER_E2E=1. In the normal `python -m pytest` run they are collected and skipped.
 
-One session: a real n8n 2.41.1 with the shipped workflows (tests/e2e's harness, fake models behind it), a real
+One session: a real n8n 2.41.3 with the shipped workflows (tests/e2e's harness, fake models behind it), a real
 Open WebUI 0.12.4 with the pipe installed through its REST API (tests/owui's harness), and headless Debian
 Chromium driven by Playwright: a person's browser on the chat page.
 """

@@ -1,4 +1,4 @@
-"""The whole chain a user runs, on 127.0.0.1: fake model <- real n8n 2.41.1 <- pipe in real Open WebUI 0.12.4."""
+"""The whole chain a user runs, on 127.0.0.1: fake model <- real n8n 2.41.3 <- pipe in real Open WebUI 0.12.4."""
 
 from __future__ import annotations
 

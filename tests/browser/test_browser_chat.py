@@ -1,4 +1,4 @@
-"""A person's chat in a real browser: Chromium on Open WebUI 0.12.4's page, the pipe calling a real n8n 2.41.1
+"""A person's chat in a real browser: Chromium on Open WebUI 0.12.4's page, the pipe calling a real n8n 2.41.3
 running the shipped Ollama workflow, a fake model behind it. Every assertion is read off the page.
 
 Run with scripts/e2e-browser.sh (--screenshots also writes the README's pictures to docs/).

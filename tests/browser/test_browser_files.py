@@ -1,4 +1,4 @@
-"""A workflow that answers with an image, in a real browser: the shipped n8n/chart-binary.json on a real n8n 2.41.1,
+"""A workflow that answers with an image, in a real browser: the shipped n8n/chart-binary.json on a real n8n 2.41.3,
 the pipe in Open WebUI 0.12.4 storing the PNG in Open WebUI's files, Chromium showing it in the chat, also after
 a reload. Run with scripts/e2e-browser.sh (--screenshots also writes docs/screenshots/chat-image.png)."""
 

@@ -1,4 +1,4 @@
-"""Harness: a real n8n 2.41.1 on 127.0.0.1 with the shipped workflows, for the end-to-end tests.
+"""Harness: a real n8n 2.41.3 (or N8N_E2E_VERSION) on 127.0.0.1 with the shipped workflows, for the end-to-end tests.
 
 These tests run only with N8N_E2E=1 (`bash scripts/e2e-n8n.sh` installs n8n into a cache
 outside the repository, sets it and runs them). Without it they are skipped; with it and no
@@ -51,7 +51,7 @@ WEBHOOK_PROCESSOR = QUEUE and os.environ.get("N8N_E2E_QUEUE_WEBHOOKS", "processo
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SHIPPED = REPO / "n8n"
-N8N_VERSION = os.environ.get("N8N_E2E_VERSION") or "2.41.1"
+N8N_VERSION = os.environ.get("N8N_E2E_VERSION") or "2.41.3"  # as scripts/lib/n8n-version.sh
 
 
 def release(version: str) -> tuple[int, ...]:

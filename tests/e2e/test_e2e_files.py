@@ -1,4 +1,4 @@
-"""A workflow that answers with a file, against a real n8n 2.41.1: the shipped n8n/chart-binary.json (a Code
+"""A workflow that answers with a file, against a real n8n 2.41.3: the shipped n8n/chart-binary.json (a Code
 node's PNG, Respond to Webhook *Binary File*) and n8n/csv-binary.json (*Convert to File* of items to CSV, Respond
 to Webhook *Binary File* with `Content-Disposition: attachment`). The exact bytes n8n sends reach the chat."""
 

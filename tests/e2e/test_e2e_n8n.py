@@ -1,4 +1,4 @@
-"""The pipe and the webhook doctor against a real n8n 2.41.1 running the shipped workflows.
+"""The pipe and the webhook doctor against a real n8n 2.41.3 running the shipped workflows.
 
 Driven as Open WebUI drives a pipe: `await Pipe().pipe(body, __event_emitter__=..., __metadata__=...)`,
 then iterate the returned async generator. Models are fakes on 127.0.0.1 (see fake_models.py).
@@ -251,9 +251,9 @@ def api_key(n8n: N8n) -> str:
 
 
 WEBHOOK_PROCESSOR_STOP_GAP = (
-    "n8n 2.41.1 in queue mode with webhook processors: the API's stop marks the run cancelled and publishes "
-    "'stop-execution', which only workers handle, and only for runs in their ActiveExecutions; a run a webhook "
-    "processor queued is in none, so the worker runs it to its end (tested: the main taking webhooks stops it)"
+    "n8n 2.41.1 and 2.41.3 in queue mode with webhook processors: the API's stop marks the run cancelled and "
+    "publishes 'stop-execution', which only workers handle, and only for runs in their ActiveExecutions; a run a "
+    "webhook processor queued is in none, so the worker runs it to its end (tested: the main taking webhooks stops it)"
 )
 
 
@@ -267,8 +267,8 @@ def n8n_can_stop(n8n: N8n, request: pytest.FixtureRequest) -> None:
 
 
 QUEUE_NO_ERROR_ITEM = (
-    "n8n 2.41.1 in queue mode, main taking the webhooks: a run stopped in n8n ends on the worker, but the "
-    "webhook's streamed response gets no error item and stays open (keepalives only): the reply waits until "
+    "n8n 2.41.1 and 2.41.3 in queue mode, main taking the webhooks: a run stopped in n8n ends on the worker, but "
+    "the webhook's streamed response gets no error item and stays open (keepalives only): the reply waits until "
     "read_timeout or the user's Stop"
 )
 
@@ -530,8 +530,8 @@ def test_non_streaming_chat_gets_the_whole_text(n8n: N8n) -> None:
 
 # -- the agent's work: tool steps and sources --------------------------------------------------------
 
-# n8n 2.41.1 names the step after the tool node and keeps its output as the JSON text the node returned;
-# n8n 1.x (measured on 1.104.2) names it after the tool ("calculator") and keeps only the result ("4").
+# n8n 2.41.1 and 2.41.3 name the step after the tool node and keep its output as the JSON text the node
+# returned; n8n 1.x (measured on 1.104.2) names it after the tool ("calculator") and keeps only the result ("4").
 CALCULATOR_BLOCK = (
     '<details type="tool_calls" done="true" name="Calculator" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
     'result="&quot;[{\\&quot;response\\&quot;:\\&quot;4\\&quot;}]&quot;">\n'
@@ -899,8 +899,8 @@ def test_recovers_n8ns_error_when_the_model_fails_after_the_cut(n8n: N8n, api_ke
     the_one_execution(n8n, api_key, "ollama", marker, "error")
     assert proxy.cuts == 1
     assert before == "".join(TOKENS[:2])
-    # n8n 2.41.1's record of the model's broken stream: description "Original error: TypeError", message
-    # "terminated"; the pipe says the description, as for the streamed error item
+    # n8n 2.41.1's and 2.41.3's record of the model's broken stream: description "Original error: TypeError",
+    # message "terminated"; the pipe says the description, as for the streamed error item
     said = (
         "n8n error in AI Agent: Original error: TypeError. The model behind the workflow failed (its credential, "
         "URL or model name, or the model server): open the workflow's Executions list in n8n to see which node "

@@ -100,7 +100,7 @@ def test_stop_mid_stream_stops_the_text_and_cancels_the_n8n_execution(
     pipe stops the execution, and n8n hangs up on the model."""
     chat.pick_model(OLLAMA_AGENT)
     chat.send(ONBOARDING)
-    chat.wait(lambda: "they will ask for help." in chat.reply_text(), 30, "the first lines of the plan")
+    chat.wait(lambda: "Meet the team and the people in" in chat.reply_text(), 30, "the first lines of the plan")
     chat.stop()
     stopped = time.monotonic()
 

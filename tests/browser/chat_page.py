@@ -6,16 +6,25 @@ assistant message and its status line are found by the classes Open WebUI gives 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+# The pipe's last status once the answer is whole (a reply with more to say goes on after it: "; ...", ", ...")
+DONE = re.compile(r"Done: first text after \d+\.\d s, \d+\.\d s in all")
 POLL_S = 0.03
 SETTLE_JS = """() => Promise.all(document.getAnimations()
     .filter((a) => a.effect && a.effect.getComputedTiming().endTime !== Infinity)
     .map((a) => a.finished.catch(() => null)))"""
+
+
+def shown(text: str) -> str:
+    """Text as the page shows it: markdown turns newlines and tabs into plain spaces."""
+    return " ".join(text.split())
 
 
 @dataclass
@@ -51,6 +60,7 @@ class ChatPage:
 
     def stop(self) -> None:
         self.page.get_by_role("button", name="Stop").click()
+        self.page.mouse.move(0, 0)  # the button under the pointer becomes another, whose tooltip would show
 
     # -- what the person sees in the last assistant message -------------------------------------------
 
@@ -65,6 +75,15 @@ class ChatPage:
     def status(self) -> str:
         line = self.reply().locator(".status-description")
         return str(line.first.inner_text()).strip() if line.count() else ""
+
+    def status_history(self) -> list[str]:
+        """Every status line of the answer, oldest first, as the status line unfolds them when clicked."""
+        toggle = self.reply().get_by_role("button", name="Toggle status history")
+        if toggle.get_attribute("aria-expanded") != "true":
+            toggle.click()
+        lines = self.reply().locator(".status-description")
+        self.wait(lambda: lines.count() > 1, 5, "the status history to unfold")
+        return [str(text).strip() for text in lines.all_inner_texts()[1:]]
 
     def observe(self) -> str:
         """The answer's text now; a change from the last observation is kept, with its time."""
@@ -102,3 +121,16 @@ class ChatPage:
         """Wait for the page's finite animations (a block unfolding, a fade) to end; the status line's shimmer
         runs forever."""
         self.page.evaluate(SETTLE_JS)
+
+    def screenshot(self, folder: Path | None, name: str) -> None:
+        """One of the README's pictures, taken only when asked for (folder None: not). As a person would see it
+        with the pointer aside: no toast (a fresh page's sign-in toast goes after a few seconds), no tooltip,
+        no focus left on a button that was clicked."""
+        if folder is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        self.wait(lambda: not self.page.locator("[data-sonner-toast]").count(), 15, "the toasts to go")
+        self.page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        self.page.mouse.move(0, 0)
+        self.settle()
+        self.page.screenshot(path=str(folder / name))

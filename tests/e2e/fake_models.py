@@ -19,6 +19,10 @@ Anthropic `/v1/messages` (SSE). What they answer depends on the prompt the workf
   workflow made of who is asking (its ``$json.jwtPayload``), read back from the chat's answer;
 - anything else streams ``TOKENS`` one by one, ``token_delay`` seconds apart.
 
+A prompt that is a key of ``scripts`` (empty unless a test fills it in; the browser tests do, with the chats
+their screenshots show) gets that ``Script`` instead: prompts a user would write carry no marker, so what the
+keywords above do is in the script (its tokens, thinking, pace, gate, tool call).
+
 Every request is recorded (path, JSON body, when each token left), so tests can compare.
 """
 
@@ -45,6 +49,36 @@ TOOL_ARGUMENTS = {"input": "2+2"}
 TOOL_RESULT = {"result": 4}
 
 
+def words(text: str) -> list[str]:
+    """Text as a model streams it: a token per word, with the spaces and newlines before it."""
+    return re.findall(r"\s*\S+", text)
+
+
+@dataclass(frozen=True)
+class Script:
+    """What the fake model answers to one exact prompt: `answer`, after `thinking` in `<think>` tags if any, a
+    token per word, `delay` seconds apart (None: the server's token_delay). With `hold`, the token at `hold_at`
+    (-1: the last) waits until the test opens `gates[hold]`. With `tool_input`, the model first asks n8n to run
+    the first tool it offers with `{"input": tool_input}` (Ollama only), and answers once the result is back."""
+
+    answer: str
+    thinking: str = ""
+    delay: float | None = None
+    hold: str = ""
+    hold_at: int = -1
+    tool_input: str = ""
+
+    @property
+    def tokens(self) -> list[str]:
+        thought = ["<think>", *words(self.thinking), "</think>"] if self.thinking else []
+        return thought + words(self.answer)
+
+    @property
+    def held_at(self) -> int:
+        """The index of the token that waits for the gate."""
+        return self.hold_at % len(self.tokens)
+
+
 @dataclass
 class ModelCall:
     """One request n8n made to a fake model."""
@@ -52,6 +86,7 @@ class ModelCall:
     api: str
     body: dict[str, Any]
     prompt: str
+    script: Script | None = None
     token_times: list[float] = field(default_factory=list)
     finished_at: float | None = None
     closed_at: float | None = None  # n8n closed the connection before the last token
@@ -78,6 +113,7 @@ class FakeModels:
 
     def __init__(self, token_delay: float = 0.05) -> None:
         self.token_delay = token_delay
+        self.scripts: dict[str, Script] = {}  # exact prompt -> what to answer
         self.calls: list[ModelCall] = []
         self.gates: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -138,13 +174,16 @@ class FakeModels:
     # -- one answer, whatever the API ------------------------------------------------------------
 
     def _record(self, api: str, body: dict[str, Any]) -> ModelCall:
-        call = ModelCall(api, body, prompt_of(api, body))
+        prompt = prompt_of(api, body)
+        call = ModelCall(api, body, prompt, self.scripts.get(prompt))
         with self._lock:
             self.calls.append(call)
         return call
 
     def _tokens(self, call: ModelCall) -> tuple[list[str], str]:
         """The tokens to send and how the answer ends: "done", "break", "fail"."""
+        if call.script:
+            return call.script.tokens, "done"
         if "FAIL" in call.prompt:
             return [], "fail"
         if "BREAK" in call.prompt:
@@ -158,20 +197,31 @@ class FakeModels:
         return list(TOKENS), "done"
 
     def _play(self, call: ModelCall, send_token: Any) -> None:
-        hold = re.search(r"HOLD:(\w+)", call.prompt)
         tokens, _ = self._tokens(call)
-        delay = LONG_DELAY if "LONG" in call.prompt else SLOW_DELAY if "SLOW" in call.prompt else self.token_delay
+        gate, held_at = self._hold(call, tokens)
         for i, token in enumerate(tokens):
-            if hold and i == len(tokens) - 1:
-                self.gate(hold.group(1)).wait(30)
+            if gate and i == held_at:
+                self.gate(gate).wait(30)
             elif i:
-                time.sleep(delay)
+                time.sleep(self._delay(call))
             try:
                 send_token(token)
             except OSError:  # n8n hung up: no further token is asked for
                 call.closed_at = time.monotonic()
                 raise
             call.token_times.append(time.monotonic())
+
+    def _hold(self, call: ModelCall, tokens: list[str]) -> tuple[str, int]:
+        """The gate the answer waits at, and before which token ("" when none)."""
+        if call.script:
+            return call.script.hold, call.script.held_at if call.script.hold else -1
+        hold = re.search(r"HOLD:(\w+)", call.prompt)
+        return (hold.group(1), len(tokens) - 1) if hold else ("", -1)
+
+    def _delay(self, call: ModelCall) -> float:
+        if call.script and call.script.delay is not None:
+            return call.script.delay
+        return LONG_DELAY if "LONG" in call.prompt else SLOW_DELAY if "SLOW" in call.prompt else self.token_delay
 
     # -- Ollama: POST /api/chat, NDJSON when "stream" is true (its default) ------------------------
 
@@ -218,7 +268,7 @@ class FakeModels:
         message = {
             "role": "assistant",
             "content": "",
-            "tool_calls": [{"function": {"name": tool, "arguments": TOOL_ARGUMENTS}}],
+            "tool_calls": [{"function": {"name": tool, "arguments": tool_arguments(call)}}],
         }
         head = {"model": model, "created_at": "2026-11-25T00:00:00.000000Z"}
         done = {**head, "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop"}
@@ -299,11 +349,17 @@ def system_of(body: dict[str, Any]) -> str:
 
 
 def wanted_tool(call: ModelCall, body: dict[str, Any]) -> str:
-    """The tool a TOOL prompt calls: the first one offered, until a tool's result is in the messages."""
-    if "TOOL" not in call.prompt or any(m.get("role") == "tool" for m in body.get("messages") or []):
+    """The tool a TOOL prompt (or a script with a tool_input) calls: the first one offered, until a tool's result
+    is in the messages."""
+    calls_tool = bool(call.script.tool_input) if call.script else "TOOL" in call.prompt
+    if not calls_tool or any(m.get("role") == "tool" for m in body.get("messages") or []):
         return ""
     names = [t.get("function", {}).get("name") for t in body.get("tools") or [] if isinstance(t, dict)]
     return next((name for name in names if isinstance(name, str) and name), "")
+
+
+def tool_arguments(call: ModelCall) -> dict[str, Any]:
+    return {"input": call.script.tool_input} if call.script else TOOL_ARGUMENTS
 
 
 def body_streams(body: dict[str, Any]) -> bool:

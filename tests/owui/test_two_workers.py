@@ -21,7 +21,9 @@ from owui_host import CANCEL_EVENT, OWUI_RELEASE, PIPE_ID, TASKS_IN_REDIS, Admin
 MODEL = f"{PIPE_ID}.n8n"
 STREAM_HEADERS = CAPTURE_HEADERS["n8n-stream"]
 WORKERS = int(os.environ.get("OWUI_WORKERS") or "1")
-CONNECTION_TRIES = 80  # uvicorn's workers share one socket unevenly: one may take 20 connections in a row
+# uvicorn's workers share one socket unevenly (one took 20 connections in a row), and on a loaded machine the
+# second worker was seen to start 30 s after the first: new connections are tried for up to this long.
+WORKER_WAIT = 60.0
 TOKENS = ["Zwei", " Worker,", " ein", " Strom", " über", " Redis."]
 
 pytestmark = pytest.mark.skipif(WORKERS < 2, reason="runs only with OWUI_WORKERS=2 (scripts/e2e-openwebui.sh)")
@@ -40,21 +42,23 @@ def on_worker(owui: Any, admin: Admin, wanted: Callable[[dict[str, Any]], bool],
     found right before it is used: uvicorn closes a connection idle for 5 s, and the session's next request
     may then land on the other worker (seen in CI when finding the second worker took 9 s)."""
     seen: set[int] = set()
-    for _ in range(CONNECTION_TRIES):
+    deadline = time.monotonic() + WORKER_WAIT
+    while time.monotonic() < deadline:
         session = Admin(owui.url, token=admin.token)
         answer = session.worker()
         if wanted(answer):
             return session
         seen.add(answer["pid"])
         session.http.close()
-    raise AssertionError(f"no connection of {CONNECTION_TRIES} reached a worker {what}; workers seen: {sorted(seen)}")
+    raise AssertionError(f"no connection in {WORKER_WAIT:.0f} s reached a worker {what}; workers seen: {sorted(seen)}")
 
 
 def worker_answers(owui: Any, admin: Admin) -> dict[int, dict[str, Any]]:
     """Each worker's own answer (pid, the chats it runs tasks for), asked on new connections until every
     worker has answered."""
     answers: dict[int, dict[str, Any]] = {}
-    for _ in range(CONNECTION_TRIES):
+    deadline = time.monotonic() + WORKER_WAIT
+    while time.monotonic() < deadline:
         session = Admin(owui.url, token=admin.token)
         answer = session.worker()
         session.http.close()

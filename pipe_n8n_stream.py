@@ -653,7 +653,7 @@ def extra_header_fault(name: str, value: str) -> str:
             f"({name}) has a character an HTTP header cannot carry (such as a typographic quote or dash): "
             "copy the value again"
         )
-    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+    if CONTROL.search(value):  # splitlines() left no line break in it
         return f"({name}) has a control character in its value: paste the value alone"
     return ""
 
@@ -1267,8 +1267,9 @@ def sniff(head: bytes, content_type: str, at_end: bool) -> WireFormatName | None
     return "text"
 
 
-NOT_TEXT = re.compile("[\udc80-\udcff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # a byte no UTF-8, or a control
-CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # never shown: no text, whatever carried it
+CONTROL_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f"  # control characters other than tab and line breaks
+CONTROL = re.compile(f"[{CONTROL_CHARS}]")  # never shown: no text, whatever carried it
+NOT_TEXT = re.compile(f"[\udc80-\udcff{CONTROL_CHARS}]")  # a byte no UTF-8 (surrogate-escaped), or a control
 FILE_TYPES = (
     (b"\x89PNG", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -2795,8 +2796,13 @@ def execution_api(settings: Settings, webhook_url: str, turn: Turn) -> Execution
     key = settings.n8n_api_key.strip()
     if not key:
         return None
-    url = settings.n8n_api_url.strip().rstrip("/") or api_url_of(webhook_url)
+    url = api_base(settings.n8n_api_url, webhook_url)
     return ExecutionApi(url, key, turn.turn_id, settings.verify_ssl, tuple(parse_extra_headers(settings.extra_headers)))
+
+
+def api_base(api_url: str, webhook_url: str) -> str:
+    """The `n8n_api_url` valve, else the webhook's scheme and host + /api/v1."""
+    return api_url.strip().rstrip("/") or api_url_of(webhook_url)
 
 
 def api_url_of(webhook_url: str) -> str:
@@ -4242,11 +4248,15 @@ def token_verdict(token: str) -> str:
 UNUSED_EXECUTION_ID = 2**31 - 1  # the doctor's stop probe: an id no execution has, so nothing is stopped
 
 
+def doctor_api(webhook_url: str, api_url: str, key: str, extra_headers: str = "") -> ExecutionApi:
+    """n8n's API as the doctor's --api-key, --api-url and --header give it (no turn to find)."""
+    return ExecutionApi(api_base(api_url, webhook_url), key, "", gateway=tuple(parse_extra_headers(extra_headers)))
+
+
 def api_check(webhook_url: str, api_url: str, key: str, extra_headers: str = "") -> ApiAnswer:
     """The doctor's word on an API key: listing one execution checks the key and its list scope; stopping
     an id no execution has checks the stop scope and that this n8n can stop executions (2.10 or later)."""
-    gateway = tuple(parse_extra_headers(extra_headers))
-    api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "", gateway=gateway)
+    api = doctor_api(webhook_url, api_url, key, extra_headers)
     with api_session(api) as session:
         try:
             listed = api_call(session, api, "GET", "/executions", limit="1")
@@ -4265,8 +4275,7 @@ def api_check(webhook_url: str, api_url: str, key: str, extra_headers: str = "")
 def recovery_check(webhook_url: str, api_url: str, key: str, extra_headers: str = "") -> ApiAnswer:
     """The doctor's word on recovery: reading the newest execution with its data is what following a
     broken reply needs (the execution:list and execution:read scopes)."""
-    gateway = tuple(parse_extra_headers(extra_headers))
-    api = ExecutionApi(api_url.strip().rstrip("/") or api_url_of(webhook_url), key, "", gateway=gateway)
+    api = doctor_api(webhook_url, api_url, key, extra_headers)
     with api_session(api) as session:
         try:
             listed = api_call(session, api, "GET", "/executions", limit="1", includeData="true")
@@ -4371,9 +4380,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.api_key:
             answer = api_check(args.url, args.api_url, args.api_key, extra_headers)
             recovery = recovery_check(args.url, args.api_url, args.api_key, extra_headers)
-            gateway = [value for _, value in parse_extra_headers(extra_headers)]
-            print(f"n8n API: {redact(api_words(answer), [args.api_key, *gateway])}")
-            print(f"recovery: {redact(api_words(recovery), [args.api_key, *gateway])}")
+            secrets = doctor_api(args.url, args.api_url, args.api_key, extra_headers).secrets
+            print(f"n8n API: {redact(api_words(answer), secrets)}")
+            print(f"recovery: {redact(api_words(recovery), secrets)}")
             api_ok = answer.code == "key_works" and recovery.code == "recovers"
         check_run = run_check(
             args.url,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -37,30 +37,32 @@ BEFORE_WORKERS = pytest.mark.xfail(
 )
 
 
-def on_worker(owui: Any, admin: Admin, wanted: Callable[[dict[str, Any]], bool], what: str) -> Admin:
-    """A session on a new connection whose worker's own answer (pid, the chats it runs tasks for) is `wanted`,
-    found right before it is used: uvicorn closes a connection idle for 5 s, and the session's next request
-    may then land on the other worker (seen in CI when finding the second worker took 9 s)."""
-    seen: set[int] = set()
+def new_connections(owui: Any, admin: Admin) -> Iterator[tuple[Admin, dict[str, Any]]]:
+    """Sessions on new connections, each with its worker's own answer (pid, the chats it runs tasks for), for
+    up to WORKER_WAIT; a session the caller does not keep is closed when the next is asked for."""
     deadline = time.monotonic() + WORKER_WAIT
     while time.monotonic() < deadline:
         session = Admin(owui.url, token=admin.token)
-        answer = session.worker()
+        yield session, session.worker()
+        session.http.close()
+
+
+def on_worker(owui: Any, admin: Admin, wanted: Callable[[dict[str, Any]], bool], what: str) -> Admin:
+    """A session on a new connection whose worker's own answer is `wanted`, found right before it is used:
+    uvicorn closes a connection idle for 5 s, and the session's next request may then land on the other
+    worker (seen in CI when finding the second worker took 9 s)."""
+    seen: set[int] = set()
+    for session, answer in new_connections(owui, admin):
         if wanted(answer):
             return session
         seen.add(answer["pid"])
-        session.http.close()
     raise AssertionError(f"no connection in {WORKER_WAIT:.0f} s reached a worker {what}; workers seen: {sorted(seen)}")
 
 
 def worker_answers(owui: Any, admin: Admin) -> dict[int, dict[str, Any]]:
-    """Each worker's own answer (pid, the chats it runs tasks for), asked on new connections until every
-    worker has answered."""
+    """Each worker's own answer, asked on new connections until every worker has answered."""
     answers: dict[int, dict[str, Any]] = {}
-    deadline = time.monotonic() + WORKER_WAIT
-    while time.monotonic() < deadline:
-        session = Admin(owui.url, token=admin.token)
-        answer = session.worker()
+    for session, answer in new_connections(owui, admin):
         session.http.close()
         answers.setdefault(answer["pid"], answer)
         if len(answers) >= WORKERS:

@@ -7,25 +7,30 @@ description: Stream n8n workflow answers into the chat as they are generated, wi
 required_open_webui_version: 0.6.0
 """
 
-# Map of this file, in the order data flows:
-#   Pipe.pipe()         Open WebUI's entry: one chat turn -> Settings (the valves, frozen) + Turn -> WebhookRequest
-#   Request             pure, no I/O: payload, headers, what in the valves stops a turn before it is sent
+# Map of this file. Each section uses only the sections above it (tests/test_one_way.py keeps it so): top-down
+# it is the way from what can happen to what the chat shows; Open WebUI's call comes in at the bottom.
 #   Events              one immutable type per thing that happened: Text, Thinking, NodeStarted, BlockEnded,
-#                       ToolStep, Source, ExecutionId, End, Responded, ReplyEnded, Failure (a code and its facts)
+#                       ToolStep, Source, File, FileLink, ExecutionId, End, Responded, ReplyEnded, Following,
+#                       Recovered, Failure (a code and its facts); ApiAnswer; Outcome (how a reply went)
+#   Words               every sentence a user reads about a failure or an API answer, made from its facts
+#   Valves              the admin's settings (Valves; Settings, frozen) and what in them stops a turn
+#   Request             pure: one chat turn (Turn) -> WebhookRequest (URL, payload, headers, signed token)
+#   Open WebUI's files  a turn's attachments read from Open WebUI's storage; a workflow's files saved there
 #   Decoding            bytes -> events, pure; ReplyDecoder picks a WireFormat from the first bytes
-#     LineSplitter      bytes -> lines (CR, LF, CRLF; a line limit)
-#     SSEDecoder        lines -> server-sent events (WHATWG rules)
-#     N8nBlocks         n8n's begin/item/end lines -> events (a model's words verbatim; Respond to Webhook)
-#     events_of_json    one JSON value -> events, whatever produced it (n8n, OpenAI, Ollama, Anthropic)
+#                       LineSplitter: bytes -> lines; SSEDecoder: lines -> server-sent events (WHATWG);
+#                       N8nBlocks: n8n's begin/item/end lines; events_of_json: one JSON value, any producer
+#   HTTP                what the webhook's call and n8n's API share: Stopper, timeouts, why a call failed
+#   n8n's API           on Stop, stops the turn's execution (ExecutionStop); after a broken reply, follows it
+#                       to its end (ExecutionFollower) and reads the answer from it
 #   Transport           the worker thread: Exchange makes one POST (never repeated), reads it (ChunkedBody),
-#                       classifies what failed as a Failure; Handover takes events to the event loop
-#   ExecutionStop       on Stop, n8n's API stops this turn's execution (a thread of its own); ApiAnswer facts
-#   Presentation        ChatTurn: the one place events are read (handle), owner of the Outcome; Emitter
+#                       classifies what failed; Handover takes its events to the event loop
+#   Presentation        ChatTurn: the one place event kinds are read (handle), owner of the Outcome; Emitter
 #                       (status and source events), ChatRenderer (chat text), ToolWait
-#   Words               every sentence about a failure or an API answer, made from its facts
-#   main()              command line: demo, check (the webhook doctor), both through Pipe.pipe()
+#   Pipe                Open WebUI's entry: one chat turn -> Settings + Turn -> WebhookRequest -> ChatTurn
+#   Command line        demo, check (the webhook doctor), both through Pipe.pipe()
 # Adding an event kind is two edits: its class in Events (and in `Event`), and its case in ChatTurn.handle
-# (mypy's assert_never names a missing one). A new failure: its code in FailureCode and its sentence in
+# (mypy's assert_never names a missing one); what the decoder, the transport and the hand-over must know of
+# it are properties every event has (see `Text`). A new failure: its code in FailureCode and its sentence in
 # failure_words. A new producer's JSON shape is one more branch in events_of_json; a new framing one more
 # WireFormat, picked by sniff().
 
@@ -60,7 +65,7 @@ from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import takewhile
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, assert_never, cast
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, assert_never, cast
 from urllib.parse import quote, quote_plus, unquote, urljoin, urlsplit
 
 import requests
@@ -69,7 +74,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from requests.adapters import HTTPAdapter
 
 log = logging.getLogger("pipe_n8n_stream")
-
 MIB = 1024 * 1024
 MAX_LINE_BYTES = MIB
 READ_SIZE = 65536
@@ -92,6 +96,8 @@ COMMON_TEXT_FIELDS = ("output", "text", "response", "content", "message.content"
 TURN_ID_FIELD = "turnId"  # the turn's own id in the payload: how the pipe finds its n8n execution to stop it
 ERROR_GRACE_SECONDS = 3.0  # after an n8n error item, n8n may send nothing more, not even the body's end
 TITLE_WORDS = 6
+
+
 # Open WebUI's tasks answered with an empty list, and the list's key in the JSON it parses: nothing to tag,
 # suggest or search; `memory_review` (0.10+, after a turn when memory review is on): nothing to remember.
 EMPTY_LIST_TASKS = {
@@ -100,10 +106,16 @@ EMPTY_LIST_TASKS = {
     "query_generation": "queries",
     "memory_review": "operations",
 }
+
+
 SINGLE_MODEL = "n8n"  # the one model's entry id when the `models` valve is empty
 VALVES_AT = "Admin Panel > Functions > the pipe's gear"
+
+
 # Payload fields the pipe sets itself: `input_field` or `session_field` named so would be overwritten.
 PIPE_PAYLOAD_FIELDS = ("stream", "action", "messages", "user", "task", "files", "imageUrls")
+
+
 SEND_FILES_MODES = ("multipart", "text", "off")
 FILE_FIELD_PREFIX = "data"  # form fields data0, data1, ...: the names a Chat Trigger gives its binaries too
 IMAGE_URLS_FIELD = "imageUrls"  # remote images, passed as URLs: the pipe never fetches a URL it was given
@@ -111,25 +123,24 @@ HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 BEARER_PREFIX = re.compile(r"bearer\s+", re.IGNORECASE)
 JWT_HEADER = {"alg": "HS256", "typ": "JWT"}  # what n8n's JWT Auth (Passphrase, HS256) verifies
 JWT_ISSUER = "open-webui"
+
+
 # Headers the pipe sets itself on a request to n8n: an `extra_headers` line may not replace them.
 PIPE_HEADERS = ("accept", "accept-encoding", "content-type", "content-length", "transfer-encoding", "host")
+
+
 API_KEY_HEADER = "X-N8N-API-KEY"
+
+
 # First path segments of n8n's editor pages: a URL copied from the browser's address bar, not a webhook.
+# fmt: off
 EDITOR_PAGES = {
-    "workflow",
-    "workflows",
-    "home",
-    "projects",
-    "signin",
-    "signup",
-    "setup",
-    "settings",
-    "credentials",
-    "executions",
-    "templates",
-    "variables",
-    "insights",
+    "workflow", "workflows", "home", "projects", "signin", "signup", "setup", "settings", "credentials",
+    "executions", "templates", "variables", "insights",
 }
+# fmt: on
+
+
 TITLE_CHARS = 60
 TOOL_TEXT_CHARS = 2000  # a tool's input or output shown in its step block is cut here
 MAX_SOURCES = 100  # citations taken from one reply: each is an event and a row in the saved message
@@ -137,208 +148,945 @@ TOOL_STATUS_DELAY = 1.0  # seconds after an n8n block's end before the status sa
 AGENT_WORK_FIELDS = ("intermediateSteps", "sources", "files")
 # What json.loads raises on bytes that are no usable JSON: a line of 100 000 `[` is a RecursionError.
 JSON_ERRORS = (ValueError, RecursionError)
-
-
-class Pipe:
-    """The face Open WebUI sees: valves, the model list and the `pipe()` entry."""
-
-    class Valves(BaseModel):
-        n8n_url: str = Field(
-            default="",
-            description="Webhook URL: /webhook/... (production), /webhook-test/... (editor open) "
-            "or a Chat Trigger's /webhook/<id>/chat.",
-        )
-        n8n_bearer_token: str = Field(
-            default="",
-            description="Secret sent in the auth header; leave empty when the webhook has no auth.",
-            json_schema_extra={"input": {"type": "password"}},
-        )
-        auth_header_name: str = Field(
-            default="Authorization",
-            description="Header n8n's Header Auth checks. With Authorization the value is 'Bearer <token>', "
-            "with any other name the raw token.",
-        )
-        jwt_secret: str = Field(
-            default="",
-            description="The Secret of the Webhook's JWT Auth credential in n8n: each turn then carries a token "
-            "signed with it, saying who is asking (n8n_bearer_token is not sent). The secret itself is never sent.",
-            json_schema_extra={"input": {"type": "password"}},
-        )
-        jwt_ttl_seconds: int = Field(
-            default=60,
-            gt=0,
-            description="How long a turn's signed token is valid, in seconds; n8n refuses it after ('jwt expired').",
-        )
-        extra_headers: str = Field(
-            default="",
-            description="Headers for a gateway in front of n8n (Cloudflare Access, an API gateway), one "
-            "'Name: value' per line; sent to n8n's webhook and API only.",
-            json_schema_extra={"input": {"type": "password"}},
-        )
-        input_field: str = Field(default="chatInput", description="Payload field for the user's message.")
-        session_field: str = Field(
-            default="sessionId", description="Payload field for the chat id (the AI Agent's memory key)."
-        )
-
-        @field_validator("input_field", "session_field")
-        @classmethod
-        def payload_field_free(cls, name: str, info: ValidationInfo) -> str:
-            """Refused when saved: a field the pipe sets itself would overwrite the message or the chat id."""
-            problem = payload_field_problem(str(info.field_name), name, info.data.get("input_field"))
-            if problem:
-                raise ValueError(problem)
-            return name
-
-        response_field: str = Field(
-            default="output",
-            description="Where the answer is in a complete JSON reply: a dotted path such as data.answer or 0.output.",
-        )
-        stream: bool = Field(default=True, description="Ask n8n for a stream. Off: one complete-JSON request.")
-        send_history: bool = Field(default=False, description="Also send the whole chat as `messages`.")
-        send_user_info: bool = Field(
-            default=False, description="Also send the user's id, name, email and role as `user`."
-        )
-        connect_timeout: float = Field(
-            default=10,
-            gt=0,
-            allow_inf_nan=False,
-            description="Seconds to wait for n8n to accept the connection.",
-        )
-        read_timeout: float = Field(
-            default=300,
-            gt=0,
-            allow_inf_nan=False,
-            description="Longest silence allowed between two reads, in seconds (n8n sends a keepalive every 30 s).",
-        )
-        emit_status: bool = Field(default=True, description="Show progress under the message.")
-        show_thinking: bool = Field(default=True, description="Show the model's reasoning as collapsible thinking.")
-        show_tool_steps: bool = Field(
-            default=True,
-            description="Show the AI Agent's tool steps (its 'Return Intermediate Steps' option) as collapsed "
-            "tool-call blocks before the answer.",
-        )
-        verify_ssl: bool = Field(default=True, description="Check n8n's TLS certificate.")
-        n8n_api_key: str = Field(
-            default="",
-            description="An n8n API key (scopes execution:stop, execution:list, execution:read) so Stop also "
-            "stops the workflow; empty: n8n runs it to the end.",
-            json_schema_extra={"input": {"type": "password"}},
-        )
-        recover_answers: bool = Field(
-            default=True,
-            description="When the connection to n8n breaks (a proxy's 504, a reset, read_timeout) after n8n got "
-            "the message, fetch the answer from n8n's execution through its API (needs `n8n_api_key` with "
-            "execution:read and execution:list). The message is never sent twice.",
-        )
-        n8n_api_url: str = Field(
-            default="",
-            description="n8n's public API, e.g. https://n8n.example.com/api/v1. Empty: the webhook's host + /api/v1.",
-        )
-        models: str = Field(
-            default="",
-            description="Several workflows as several models, one 'Name = URL' per line. Empty: n8n_url alone.",
-        )
-        forward_background_tasks: bool = Field(
-            default=False,
-            description="Send Open WebUI's own tasks (title, tags, follow-ups, context compaction, memory review...) "
-            "to n8n too (with a `task` field). Off: they are answered here and never run the workflow.",
-        )
-        max_reply_mb: float = Field(
-            default=16,
-            gt=0,
-            allow_inf_nan=False,
-            description="Largest reply shown, in MB (after decompression); a longer one is cut there, "
-            "keeping what was shown.",
-        )
-        max_reply_minutes: float = Field(
-            default=30,
-            gt=0,
-            allow_inf_nan=False,
-            description="Longest a reply may keep streaming, in minutes; then it is cut, keeping what was shown.",
-        )
-        send_files: str = Field(
-            default="multipart",
-            description="Attached files and images: multipart (a form with each file as a binary for n8n), "
-            "text (JSON with a `files` list of their extracted text) or off (not sent; the chat says so).",
-        )
-        max_upload_mb: float = Field(
-            default=25,
-            gt=0,
-            allow_inf_nan=False,
-            description="Largest attached file sent to n8n, in MB; a message with a larger one is not sent.",
-        )
-
-        @field_validator("send_files")
-        @classmethod
-        def send_files_known(cls, mode: str) -> str:
-            """Refused when saved: a misspelt mode would silently drop or send every file."""
-            if mode not in SEND_FILES_MODES:
-                raise ValueError(f"`send_files` must be one of {', '.join(SEND_FILES_MODES)}, not '{mode}'.")
-            return mode
-
-    def __init__(self) -> None:
-        self.valves = self.Valves()
-
-    def pipes(self) -> list[dict[str, str]]:
-        """One model per configured workflow, so each shows up in the chat's model picker."""
-        workflows = parse_models(self.valves.models)
-        if not workflows:
-            return [{"id": SINGLE_MODEL, "name": "n8n"}]
-        return [{"id": model_id, "name": name} for model_id, (name, _) in workflows.items()]
-
-    async def pipe(
-        self,
-        body: dict[str, Any],
-        __user__: dict[str, Any] | None = None,
-        __event_emitter__: Callable[[dict[str, Any]], Any] | None = None,
-        __metadata__: dict[str, Any] | None = None,
-        __task__: str | None = None,
-        __task_body__: dict[str, Any] | None = None,
-        __files__: list[dict[str, Any]] | None = None,
-        outcome: Outcome | None = None,
-        **kwargs: Any,
-    ) -> str | AsyncGenerator[str, None]:
-        """Answer one chat turn: a text stream when the chat streams, else the whole text. `outcome` is the
-        doctor's and the demo's window into how the reply went; Open WebUI never passes it."""
-        settings = Settings.of(self.valves)
-        turn = Turn.from_open_webui(body, __user__, __metadata__, __task__, kwargs.get("__chat_id__"))
-        if not turn.task:
-            turn = with_attachments(turn, await stored_attachments(__files__ or []))
-        if turn.task and not settings.forward_background_tasks:
-            answer = background_task_answer(turn.task, __task_body__ or body)
-            return single_chunk(answer) if turn.wants_stream else answer
-
-        emitter = Emitter(__event_emitter__, statuses=settings.emit_status and not turn.task, sources=not turn.task)
-        url = webhook_url(settings, turn.model)
-        problem = valve_problem(settings, turn.model, url)
-        if not url and not problem:
-            problem = "No n8n webhook is set: fill in the `n8n_url` valve (Admin Panel > Functions > this pipe)."
-        if problem:
-            return single_chunk(f"⚠️ {problem}", emitter, problem) if turn.wants_stream else f"⚠️ {problem}"
-
-        request = webhook_request(settings, url, turn)
-        chat_turn = ChatTurn(Exchange(request), emitter, request.secrets, outcome, str(turn.user.get("id") or ""))
-        chunks = chat_turn.chunks()
-        if settings.send_files == "off" and (note := unsent_note(turn)):
-            chunks = noted_first(note, chunks)
-        if turn.wants_stream:
-            return chunks
-        async with aclosing(chunks):
-            return "".join([chunk async for chunk in chunks])
+CONTROL_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f"  # control characters other than tab and line breaks
+CONTROL = re.compile(f"[{CONTROL_CHARS}]")  # never shown: no text, whatever carried it
+CONTROL_OR_BREAK = re.compile(f"[\t\r\n{CONTROL_CHARS}]")  # no place in a token
 
 
 # ---------------------------------------------------------------------------
-# Request: pure functions, no I/O.
+# Events: one small immutable type per thing that happened in a reply, and the facts of n8n's API answers.
+# Decoders, transport and the API make them; ChatTurn.handle (Presentation) is the one place that reads
+# their kinds. What the rest must know of an event is a property of the event (EventFacts).
 
 
-class Settings(Pipe.Valves):
+class EventFacts:
+    """What the decoder, the transport and the hand-over ask of any event, so that none of them matches
+    kinds: every kind says here what is true of it (the defaults fit most)."""
+
+    __slots__ = ()
+    answers: ClassVar[bool] = False  # the reply said something to the user: it was not empty of text
+    ends_reply: ClassVar[bool] = False  # the producer's end marker: nothing after it counts
+    begins_block: ClassVar[bool] = False  # an n8n node began a new block of the answer
+    is_failure: ClassVar[bool] = False  # something went wrong: after n8n's error, silence ends the reply
+
+    @property
+    def answer_words(self) -> str:
+        """Words of the answer it adds: what recovery must not show twice."""
+        return ""
+
+    @property
+    def shown_chars(self) -> int:
+        """Characters of text it will show: what bounds the text waiting for the event loop."""
+        return 0
+
+    @property
+    def streamed_execution_id(self) -> str:
+        """The n8n execution the workflow said it runs in: Stop stops that one."""
+        return ""
+
+    @property
+    def follow_after_body(self) -> Failure | None:
+        """A failure whose answer may still come from n8n's execution once the body is read, else None."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Text(EventFacts):
+    """Words of the answer, shown byte for byte."""
+
+    answers: ClassVar[bool] = True
+    text: str
+
+    @property
+    def answer_words(self) -> str:
+        return self.text
+
+    @property
+    def shown_chars(self) -> int:
+        return len(self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking(EventFacts):
+    """The model's reasoning, shown as collapsible thinking."""
+
+    text: str
+
+    @property
+    def shown_chars(self) -> int:
+        return len(self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStarted(EventFacts):
+    """An n8n node began a block of the stream (n8n's `begin`)."""
+
+    begins_block: ClassVar[bool] = True
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEnded(EventFacts):
+    """An n8n node's block ended (n8n's `end`): more blocks may follow while the agent's tools run."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStep(EventFacts):
+    """One of the AI Agent's tool calls (its `intermediateSteps`): the tool, its input, its output."""
+
+    tool: str
+    input: Any
+    output: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Source(EventFacts):
+    """A source the workflow names (its `sources`), cited under the answer; `url` only when http(s)."""
+
+    title: str
+    url: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class File(EventFacts):
+    """A file the workflow answered with (an image, a PDF, a spreadsheet), whole: never shown as text.
+    `name` is "" when n8n gave none (Respond to Webhook's Binary File sends no Content-Disposition)."""
+
+    answers: ClassVar[bool] = True
+    name: str
+    mime_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FileLink(EventFacts):
+    """A file the workflow links to (an http(s) URL in its reply's `files`), shown as a link or image."""
+
+    answers: ClassVar[bool] = True
+    name: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionId(EventFacts):
+    """The n8n execution id the workflow streamed (`{"executionId": ...}`), never shown: Stop uses it."""
+
+    execution_id: str
+
+    @property
+    def streamed_execution_id(self) -> str:
+        return self.execution_id
+
+
+@dataclass(frozen=True, slots=True)
+class End(EventFacts):
+    """The producer's own end marker (`[DONE]`, Ollama's `done`, Anthropic's `message_stop`)."""
+
+    ends_reply: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Responded(EventFacts):
+    """n8n (or a proxy in front of it) answered with this HTTP status."""
+
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEnded(EventFacts):
+    """The reply's body is read, or given up: what it turned out to be, for the status and the doctor."""
+
+    format: str
+    streamed: bool
+    empty: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Following(EventFacts):
+    """The reply broke after n8n got the message (`cause`, `lost_after` seconds into the turn): the pipe
+    follows the turn's execution through n8n's API; `waited` is how long it has followed so far."""
+
+    cause: Failure
+    lost_after: float
+    waited: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered(EventFacts):
+    """The answer that came after this was read from n8n's execution, through its API."""
+
+    execution_id: str
+
+
+# fmt: off
+FailureCode = Literal[
+    # what the reply said
+    "n8n_error", "model_error", "workflow_started", "empty_reply", "no_text", "no_text_at_field",
+    # limits
+    "line_too_long", "event_stream_line_too_long", "event_too_long", "json_too_long", "reply_too_large",
+    "reply_too_long",
+    # before anything was sent
+    "attachment_too_large", "attachment_unreadable", "invalid_url", "host_not_found", "plain_http",
+    "tls_handshake_stalled", "tls_certificate", "tls_error", "connect_timeout", "connection_refused",
+    "proxy_failed",
+    # while waiting or reading
+    "read_timeout", "connection_reset", "connection_closed", "connection_lost",
+    # what n8n or a proxy answered instead of the workflow's reply
+    "auth_rejected", "webhook_not_found", "http_error", "gateway", "html_page", "redirect",
+    "informational_only", "no_content", "not_modified", "unknown_encoding", "internal_error",
+    # what n8n's execution says, read through its API after the reply broke
+    "execution_canceled", "execution_crashed", "execution_data_missing",
+    # what the reply was instead of text
+    "not_text",
+]
+# fmt: on
+
+
+@dataclass(frozen=True, slots=True)
+class Failure(EventFacts):
+    """Something went wrong, as facts: `code` says what, the other fields what is known of it. The
+    sentence the user reads is made from them in one place (Words, below), where secrets are redacted."""
+
+    code: FailureCode
+    status: int | None = None  # the HTTP status n8n, a proxy or the API answered
+    host: str = ""  # host:port only: a webhook's path can be its secret
+    node: str = ""  # the n8n node that failed
+    message: str = ""  # n8n's (or the model's) own words
+    hint: str = ""  # n8n's hint, with its message
+    cause: ConnectionCause | None = None  # why the connection to n8n (or to the proxy before it) failed
+    timeout: float = 0.0  # the valve's seconds that ran out (connect_timeout, read_timeout)
+    took: float = 0.0  # seconds a proxy waited before it answered instead of n8n
+    page_title: str = ""  # the title of an HTML page that came instead of the reply
+    location: str = ""  # where a redirect points
+    test_url: bool = False  # the webhook URL is a test URL (/webhook-test/)
+    encodings: str = ""  # content encodings the pipe cannot decode
+    file_name: str = ""  # the attachment concerned
+    error_type: str = ""  # the Python exception behind an internal error or an unreadable attachment
+    reply_format: str = ""  # what a reply with no text turned out to be (SSE, NDJSON, ...)
+    response_field: str = ""  # the `response_field` valve's path that held no text
+    reply_start: str = ""  # the start of a reply with no text at `response_field`, as JSON
+    execution_id: str = ""  # the n8n execution concerned
+    size: float = 0.0  # bytes: an attachment's size, or the text shown before bytes that are no text
+    limit: float = 0.0  # the limit passed: bytes for sizes and lines, seconds for durations
+    may_have_reached_n8n: bool = False  # the request may be running in n8n: it is never sent again
+    broke_off: bool = False  # the reply broke off while it was read: what was shown stays
+    let_go: bool = False  # the pipe let go of a reply n8n was still making: its execution is stopped
+    needs_api_key: bool = False  # n8n's API could have given the answer: the `n8n_api_key` valve is empty
+    unrecovered: ApiAnswer | None = None  # why following the execution through n8n's API gave no answer
+    jwt: bool = False  # the request carried the turn's signed token (the `jwt_secret` valve), not n8n_bearer_token
+    answers: ClassVar[bool] = True
+    is_failure: ClassVar[bool] = True
+
+    @property
+    def follow_after_body(self) -> Failure | None:
+        """n8n answered "Workflow was started" (its Webhook responds immediately): the answer is followed."""
+        return self if self.code == "workflow_started" else None
+
+
+# fmt: off
+Event = (
+    Text | Thinking | NodeStarted | BlockEnded | ToolStep | Source | File | FileLink
+    | ExecutionId | End | Responded | ReplyEnded | Following | Recovered | Failure
+)
+# fmt: on
+END = End()
+
+
+class ReplyCut(ValueError):
+    """The reply passed a limit: reading stops, what was shown stays, and the failure names the limit."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.code)
+        self.failure = failure
+
+
+class LineTooLong(ReplyCut):
+    """A line grew past its limit without a line break."""
+
+
+# fmt: off
+ApiCode = Literal[
+    "cancelled", "already_finished", "not_running", "cannot_stop", "key_rejected", "scope_missing", "no_api",
+    "api_http_error", "api_invalid_url", "api_unreachable", "api_not_json", "key_works", "execution_not_found",
+    "execution_gone", "recovers",
+]
+# fmt: on
+# Why a connection failed: the webhook's, a proxy's or n8n's API's.
+ConnectionCause = Literal["timeout", "connection_refused", "connection_reset", "connection_closed", "connection_lost"]
+BrokenConnection = Literal["connection_reset", "connection_closed", "connection_lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAnswer:
+    """What n8n's API did for the pipe, as facts; said in Words (api_words)."""
+
+    code: ApiCode
+    execution_id: str = ""
+    status: int | None = None
+    host: str = ""
+    scopes: str = ""  # the key's scopes this call needs
+    message: str = ""  # n8n's own words
+    cause: ConnectionCause | None = None  # why the API could not be reached
+
+
+class ShownFile(NamedTuple):
+    """A file the workflow answered with, as the chat showed it (for the final status and the doctor)."""
+
+    name: str
+    mime_type: str
+    size: int
+    image: bool
+
+
+@dataclass
+class Outcome:
+    """How one reply went, for the status line and the webhook doctor. Written by ChatTurn alone, on the
+    event loop, from the events the worker handed over (the HTTP status and format among them)."""
+
+    started: float = field(default_factory=time.monotonic)
+    status_code: int | None = None
+    format: str = ""
+    streamed: bool = False
+    empty: bool = False
+    failure: str = ""
+    chunks: int = 0
+    first_chunk_at: float | None = None
+    last_chunk_at: float | None = None
+    tool_steps: int = 0
+    recovered_from: str = ""  # the n8n execution the answer was read from, after the reply broke
+    files: list[ShownFile] = field(default_factory=list)
+
+    def count_chunk(self, now: float) -> None:
+        """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
+        self.chunks += 1
+        if self.first_chunk_at is None:
+            self.first_chunk_at = now
+        self.last_chunk_at = now
+
+
+# ---------------------------------------------------------------------------
+# Words: every sentence the user reads about a failure or an API answer, made from its facts, in n8n's and
+# Open WebUI's own words for their settings; and the redaction of secrets from them.
+
+
+def shorten(text: str, limit: int = ERROR_SNIPPET_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Every secret becomes ***, however a reply quoted it back: as it is, URL-encoded or HTML-escaped,
+    broken across lines, or shortened by `shorten` (its start right before the `…` goes too)."""
+    for secret in {s.strip() for s in secrets}:
+        if secret:
+            for form in {secret, quote(secret), quote(secret, safe=""), quote_plus(secret), html.escape(secret)}:
+                text = secret_pattern(form).sub("***", text)
+                if "…" in text:
+                    *cut, rest = text.split("…")
+                    text = "…".join([*(without_secret_start(piece, form) for piece in cut), rest])
+    return text
+
+
+@lru_cache(maxsize=64)  # the same few secrets for every message and log line
+def secret_pattern(secret: str) -> re.Pattern[str]:
+    """The secret with any whitespace between its characters."""
+    return re.compile(r"\s*".join(re.escape(c) for c in secret))
+
+
+def without_secret_start(text: str, secret: str) -> str:
+    """The text with its end hidden when that end is the secret's first SECRET_START_CHARS or more characters
+    (whitespace between them allowed): `shorten` cut the secret there. Found by comparing, not by a pattern of
+    every prefix, which takes a second to compile for a JWT's length."""
+    ends: list[int] = []  # where the text's last non-blank characters are, last first
+    at = len(text)
+    while at and len(ends) < len(secret) - 1:
+        at -= 1
+        if not text[at].isspace():
+            ends.append(at)
+        elif not ends:
+            return text  # a blank right before the `…`: no cut secret
+    tail = "".join(text[i] for i in reversed(ends))
+    for length in range(len(tail), SECRET_START_CHARS - 1, -1):
+        if secret.startswith(tail[-length:]):
+            return text[: ends[length - 1]] + "***"
+    return text
+
+
+EMPTY_REPLY = (
+    "n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "
+    "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
+    "'When Last Node Finishes'."
+)
+WORKFLOW_STARTED = (
+    "n8n answered 'Workflow was started': the webhook replies before the workflow runs. "
+    "In the Webhook node set Respond to 'Streaming' (or 'When Last Node Finishes')."
+)
+NO_API_KEY = "n8n keeps running the workflow to its end (set the `n8n_api_key` valve to stop it too)"
+STOPPING = "stopping the n8n execution…"
+STOP_UNSUPPORTED = "this n8n cannot stop executions through its API (that needs n8n 2.10 or later)"
+API_KEY_WORKS = "the key works; Stop will stop n8n executions"
+RECOVERY_WORKS = (
+    "the key reads executions; an answer whose reply breaks (a proxy's time-out, a dropped connection) is "
+    "fetched from n8n's execution"
+)
+
+
+def cause_words(cause: ConnectionCause | None) -> str:
+    match cause:
+        case "timeout":
+            return "no answer in time"
+        case "connection_refused":
+            return "connection refused"
+        case "connection_reset":
+            return "connection reset"
+        case "connection_closed":
+            return "connection closed before the reply ended"
+        case "connection_lost" | None:
+            return "connection lost"
+        case _:
+            assert_never(cause)
+
+
+def failure_words(failure: Failure) -> str:
+    """The sentence for a failure. A reply that broke off (`broke_off`) is said as a clause, for the
+    chat's "[stream interrupted after …: …]"; anything else as a whole sentence. Then what n8n's API
+    could have done, or why it did not."""
+    said = failure_sentence(failure)
+    if failure.needs_api_key:
+        more = RECOVERABLE_WITH_KEY
+    elif failure.unrecovered is not None:
+        more = f"n8n's answer could not be fetched: {api_words(failure.unrecovered)}"
+    else:
+        return said
+    return f"{said}; {more}" if failure.broke_off else f"{said} {more[0].upper()}{more[1:]}."
+
+
+RECOVERABLE_WITH_KEY = (
+    "with the `n8n_api_key` valve set (scopes execution:read, execution:list), the pipe would have fetched "
+    "the answer from n8n's execution"
+)
+
+
+def failure_sentence(f: Failure) -> str:
+    match f.code:
+        case "n8n_error":
+            return n8n_error_words(f.node, f.message)
+        case "model_error":
+            return f.message
+        case "workflow_started":
+            return WORKFLOW_STARTED
+        case "empty_reply":
+            return EMPTY_REPLY
+        case "no_text":
+            return f"The workflow's reply ({f.reply_format}) contained no text."
+        case "no_text_at_field":
+            return (
+                f"n8n's reply has no text at `{f.response_field}`: {f.reply_start}. "
+                "Set the `response_field` valve to the field that holds the answer."
+            )
+        case "line_too_long":
+            return f"n8n sent a line longer than {int(f.limit) // 1024} KiB without a line break"
+        case "event_stream_line_too_long":
+            return (
+                f"n8n sent an event-stream line longer than {int(f.limit) // 1024} KiB without a line break: "
+                "that is no event stream a chat can read"
+            )
+        case "event_too_long":
+            return f"n8n sent an event over {int(f.limit) // 1024} KiB without a blank line"
+        case "json_too_long":
+            return (
+                f"n8n's reply holds a JSON value over {f.limit / MIB:g} MB, the limit set by the `max_reply_mb` valve"
+            )
+        case "reply_too_large":
+            return f"the reply passed {f.limit / MIB:g} MB, the limit set by the `max_reply_mb` valve"
+        case "reply_too_long":
+            return f"the reply went on for over {f.limit / 60:g} min, the limit set by the `max_reply_minutes` valve"
+        case "attachment_too_large":
+            return (
+                f"'{f.file_name}' is {f.size / MIB:.1f} MB, over the {f.limit / MIB:g} MB the `max_upload_mb` valve "
+                "allows: the message was not sent to n8n."
+            )
+        case "attachment_unreadable":
+            return (
+                f"'{f.file_name}' could not be read from Open WebUI ({f.error_type}): the message was not sent to n8n."
+            )
+        case "invalid_url":
+            return "The `n8n_url` valve is not a valid http(s) URL."
+        case "host_not_found":
+            return f"Cannot reach n8n at {f.host}: host name not found. Check the `n8n_url` valve."
+        case "plain_http":
+            return (
+                f"n8n at {f.host} speaks plain HTTP, not HTTPS: write http:// instead of https:// in the "
+                "`n8n_url` valve."
+            )
+        case "tls_handshake_stalled":
+            return (
+                f"Cannot reach n8n at {f.host}: the TLS handshake did not finish within {f.timeout:g} s "
+                "(connect_timeout). Is this port serving HTTPS?"
+            )
+        case "tls_certificate":
+            return f"TLS error talking to n8n at {f.host}: certificate not accepted (see the `verify_ssl` valve)."
+        case "tls_error":
+            return f"TLS error talking to n8n at {f.host}: {shorten(f.message, 120)}."
+        case "connect_timeout":
+            return f"Cannot reach n8n at {f.host}: no answer within {f.timeout:g} s (connect_timeout)."
+        case "connection_refused":
+            return f"Cannot reach n8n at {f.host}: connection refused. Is n8n running, and is `n8n_url` right?"
+        case "proxy_failed":
+            return (
+                f"Cannot reach n8n through the proxy at {f.host or 'the proxy'} (set by HTTP_PROXY/HTTPS_PROXY in "
+                f"Open WebUI's environment): {cause_words(f.cause)}. If Open WebUI should reach n8n "
+                "directly, add n8n's host to NO_PROXY."
+            )
+        case "read_timeout":
+            said = f"n8n sent nothing for {f.timeout:g} s (read_timeout)"
+            return said if f.broke_off else f"{said}."
+        case "connection_reset" | "connection_closed" | "connection_lost":
+            reason = cause_words(f.cause)
+            return reason if f.broke_off else f"Cannot reach n8n at {f.host}: {reason}."
+        case "auth_rejected":
+            return auth_words(f)
+        case "webhook_not_found":
+            return not_found_words(f)
+        case "http_error":
+            advice = n8n_error_advice(f.message, f.jwt)
+            if advice:
+                return f"n8n answered HTTP {f.status}: {with_full_stop(f.message)} {advice}"
+            return f"n8n answered HTTP {f.status}: {f.message or 'no details'}"
+        case "gateway":
+            return gateway_words(f)
+        case "html_page":
+            return html_page_words(f)
+        case "redirect":
+            return f"`n8n_url` redirects to {f.location} (HTTP {f.status}): put that URL in the `n8n_url` valve."
+        case "informational_only":
+            return f"n8n answered only an informational HTTP {f.status} and no answer after it."
+        case "no_content":
+            return (
+                "n8n answered HTTP 204 (No Content): the workflow sent no answer. Set the Webhook's Respond to "
+                "'Streaming' or 'When Last Node Finishes', or give the Respond to Webhook node a body."
+            )
+        case "not_modified":
+            return (
+                "n8n's address answered HTTP 304 (Not Modified), which only answers a cached request: a cache or "
+                "proxy in front of n8n answered instead; turn caching off for /webhook/ (see deploy/nginx.conf)."
+            )
+        case "unknown_encoding":
+            return (
+                f"n8n's reply is compressed as '{f.encodings}', which the pipe cannot decode (it asks for "
+                "identity): switch compression off for /webhook/ in the proxy in front of n8n (see deploy/nginx.conf)."
+            )
+        case "internal_error":
+            return f"internal error in the n8n pipe: {f.error_type}"
+        case "not_text":
+            what = (
+                f"n8n's reply stopped being text after {size_said(int(f.size))}: the rest"
+                if f.size
+                else "n8n's reply is no text: it"
+            )
+            return (
+                f"{what} (bytes that are no UTF-8, or control characters) is not shown. A workflow that answers "
+                "with a file should send it with its type (Respond to Webhook: Respond With Binary File)."
+            )
+        case "execution_canceled":
+            return f"n8n execution {f.execution_id} was cancelled before it finished, so it has no answer."
+        case "execution_crashed":
+            return (
+                f"n8n execution {f.execution_id} crashed (n8n stopped or ran out of memory while running it): open it "
+                "in the workflow's Executions list in n8n."
+            )
+        case "execution_data_missing":
+            return (
+                f"n8n execution {f.execution_id} ended, but n8n kept none of its data, so its answer cannot be shown: "
+                "in the workflow's Settings set 'Save successful production executions' (and failed ones) to Save, or "
+                "set EXECUTIONS_DATA_SAVE_ON_SUCCESS=all and EXECUTIONS_DATA_SAVE_ON_ERROR=all in n8n's environment "
+                "(and check EXECUTIONS_DATA_MAX_AGE if n8n prunes executions)."
+            )
+        case _:
+            assert_never(f.code)
+
+
+def following_words(following: Following) -> str:
+    """The status line while the pipe follows n8n's execution after the reply broke."""
+    cause, after = following.cause, seconds_said(following.lost_after)
+    match cause.code:
+        case "gateway":
+            head = f"The proxy in front of n8n answered {cause.status} after {after} s"
+        case "read_timeout":
+            head = f"n8n sent nothing for {cause.timeout:g} s (read_timeout)"
+        case "workflow_started":
+            head = "n8n started the workflow (its Webhook responds immediately)"
+        case _:
+            head = f"Connection to n8n lost after {after} s"
+    waited = f" ({following.waited:.0f} s)" if following.waited else ""
+    return f"{head}; n8n is still running the workflow…{waited}"
+
+
+def n8n_error_words(node: str, message: str) -> str:
+    reason = shorten(message) if message.strip() else "the workflow failed"
+    in_node = f" in {node}" if node else ""
+    advice = n8n_error_advice(reason)
+    said = f"{with_full_stop(reason)} {advice}" if advice else reason
+    return f"n8n error{in_node}: {said}"
+
+
+def n8n_error_advice(reason: str, jwt: bool = False) -> str:
+    """What to do about a failure n8n reported (an HTTP error's message, a streamed `error` item's content),
+    in n8n's words: the reason alone ("Original error: TypeError") does not say where to look. "" if none.
+    `jwt`: the request carried the turn's signed token."""
+    if "No authentication data defined on node" in reason and jwt:
+        return (
+            "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create a JWT Auth "
+            f"credential under Authentication ({JWT_CREDENTIAL}), then publish the workflow again."
+        )
+    if "No authentication data defined on node" in reason:
+        return (
+            "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create or pick "
+            "the credential under Authentication, then publish the workflow again."
+        )
+    if "AbortError" in reason:
+        return "The workflow's execution was stopped in n8n (from its editor, its API or the pipe's Stop)."
+    if "Original error" in reason or re.search(r"\b(TypeError|ResponseError)\b", reason):
+        return (
+            "The model behind the workflow failed (its credential, URL or model name, or the model server): "
+            "open the workflow's Executions list in n8n to see which node failed and why."
+        )
+    return ""
+
+
+JWT_CREDENTIAL = "Key Type: Passphrase, Secret: the `jwt_secret` valve, Algorithm: HS256"
+
+
+# How n8n's JWT Auth (jsonwebtoken) starts its refusals: "No token provided", "jwt malformed", "jwt expired", ...
+JWT_REFUSALS = ("No token provided", "jwt ", "invalid signature", "invalid token", "invalid algorithm")
+
+
+JWT_WANTED = (
+    "The Webhook node's Authentication is JWT Auth: set the `jwt_secret` valve to the Secret of its JWT Auth "
+    "credential in n8n."
+)
+
+
+def auth_words(f: Failure) -> str:
+    """A 401/403 in n8n's words, then what to set where: for the turn's signed token, or the static one."""
+    said = f"n8n rejected the request (HTTP {f.status}: {f.message or 'authentication failed'})."
+    if f.jwt:
+        return f"{said} {jwt_advice(f.message)}"
+    if f.message.startswith(JWT_REFUSALS):  # a JWT Auth webhook refusing a static token, or none
+        return f"{said} {JWT_WANTED}"
+    return f"{said} Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
+
+
+def jwt_advice(message: str) -> str:
+    """Why n8n's JWT Auth refused the turn's token, by what n8n said (jsonwebtoken's words)."""
+    if "jwt expired" in message:
+        return (
+            "The turn's token had expired when n8n checked it: Open WebUI's and n8n's clocks differ by more than "
+            "`jwt_ttl_seconds`, or the valve is too short: set both servers' clocks by NTP, or raise `jwt_ttl_seconds`."
+        )
+    if "invalid signature" in message:
+        return (
+            "The `jwt_secret` valve differs from the Secret of the Webhook's JWT Auth credential in n8n: "
+            "paste the same secret into both."
+        )
+    if "No token provided" in message:
+        return (
+            "The pipe sent its token in the Authorization header, but none reached n8n: a proxy or gateway in "
+            "front of n8n drops that header; let it through."
+        )
+    return (
+        "The pipe signs each turn's token with the `jwt_secret` valve: set the Webhook node's Authentication to "
+        f"JWT Auth with a JWT Auth credential ({JWT_CREDENTIAL}), or empty `jwt_secret` to send `n8n_bearer_token`."
+    )
+
+
+def not_found_words(f: Failure) -> str:
+    advice = (
+        "Test URLs (/webhook-test/) answer only while the n8n editor is listening ('Execute workflow')."
+        if f.test_url
+        else "Production URLs (/webhook/) need the workflow to be active (published) in n8n."
+    )
+    said = "".join(f"{with_full_stop(part)} " for part in (f.message, f.hint) if part)
+    return f"n8n: webhook not found (HTTP 404). {said}Check the `n8n_url` valve. {advice}"
+
+
+def gateway_words(f: Failure) -> str:
+    """A proxy's 5xx as what it means for the turn: n8n may have the request and still be running it."""
+    after = f"after {seconds_said(f.took)} s"
+    if f.status == 504:
+        return (
+            f"The proxy in front of n8n answered 504 {after}; the workflow may still be running; "
+            "raise the proxy's read timeout (see deploy/nginx.conf)."
+        )
+    if f.status == 524:
+        return (
+            f"Cloudflare answered 524 {after}: n8n sent no response within Cloudflare's 100 s; the workflow may "
+            "still be running; let the Webhook respond by streaming, or reach n8n without Cloudflare."
+        )
+    if f.status == 503:
+        return (
+            f"The proxy in front of n8n answered 503 {after}: n8n is not available behind it (stopped, starting "
+            "or overloaded); try again once n8n is up."
+        )
+    if f.status == 502:
+        return (
+            f"The proxy in front of n8n answered 502 {after}: it got no valid answer from n8n; the workflow may "
+            "still be running. Check that n8n is up and that the proxy points at its port (see deploy/nginx.conf)."
+        )
+    page = f" ('{f.page_title}')" if f.page_title else ""
+    return f"The proxy in front of n8n answered {f.status}{page} {after}: see the proxy's error log."
+
+
+def html_page_words(f: Failure) -> str:
+    """An HTML page where the workflow's answer should be, named by its title and never pasted: n8n's editor
+    (an editor URL in `n8n_url`) or a login or proxy page in front of n8n."""
+    title = f.page_title
+    label = ", ".join(
+        part for part in (f"HTTP {f.status}" if f.status != 200 else "", f"'{title}'" if title else "") if part
+    )
+    page = f"an HTML page ({label})" if label else "an HTML page"
+    if "n8n" in title.lower() or title.startswith("Cannot POST"):
+        return (
+            f"`n8n_url` answered {page}, not the workflow: the URL must be the Webhook node's Production URL "
+            "(…/webhook/…), not an n8n editor address."
+        )
+    return f"`n8n_url` answered {page}, not the workflow: is a login or proxy page in front of n8n?"
+
+
+def api_words(answer: ApiAnswer) -> str:
+    """What n8n's API did, as the status line says it after Stop or a reply the pipe let go of."""
+    a = answer
+    match a.code:
+        case "cancelled":
+            return f"n8n execution {a.execution_id} cancelled"
+        case "already_finished":
+            return f"n8n execution {a.execution_id} had already finished"
+        case "not_running":
+            return "no running n8n execution of this message was found (it had already finished)"
+        case "cannot_stop":
+            return STOP_UNSUPPORTED
+        case "key_rejected":
+            return "n8n rejected the `n8n_api_key` (HTTP 401): create a new API key in n8n (Settings > n8n API)"
+        case "scope_missing":
+            return f"the `n8n_api_key` may not do this (HTTP 403): give it the {a.scopes} scopes"
+        case "no_api":
+            where = a.host or "the `n8n_api_url`"
+            return f"no n8n API at {where} (HTTP {a.status}): check the `n8n_api_url` valve (…/api/v1)"
+        case "api_http_error":
+            return f"n8n's API answered HTTP {a.status}: {a.message or 'no details'}"
+        case "api_invalid_url":
+            return "the `n8n_api_url` valve is not a valid http(s) URL"
+        case "api_unreachable":
+            reason = cause_words(a.cause)
+            return f"n8n's API at {a.host} could not be reached ({reason}): the workflow may still be running"
+        case "api_not_json":
+            return f"n8n's API at {a.host} answered something that is not n8n's JSON"
+        case "key_works":
+            return API_KEY_WORKS
+        case "execution_not_found":
+            return "no n8n execution of this message was found (n8n may never have received it)"
+        case "execution_gone":
+            return f"n8n execution {a.execution_id} is gone (n8n kept none of its data)"
+        case "recovers":
+            return RECOVERY_WORKS
+        case _:
+            assert_never(a.code)
+
+
+def done_words(outcome: Outcome, now: float) -> str:
+    """The final status of a reply that went well: how long it took, and the agent's tool steps."""
+    total = now - outcome.started
+    steps = tool_steps_said(outcome.tool_steps)
+    recovered = f"; the answer came from n8n execution {outcome.recovered_from}" if outcome.recovered_from else ""
+    recovered = "".join(f"; shown: {shown_file_words(file)}" for file in outcome.files) + recovered
+    if outcome.first_chunk_at is None:
+        return f"Done in {total:.1f} s{steps}{recovered}"
+    first = outcome.first_chunk_at - outcome.started
+    return f"Done: first text after {first:.1f} s, {total:.1f} s in all{steps}{recovered}"
+
+
+def shown_file_words(file: ShownFile) -> str:
+    return f"{'an image' if file.image else 'a file'}, {file.name} ({file.mime_type}, {size_said(file.size)})"
+
+
+def file_words(name: str, file: File) -> str:
+    """A file that only Open WebUI's storage could show: named, its bytes never dumped as text."""
+    return f"📎 The workflow answered with a file: {name} ({file.mime_type}, {size_said(len(file.data))})."
+
+
+def size_said(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    return f"{size / 1024:.1f} KB" if size < MIB else f"{size / MIB:.1f} MB"
+
+
+def tool_steps_said(count: int) -> str:
+    """The final status's note of the agent's tool steps, so the user knows tools ran."""
+    if not count:
+        return ""
+    return f", {count} tool step{'s' if count != 1 else ''}"
+
+
+def with_full_stop(text: str) -> str:
+    """n8n's hints can end without a full stop ("...only in the executions list)"): ours follows them."""
+    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
+
+
+def seconds_said(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
+
+
+# ---------------------------------------------------------------------------
+# Valves: the settings an admin types (the public contract Open WebUI shows), frozen once per set of values
+# (Settings), and what in them stops a turn before anything is sent, said in the valves' own words.
+
+
+class Valves(BaseModel):
+    """The valves an admin sets (Admin Panel > Functions > the gear): Open WebUI finds them as Pipe.Valves."""
+
+    n8n_url: str = Field(
+        default="",
+        description="Webhook URL: /webhook/... (production), /webhook-test/... (editor open) "
+        "or a Chat Trigger's /webhook/<id>/chat.",
+    )
+    n8n_bearer_token: str = Field(
+        default="",
+        description="Secret sent in the auth header; leave empty when the webhook has no auth.",
+        json_schema_extra={"input": {"type": "password"}},
+    )
+    auth_header_name: str = Field(
+        default="Authorization",
+        description="Header n8n's Header Auth checks. With Authorization the value is 'Bearer <token>', "
+        "with any other name the raw token.",
+    )
+    jwt_secret: str = Field(
+        default="",
+        description="The Secret of the Webhook's JWT Auth credential in n8n: each turn then carries a token "
+        "signed with it, saying who is asking (n8n_bearer_token is not sent). The secret itself is never sent.",
+        json_schema_extra={"input": {"type": "password"}},
+    )
+    jwt_ttl_seconds: int = Field(
+        default=60,
+        gt=0,
+        description="How long a turn's signed token is valid, in seconds; n8n refuses it after ('jwt expired').",
+    )
+    extra_headers: str = Field(
+        default="",
+        description="Headers for a gateway in front of n8n (Cloudflare Access, an API gateway), one "
+        "'Name: value' per line; sent to n8n's webhook and API only.",
+        json_schema_extra={"input": {"type": "password"}},
+    )
+    input_field: str = Field(default="chatInput", description="Payload field for the user's message.")
+    session_field: str = Field(
+        default="sessionId", description="Payload field for the chat id (the AI Agent's memory key)."
+    )
+
+    @field_validator("input_field", "session_field")
+    @classmethod
+    def payload_field_free(cls, name: str, info: ValidationInfo) -> str:
+        """Refused when saved: a field the pipe sets itself would overwrite the message or the chat id."""
+        problem = payload_field_problem(str(info.field_name), name, info.data.get("input_field"))
+        if problem:
+            raise ValueError(problem)
+        return name
+
+    response_field: str = Field(
+        default="output",
+        description="Where the answer is in a complete JSON reply: a dotted path such as data.answer or 0.output.",
+    )
+    stream: bool = Field(default=True, description="Ask n8n for a stream. Off: one complete-JSON request.")
+    send_history: bool = Field(default=False, description="Also send the whole chat as `messages`.")
+    send_user_info: bool = Field(default=False, description="Also send the user's id, name, email and role as `user`.")
+    connect_timeout: float = Field(
+        default=10,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds to wait for n8n to accept the connection.",
+    )
+    read_timeout: float = Field(
+        default=300,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest silence allowed between two reads, in seconds (n8n sends a keepalive every 30 s).",
+    )
+    emit_status: bool = Field(default=True, description="Show progress under the message.")
+    show_thinking: bool = Field(default=True, description="Show the model's reasoning as collapsible thinking.")
+    show_tool_steps: bool = Field(
+        default=True,
+        description="Show the AI Agent's tool steps (its 'Return Intermediate Steps' option) as collapsed "
+        "tool-call blocks before the answer.",
+    )
+    verify_ssl: bool = Field(default=True, description="Check n8n's TLS certificate.")
+    n8n_api_key: str = Field(
+        default="",
+        description="An n8n API key (scopes execution:stop, execution:list, execution:read) so Stop also "
+        "stops the workflow; empty: n8n runs it to the end.",
+        json_schema_extra={"input": {"type": "password"}},
+    )
+    recover_answers: bool = Field(
+        default=True,
+        description="When the connection to n8n breaks (a proxy's 504, a reset, read_timeout) after n8n got "
+        "the message, fetch the answer from n8n's execution through its API (needs `n8n_api_key` with "
+        "execution:read and execution:list). The message is never sent twice.",
+    )
+    n8n_api_url: str = Field(
+        default="",
+        description="n8n's public API, e.g. https://n8n.example.com/api/v1. Empty: the webhook's host + /api/v1.",
+    )
+    models: str = Field(
+        default="",
+        description="Several workflows as several models, one 'Name = URL' per line. Empty: n8n_url alone.",
+    )
+    forward_background_tasks: bool = Field(
+        default=False,
+        description="Send Open WebUI's own tasks (title, tags, follow-ups, context compaction, memory review...) "
+        "to n8n too (with a `task` field). Off: they are answered here and never run the workflow.",
+    )
+    max_reply_mb: float = Field(
+        default=16,
+        gt=0,
+        allow_inf_nan=False,
+        description="Largest reply shown, in MB (after decompression); a longer one is cut there, "
+        "keeping what was shown.",
+    )
+    max_reply_minutes: float = Field(
+        default=30,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest a reply may keep streaming, in minutes; then it is cut, keeping what was shown.",
+    )
+    send_files: str = Field(
+        default="multipart",
+        description="Attached files and images: multipart (a form with each file as a binary for n8n), "
+        "text (JSON with a `files` list of their extracted text) or off (not sent; the chat says so).",
+    )
+    max_upload_mb: float = Field(
+        default=25,
+        gt=0,
+        allow_inf_nan=False,
+        description="Largest attached file sent to n8n, in MB; a message with a larger one is not sent.",
+    )
+
+    @field_validator("send_files")
+    @classmethod
+    def send_files_known(cls, mode: str) -> str:
+        """Refused when saved: a misspelt mode would silently drop or send every file."""
+        if mode not in SEND_FILES_MODES:
+            raise ValueError(f"`send_files` must be one of {', '.join(SEND_FILES_MODES)}, not '{mode}'.")
+        return mode
+
+
+class Settings(Valves):
     """The valves as one turn reads them: a frozen copy taken when the turn starts, so a valve saved while
     a reply streams changes the next turn, never half of this one. Defaults live in Valves alone."""
 
     model_config = ConfigDict(frozen=True)
 
     @classmethod
-    def of(cls, valves: Pipe.Valves) -> Settings:
+    def of(cls, valves: Valves) -> Settings:
         """The valves' values frozen; the same values give the same Settings (made once, not per turn)."""
         return settings_of(tuple(valves.__dict__.items()))
 
@@ -364,6 +1112,215 @@ class Settings(Pipe.Valves):
 @lru_cache(maxsize=16)
 def settings_of(values: tuple[tuple[str, Any], ...]) -> Settings:
     return Settings.model_construct(**dict(values))
+
+
+class ModelLine(NamedTuple):
+    """One line of the `models` valve meant as a workflow: `Name = URL`."""
+
+    number: int
+    text: str
+    name: str
+    has_equals: bool
+    url: str
+
+    @property
+    def fault(self) -> str:
+        """What keeps the line from being a workflow, "" when nothing."""
+        if not self.has_equals:
+            return "has no '='"
+        if not self.name:
+            return "has no name before '='"
+        return "" if self.url else "has no URL after '='"
+
+
+def model_lines(models: str) -> Iterator[ModelLine]:
+    """The `models` valve's lines but blank ones and comments (# first)."""
+    for number, line in enumerate(models.splitlines(), 1):
+        name, sep, url = (part.strip() for part in line.partition("="))
+        if line.strip() and not name.startswith("#"):
+            yield ModelLine(number, line, name, bool(sep), url)
+
+
+def parse_models(models: str) -> dict[str, tuple[str, str]]:
+    """`Name = URL` lines -> {model id: (name, url)}; ids are stable slugs of the names."""
+    workflows: dict[str, tuple[str, str]] = {}
+    for line in model_lines(models):
+        if line.fault:
+            continue
+        slug = re.sub(r"[^a-z0-9_-]+", "-", line.name.lower()).strip("-") or "workflow"
+        model_id, n = slug, 2
+        while model_id in workflows:
+            model_id, n = f"{slug}-{n}", n + 1
+        workflows[model_id] = (line.name, line.url)
+    return workflows
+
+
+def model_entry(model_id: str) -> str:
+    """The entry id in Open WebUI's `<function id>.<entry id>`; "" for a bare id (the demo, the doctor)."""
+    return model_id.rsplit(".", 1)[1] if "." in model_id else ""
+
+
+def models_problem(models: str) -> str | None:
+    """A `models` line the pipe cannot use, said in the chat rather than skipped: a skipped line is a
+    workflow that silently vanishes from the model picker. Not a valve validator: Open WebUI then refuses
+    to load valves saved by an older pipe that skipped such lines, and every model of the pipe would vanish."""
+    for line in model_lines(models):
+        if line.fault:
+            return (
+                f"Line {line.number} of the `models` valve ('{shorten(line.text.strip(), 60)}') {line.fault}: write "
+                f"one 'Name = URL' per line, or start the line with # ({VALVES_AT})."
+            )
+    return None
+
+
+def url_problem(url: str, valve: str = "n8n_url") -> str | None:
+    """An n8n editor address or n8n's bare address instead of a Webhook's URL: no webhook lives there, so
+    nothing is sent. Other paths go out as they are: n8n's webhook path can be renamed (N8N_ENDPOINT_WEBHOOK)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None  # the request reports the invalid URL
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    first = parts.path.strip("/").split("/", 1)[0]
+    if first and first not in EDITOR_PAGES:
+        return None
+    what = "an n8n editor page" if first else "n8n's address alone"
+    return (
+        f"The `{valve}` valve is {what}, not a webhook: it must be the Webhook node's Production URL "
+        f"(…/webhook/…), copied from the Webhook node in n8n ({VALVES_AT})."
+    )
+
+
+def bare_token(token: str) -> str:
+    """The token as pasted, without a `Bearer ` prefix: the pipe adds that itself for Authorization."""
+    token = token.strip()
+    prefix = BEARER_PREFIX.match(token)
+    return token[prefix.end() :] if prefix else token
+
+
+def header_problem(valves: Valves) -> str | None:
+    """A header name or token that HTTP cannot carry, named by its valve before any request: requests would
+    fail with 'not a valid URL' or UnicodeEncodeError. Never quotes the token."""
+    token = bare_token(valves.n8n_bearer_token)
+    if not token:
+        return None
+    if not HEADER_NAME.fullmatch(valves.auth_header_name.strip() or "Authorization"):
+        return (
+            "The `auth_header_name` valve is not an HTTP header name: write only the Name of the webhook's "
+            f"Header Auth credential in n8n, such as Authorization or X-API-Key, without ':' or spaces ({VALVES_AT})."
+        )
+    if CONTROL_OR_BREAK.search(token):
+        return f"The `n8n_bearer_token` valve has a line break in it: paste the token alone, on one line ({VALVES_AT})."
+    if any(c.isspace() for c in token):
+        return (
+            "The `n8n_bearer_token` valve has a space in it: paste only the token, without a header name "
+            f"or quotes ({VALVES_AT})."
+        )
+    try:
+        token.encode("latin-1")
+    except UnicodeEncodeError:
+        return (
+            "The `n8n_bearer_token` valve has a character an HTTP header cannot carry (such as a typographic "
+            f"quote or dash): copy the token again from n8n's credential ({VALVES_AT})."
+        )
+    return None
+
+
+def parse_extra_headers(text: str) -> list[tuple[str, str]]:
+    """The `extra_headers` valve's usable `Name: value` lines; extra_headers_problem names any other."""
+    lines = (line.partition(":") for line in text.splitlines() if line.strip())
+    return [(name.strip(), value.strip()) for name, sep, value in lines if sep and not extra_header_fault(name, value)]
+
+
+def extra_header_fault(name: str, value: str) -> str:
+    """What makes one `Name: value` line unsendable, "" when nothing. Never quotes the value: it is a secret."""
+    name, value = name.strip(), value.strip()
+    if not HEADER_NAME.fullmatch(name):
+        return "does not start with an HTTP header name (letters, digits and - only, then ':')"
+    if not value:
+        return f"({name}) has no value after ':'"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return (
+            f"({name}) has a character an HTTP header cannot carry (such as a typographic quote or dash): "
+            "copy the value again"
+        )
+    if CONTROL.search(value):  # splitlines() left no line break in it
+        return f"({name}) has a control character in its value: paste the value alone"
+    return ""
+
+
+def auth_header(valves: Valves) -> str:
+    """The header the pipe authenticates with: Authorization for the signed token, else the token's; ""
+    when it sends neither."""
+    if valves.jwt_secret.strip():
+        return "Authorization"
+    return (valves.auth_header_name.strip() or "Authorization") if bare_token(valves.n8n_bearer_token) else ""
+
+
+def extra_headers_problem(valves: Valves) -> str | None:
+    """An `extra_headers` line that cannot be sent as it is, said before anything is sent: a gateway key that
+    silently went missing would look like a gateway refusing for no reason."""
+    own = {*PIPE_HEADERS, API_KEY_HEADER.lower(), auth_header(valves).lower()} - {""}
+    for number, line in enumerate(valves.extra_headers.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        fault = extra_header_fault(name, value) if sep else "is not 'Name: value'"
+        if not fault and name.strip().lower() in own:
+            fault = f"sets {name.strip()}, which the pipe sets itself: remove the line"
+        if fault:
+            return (
+                f"Line {number} of the `extra_headers` valve {fault}. Write one header per line, such as "
+                f"CF-Access-Client-Id: <id> ({VALVES_AT})."
+            )
+    return None
+
+
+def payload_field_problem(valve: str, name: str, input_field: Any = None) -> str | None:
+    """Why `input_field`/`session_field` cannot be `name`: the pipe's own fields would overwrite it."""
+    if not name.strip():
+        return f"`{valve}` may not be empty: n8n finds the message and the chat id by these field names."
+    if name in PIPE_PAYLOAD_FIELDS:
+        fields = ", ".join(PIPE_PAYLOAD_FIELDS)
+        return f"`{valve}` may not be '{name}': the pipe sets that payload field itself ({fields})."
+    if valve == "session_field" and name == input_field:
+        return f"`session_field` may not be '{name}' like `input_field`: the chat id would replace the message."
+    return None
+
+
+def webhook_url(settings: Settings, model_id: str) -> str:
+    """The URL of the workflow behind the picked model (`<function id>.<entry id>`), "" when that entry
+    is gone: a chat must never reach another workflow than the one it was started with."""
+    workflows = parse_models(settings.models)
+    entry = model_entry(model_id)
+    if entry in workflows:
+        return workflows[entry][1]
+    n8n_url = settings.n8n_url.strip()
+    if entry == "":  # no chat model (the doctor, the demo): n8n_url, else the first workflow
+        return n8n_url or next((url for _, url in workflows.values()), "")
+    return n8n_url if entry == SINGLE_MODEL else ""
+
+
+def valve_problem(settings: Settings, model_id: str, url: str) -> str | None:
+    """What in the valves makes this turn's request pointless or broken, said before anything is sent."""
+    problem = models_problem(settings.models)
+    if problem:
+        return problem
+    entry = model_entry(model_id)
+    if not url and (entry not in ("", SINGLE_MODEL) or (entry == SINGLE_MODEL and parse_models(settings.models))):
+        return (
+            f"This model ('{entry}') no longer exists in the pipe's `models` valve: pick another model for "
+            f"this chat, or add its 'Name = URL' line back ({VALVES_AT})."
+        )
+    valve = "n8n_url" if url == settings.n8n_url.strip() else "models"
+    return url_problem(url, valve) or header_problem(settings) or extra_headers_problem(settings)
+
+
+# ---------------------------------------------------------------------------
+# Request: pure functions, no I/O: one chat turn -> the webhook's URL, payload and headers.
 
 
 @dataclass(frozen=True)
@@ -496,233 +1453,6 @@ def base64_size(encoded: str) -> int:
 
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp")
-
-
-async def stored_attachments(entries: list[dict[str, Any]]) -> list[Attachment]:
-    """`__files__` as attachments, images left out (Open WebUI puts them in the message as `image_url`
-    parts). Inside Open WebUI the files table has the path and extracted text; outside, the entry alone."""
-    attachments = []
-    for entry in entries:
-        described = {**(entry.get("file") or {}), **await open_webui_file(str(entry.get("id") or ""))}
-        meta = described.get("meta") or {}
-        kind = str(meta.get("content_type") or entry.get("content_type") or "application/octet-stream")
-        if entry.get("type") == "image" or kind in IMAGE_TYPES:
-            continue
-        attachments.append(
-            Attachment(
-                name=str(meta.get("name") or entry.get("name") or described.get("filename") or "file"),
-                type=kind,
-                size=int(meta.get("size") or entry.get("size") or 0),
-                path=str(described.get("path") or ""),
-                text=str((described.get("data") or {}).get("content") or ""),
-            )
-        )
-    return attachments
-
-
-async def open_webui_file(file_id: str) -> dict[str, Any]:
-    """The files table's row for this id ({} outside Open WebUI or when gone). Imported here: the pipe
-    must load without Open WebUI. 0.12.4's lookup is a coroutine; older ones answered at once."""
-    try:
-        from open_webui.models.files import Files  # type: ignore[import-not-found]
-    except ImportError:
-        return {}
-    row = Files.get_file_by_id(file_id) if file_id else None
-    if inspect.isawaitable(row):
-        row = await row
-    return cast(dict[str, Any], row.model_dump()) if row is not None else {}
-
-
-def parse_models(models: str) -> dict[str, tuple[str, str]]:
-    """`Name = URL` lines -> {model id: (name, url)}; ids are stable slugs of the names."""
-    workflows: dict[str, tuple[str, str]] = {}
-    for line in models.splitlines():
-        name, sep, url = line.partition("=")
-        name, url = name.strip(), url.strip()
-        if not sep or not name or not url or name.startswith("#"):
-            continue
-        slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "workflow"
-        model_id, n = slug, 2
-        while model_id in workflows:
-            model_id, n = f"{slug}-{n}", n + 1
-        workflows[model_id] = (name, url)
-    return workflows
-
-
-def model_entry(model_id: str) -> str:
-    """The entry id in Open WebUI's `<function id>.<entry id>`; "" for a bare id (the demo, the doctor)."""
-    return model_id.rsplit(".", 1)[1] if "." in model_id else ""
-
-
-def models_problem(models: str) -> str | None:
-    """A `models` line the pipe cannot use, said in the chat rather than skipped: a skipped line is a
-    workflow that silently vanishes from the model picker. Not a valve validator: Open WebUI then refuses
-    to load valves saved by an older pipe that skipped such lines, and every model of the pipe would vanish."""
-    for number, line in enumerate(models.splitlines(), 1):
-        name, sep, url = (part.strip() for part in line.partition("="))
-        if not line.strip() or name.startswith("#"):
-            continue
-        fault = (
-            "has no '='"
-            if not sep
-            else "has no name before '='"
-            if not name
-            else "has no URL after '='"
-            if not url
-            else ""
-        )
-        if fault:
-            return (
-                f"Line {number} of the `models` valve ('{shorten(line.strip(), 60)}') {fault}: write one "
-                f"'Name = URL' per line, or start the line with # ({VALVES_AT})."
-            )
-    return None
-
-
-def url_problem(url: str, valve: str = "n8n_url") -> str | None:
-    """An n8n editor address or n8n's bare address instead of a Webhook's URL: no webhook lives there, so
-    nothing is sent. Other paths go out as they are: n8n's webhook path can be renamed (N8N_ENDPOINT_WEBHOOK)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None  # the request reports the invalid URL
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    first = parts.path.strip("/").split("/", 1)[0]
-    if first and first not in EDITOR_PAGES:
-        return None
-    what = "an n8n editor page" if first else "n8n's address alone"
-    return (
-        f"The `{valve}` valve is {what}, not a webhook: it must be the Webhook node's Production URL "
-        f"(…/webhook/…), copied from the Webhook node in n8n ({VALVES_AT})."
-    )
-
-
-def bare_token(token: str) -> str:
-    """The token as pasted, without a `Bearer ` prefix: the pipe adds that itself for Authorization."""
-    token = token.strip()
-    prefix = BEARER_PREFIX.match(token)
-    return token[prefix.end() :] if prefix else token
-
-
-def header_problem(valves: Pipe.Valves) -> str | None:
-    """A header name or token that HTTP cannot carry, named by its valve before any request: requests would
-    fail with 'not a valid URL' or UnicodeEncodeError. Never quotes the token."""
-    token = bare_token(valves.n8n_bearer_token)
-    if not token:
-        return None
-    if not HEADER_NAME.fullmatch(valves.auth_header_name.strip() or "Authorization"):
-        return (
-            "The `auth_header_name` valve is not an HTTP header name: write only the Name of the webhook's "
-            f"Header Auth credential in n8n, such as Authorization or X-API-Key, without ':' or spaces ({VALVES_AT})."
-        )
-    if any(ord(c) < 32 or ord(c) == 127 for c in token):
-        return f"The `n8n_bearer_token` valve has a line break in it: paste the token alone, on one line ({VALVES_AT})."
-    if any(c.isspace() for c in token):
-        return (
-            "The `n8n_bearer_token` valve has a space in it: paste only the token, without a header name "
-            f"or quotes ({VALVES_AT})."
-        )
-    try:
-        token.encode("latin-1")
-    except UnicodeEncodeError:
-        return (
-            "The `n8n_bearer_token` valve has a character an HTTP header cannot carry (such as a typographic "
-            f"quote or dash): copy the token again from n8n's credential ({VALVES_AT})."
-        )
-    return None
-
-
-def parse_extra_headers(text: str) -> list[tuple[str, str]]:
-    """The `extra_headers` valve's usable `Name: value` lines; extra_headers_problem names any other."""
-    lines = (line.partition(":") for line in text.splitlines() if line.strip())
-    return [(name.strip(), value.strip()) for name, sep, value in lines if sep and not extra_header_fault(name, value)]
-
-
-def extra_header_fault(name: str, value: str) -> str:
-    """What makes one `Name: value` line unsendable, "" when nothing. Never quotes the value: it is a secret."""
-    name, value = name.strip(), value.strip()
-    if not HEADER_NAME.fullmatch(name):
-        return "does not start with an HTTP header name (letters, digits and - only, then ':')"
-    if not value:
-        return f"({name}) has no value after ':'"
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return (
-            f"({name}) has a character an HTTP header cannot carry (such as a typographic quote or dash): "
-            "copy the value again"
-        )
-    if CONTROL.search(value):  # splitlines() left no line break in it
-        return f"({name}) has a control character in its value: paste the value alone"
-    return ""
-
-
-def auth_header(valves: Pipe.Valves) -> str:
-    """The header the pipe authenticates with: Authorization for the signed token, else the token's; ""
-    when it sends neither."""
-    if valves.jwt_secret.strip():
-        return "Authorization"
-    return (valves.auth_header_name.strip() or "Authorization") if bare_token(valves.n8n_bearer_token) else ""
-
-
-def extra_headers_problem(valves: Pipe.Valves) -> str | None:
-    """An `extra_headers` line that cannot be sent as it is, said before anything is sent: a gateway key that
-    silently went missing would look like a gateway refusing for no reason."""
-    own = {*PIPE_HEADERS, API_KEY_HEADER.lower(), auth_header(valves).lower()} - {""}
-    for number, line in enumerate(valves.extra_headers.splitlines(), 1):
-        if not line.strip():
-            continue
-        name, sep, value = line.partition(":")
-        fault = extra_header_fault(name, value) if sep else "is not 'Name: value'"
-        if not fault and name.strip().lower() in own:
-            fault = f"sets {name.strip()}, which the pipe sets itself: remove the line"
-        if fault:
-            return (
-                f"Line {number} of the `extra_headers` valve {fault}. Write one header per line, such as "
-                f"CF-Access-Client-Id: <id> ({VALVES_AT})."
-            )
-    return None
-
-
-def payload_field_problem(valve: str, name: str, input_field: Any = None) -> str | None:
-    """Why `input_field`/`session_field` cannot be `name`: the pipe's own fields would overwrite it."""
-    if not name.strip():
-        return f"`{valve}` may not be empty: n8n finds the message and the chat id by these field names."
-    if name in PIPE_PAYLOAD_FIELDS:
-        fields = ", ".join(PIPE_PAYLOAD_FIELDS)
-        return f"`{valve}` may not be '{name}': the pipe sets that payload field itself ({fields})."
-    if valve == "session_field" and name == input_field:
-        return f"`session_field` may not be '{name}' like `input_field`: the chat id would replace the message."
-    return None
-
-
-def webhook_url(settings: Settings, model_id: str) -> str:
-    """The URL of the workflow behind the picked model (`<function id>.<entry id>`), "" when that entry
-    is gone: a chat must never reach another workflow than the one it was started with."""
-    workflows = parse_models(settings.models)
-    entry = model_entry(model_id)
-    if entry in workflows:
-        return workflows[entry][1]
-    n8n_url = settings.n8n_url.strip()
-    if entry == "":  # no chat model (the doctor, the demo): n8n_url, else the first workflow
-        return n8n_url or next((url for _, url in workflows.values()), "")
-    return n8n_url if entry == SINGLE_MODEL else ""
-
-
-def valve_problem(settings: Settings, model_id: str, url: str) -> str | None:
-    """What in the valves makes this turn's request pointless or broken, said before anything is sent."""
-    problem = models_problem(settings.models)
-    if problem:
-        return problem
-    entry = model_entry(model_id)
-    if not url and (entry not in ("", SINGLE_MODEL) or (entry == SINGLE_MODEL and parse_models(settings.models))):
-        return (
-            f"This model ('{entry}') no longer exists in the pipe's `models` valve: pick another model for "
-            f"this chat, or add its 'Name = URL' line back ({VALVES_AT})."
-        )
-    valve = "n8n_url" if url == settings.n8n_url.strip() else "models"
-    return url_problem(url, valve) or header_problem(settings) or extra_headers_problem(settings)
 
 
 def webhook_request(settings: Settings, url: str, turn: Turn, now: float | None = None) -> WebhookRequest:
@@ -890,227 +1620,124 @@ def background_task_answer(task: str, task_body: dict[str, Any]) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class ExecutionApi:
+    """How to reach n8n's public API for one turn, and the turn id its execution was sent."""
+
+    url: str
+    key: str = field(repr=False)
+    turn_id: str
+    verify_ssl: bool = True
+    gateway: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the `extra_headers` valve's
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every call to n8n's API carries: a gateway's headers and the key."""
+        return {**dict(self.gateway), API_KEY_HEADER: self.key}
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.key, *(value for _, value in self.gateway)]
+
+
+def execution_api(settings: Settings, webhook_url: str, turn: Turn) -> ExecutionApi | None:
+    """None without an API key: Stop then only hangs up, as before the key existed."""
+    key = settings.n8n_api_key.strip()
+    if not key:
+        return None
+    url = api_base(settings.n8n_api_url, webhook_url)
+    return ExecutionApi(url, key, turn.turn_id, settings.verify_ssl, tuple(parse_extra_headers(settings.extra_headers)))
+
+
+def api_base(api_url: str, webhook_url: str) -> str:
+    """The `n8n_api_url` valve, else the webhook's scheme and host + /api/v1."""
+    return api_url.strip().rstrip("/") or api_url_of(webhook_url)
+
+
+def api_url_of(webhook_url: str) -> str:
+    """The webhook's origin + /api/v1 (credentials in the URL left out), or "" when it does not parse."""
+    try:
+        parts = urlsplit(webhook_url.strip())
+    except ValueError:
+        return ""
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}/api/v1" if parts.scheme and host else ""
+
+
 # ---------------------------------------------------------------------------
-# Events: one small immutable type per thing that happened in a reply. Decoders and transport make
-# them; ChatTurn.handle (Presentation) is the one place that reads them. Adding a kind: its class here,
-# in `Event`, and its case in ChatTurn.handle (mypy's assert_never names a missing case).
+# Open WebUI's files: the attachments a turn carries are read from Open WebUI's storage, and the files a
+# workflow answers with are saved there (its storage and its files table). Async, imported lazily: the
+# pipe must load without Open WebUI.
 
 
-@dataclass(frozen=True, slots=True)
-class Text:
-    """Words of the answer, shown byte for byte."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Thinking:
-    """The model's reasoning, shown as collapsible thinking."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStarted:
-    """An n8n node began a block of the stream (n8n's `begin`)."""
-
-    node: str
-
-
-@dataclass(frozen=True, slots=True)
-class BlockEnded:
-    """An n8n node's block ended (n8n's `end`): more blocks may follow while the agent's tools run."""
-
-    node: str
+async def stored_attachments(entries: list[dict[str, Any]]) -> list[Attachment]:
+    """`__files__` as attachments, images left out (Open WebUI puts them in the message as `image_url`
+    parts). Inside Open WebUI the files table has the path and extracted text; outside, the entry alone."""
+    attachments = []
+    for entry in entries:
+        described = {**(entry.get("file") or {}), **await open_webui_file(str(entry.get("id") or ""))}
+        meta = described.get("meta") or {}
+        kind = str(meta.get("content_type") or entry.get("content_type") or "application/octet-stream")
+        if entry.get("type") == "image" or kind in IMAGE_TYPES:
+            continue
+        attachments.append(
+            Attachment(
+                name=str(meta.get("name") or entry.get("name") or described.get("filename") or "file"),
+                type=kind,
+                size=int(meta.get("size") or entry.get("size") or 0),
+                path=str(described.get("path") or ""),
+                text=str((described.get("data") or {}).get("content") or ""),
+            )
+        )
+    return attachments
 
 
-@dataclass(frozen=True, slots=True)
-class ToolStep:
-    """One of the AI Agent's tool calls (its `intermediateSteps`): the tool, its input, its output."""
-
-    tool: str
-    input: Any
-    output: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """A source the workflow names (its `sources`), cited under the answer; `url` only when http(s)."""
-
-    title: str
-    url: str
-    content: str
+async def open_webui_file(file_id: str) -> dict[str, Any]:
+    """The files table's row for this id ({} outside Open WebUI or when gone). Imported here: the pipe
+    must load without Open WebUI. 0.12.4's lookup is a coroutine; older ones answered at once."""
+    try:
+        from open_webui.models.files import Files  # type: ignore[import-not-found]
+    except ImportError:
+        return {}
+    row = Files.get_file_by_id(file_id) if file_id else None
+    if inspect.isawaitable(row):
+        row = await row
+    return cast(dict[str, Any], row.model_dump()) if row is not None else {}
 
 
-@dataclass(frozen=True, slots=True)
-class File:
-    """A file the workflow answered with (an image, a PDF, a spreadsheet), whole: never shown as text.
-    `name` is "" when n8n gave none (Respond to Webhook's Binary File sends no Content-Disposition)."""
-
-    name: str
-    mime_type: str
-    data: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class FileLink:
-    """A file the workflow links to (an http(s) URL in its reply's `files`), shown as a link or image."""
-
-    name: str
-    url: str
+def storage_path(path: str) -> str:
+    """A local path to a stored file: Open WebUI's storage layer downloads it when it lives in a bucket.
+    Outside Open WebUI (the doctor, tests) the path as it is."""
+    if not path:
+        raise FileNotFoundError("no storage path")
+    try:
+        from open_webui.storage.provider import Storage  # type: ignore[import-not-found]
+    except ImportError:
+        return path
+    return cast(str, Storage.get_file(path))
 
 
-@dataclass(frozen=True, slots=True)
-class ExecutionId:
-    """The n8n execution id the workflow streamed (`{"executionId": ...}`), never shown: Stop uses it."""
-
-    execution_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class End:
-    """The producer's own end marker (`[DONE]`, Ollama's `done`, Anthropic's `message_stop`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Responded:
-    """n8n (or a proxy in front of it) answered with this HTTP status."""
-
-    status: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyEnded:
-    """The reply's body is read, or given up: what it turned out to be, for the status and the doctor."""
-
-    format: str
-    streamed: bool
-    empty: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Following:
-    """The reply broke after n8n got the message (`cause`, `lost_after` seconds into the turn): the pipe
-    follows the turn's execution through n8n's API; `waited` is how long it has followed so far."""
-
-    cause: Failure
-    lost_after: float
-    waited: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Recovered:
-    """The answer that came after this was read from n8n's execution, through its API."""
-
-    execution_id: str
-
-
-FailureCode = Literal[
-    # what the reply said
-    "n8n_error",
-    "model_error",
-    "workflow_started",
-    "empty_reply",
-    "no_text",
-    "no_text_at_field",
-    # limits
-    "line_too_long",
-    "event_stream_line_too_long",
-    "event_too_long",
-    "json_too_long",
-    "reply_too_large",
-    "reply_too_long",
-    # before anything was sent
-    "attachment_too_large",
-    "attachment_unreadable",
-    "invalid_url",
-    "host_not_found",
-    "plain_http",
-    "tls_handshake_stalled",
-    "tls_certificate",
-    "tls_error",
-    "connect_timeout",
-    "connection_refused",
-    "proxy_failed",
-    # while waiting or reading
-    "read_timeout",
-    "connection_reset",
-    "connection_closed",
-    "connection_lost",
-    # what n8n or a proxy answered instead of the workflow's reply
-    "auth_rejected",
-    "webhook_not_found",
-    "http_error",
-    "gateway",
-    "html_page",
-    "redirect",
-    "informational_only",
-    "no_content",
-    "not_modified",
-    "unknown_encoding",
-    "internal_error",
-    # what n8n's execution says, read through its API after the reply broke
-    "execution_canceled",
-    "execution_crashed",
-    "execution_data_missing",
-    # what the reply was instead of text
-    "not_text",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Something went wrong, as facts: `code` says what, the other fields what is known of it. The
-    sentence the user reads is made from them in one place (Words, below), where secrets are redacted."""
-
-    code: FailureCode
-    status: int | None = None  # the HTTP status n8n, a proxy or the API answered
-    host: str = ""  # host:port only: a webhook's path can be its secret
-    node: str = ""  # the n8n node that failed
-    message: str = ""  # n8n's (or the model's) own words
-    hint: str = ""  # n8n's hint, with its message
-    detail: str = ""  # one more fact, named per code: a page title, a redirect's target, a file, a field
-    seconds: float = 0.0  # a timeout, or how long the answer took
-    size: float = 0.0  # bytes
-    limit: float = 0.0  # the limit passed, in bytes or seconds
-    may_have_reached_n8n: bool = False  # the request may be running in n8n: it is never sent again
-    broke_off: bool = False  # the reply broke off while it was read: what was shown stays
-    let_go: bool = False  # the pipe let go of a reply n8n was still making: its execution is stopped
-    recoverable: bool = False  # n8n's API could have given the answer: the `n8n_api_key` valve is empty
-    unrecovered: ApiAnswer | None = None  # why following the execution through n8n's API gave no answer
-    jwt: bool = False  # the request carried the turn's signed token (the `jwt_secret` valve), not n8n_bearer_token
-
-
-Event = (
-    Text
-    | Thinking
-    | NodeStarted
-    | BlockEnded
-    | ToolStep
-    | Source
-    | File
-    | FileLink
-    | ExecutionId
-    | End
-    | Responded
-    | ReplyEnded
-    | Following
-    | Recovered
-    | Failure
-)
-END = End()
-
-
-class ReplyCut(ValueError):
-    """The reply passed a limit: reading stops, what was shown stays, and the failure names the limit."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.code)
-        self.failure = failure
-
-
-class LineTooLong(ReplyCut):
-    """A line grew past its limit without a line break."""
+async def save_in_open_webui(file: File, name: str, user_id: str) -> str:
+    """Stores the file as Open WebUI's own upload route does (Storage, then the files table) and gives
+    the URL it is served at; "" outside Open WebUI (the doctor, the demo) or when storing fails.
+    Imported here: the pipe must load without Open WebUI. The storage's I/O runs in a thread."""
+    try:
+        from open_webui.models.files import FileForm, Files
+        from open_webui.storage.provider import Storage
+    except ImportError:
+        return ""
+    file_id = str(uuid.uuid4())
+    tags = {"OpenWebUI-File-Id": file_id, "OpenWebUI-User-Id": user_id}
+    try:
+        _, path = await asyncio.to_thread(Storage.upload_file, io.BytesIO(file.data), f"{file_id}_{name}", tags)
+        meta = {"name": name, "content_type": file.mime_type, "size": len(file.data)}
+        row = Files.insert_new_file(user_id, FileForm(id=file_id, filename=name, path=path, data={}, meta=meta))
+        if inspect.isawaitable(row):
+            row = await row
+    except Exception as exc:  # a storage that cannot be reached: the file is shown without it
+        log.warning("storing the workflow's file in Open WebUI failed: %s", type(exc).__name__)
+        return ""
+    return f"/api/v1/files/{file_id}/content" if row is not None else ""
 
 
 # ---------------------------------------------------------------------------
@@ -1238,6 +1865,8 @@ class SSEDecoder:
 
 
 WireFormatName = Literal["empty", "json", "sse", "text", "file"]
+
+
 # Types that are text whatever their name says: anything else (image/*, application/pdf, octet-stream,
 # archives, office formats) is a file.
 TEXT_TYPES = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl", "application/xml")
@@ -1267,8 +1896,6 @@ def sniff(head: bytes, content_type: str, at_end: bool) -> WireFormatName | None
     return "text"
 
 
-CONTROL_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f"  # control characters other than tab and line breaks
-CONTROL = re.compile(f"[{CONTROL_CHARS}]")  # never shown: no text, whatever carried it
 NOT_TEXT = re.compile(f"[\udc80-\udcff{CONTROL_CHARS}]")  # a byte no UTF-8 (surrogate-escaped), or a control
 FILE_TYPES = (
     (b"\x89PNG", "image/png"),
@@ -1308,7 +1935,7 @@ class ReplyDecoder:
         self.ended = False
         self._head = bytearray()
         self._format: WireFormat | None = None
-        self._shown = False
+        self._answered = False
 
     @property
     def format(self) -> str:
@@ -1338,7 +1965,7 @@ class ReplyDecoder:
                 return []
             wire = self._start(kind)
             data, self._head = bytes(self._head), bytearray()
-        return self._seen(wire.feed(data))
+        return self._cut_at_end(wire.feed(data))
 
     def finish(self) -> list[Event]:
         """The rest of the body, then the verdict on the whole reply: empty, or no text in it."""
@@ -1347,23 +1974,24 @@ class ReplyDecoder:
         if wire is None:
             wire = self._start(self._sniffed(at_end=True) or "text")
             data, self._head = bytes(self._head), bytearray()
-            events = self._seen(wire.feed(data))
+            events = self._cut_at_end(wire.feed(data))
         if not self.ended:
-            events += self._seen(wire.finish())
+            events += self._cut_at_end(wire.finish())
         self.ended = True
-        if not self._shown:
+        if not self._answered:
             events.append(wire.no_text())
-            self._shown = True
+            self._answered = True
         return events
 
-    def _seen(self, events: list[Event]) -> list[Event]:
+    def _cut_at_end(self, events: list[Event]) -> list[Event]:
         """Nothing counts after the end marker. The reader stops at the read that carried it, so what
         followed it in that same read must go too, or the answer would depend on where reads fall."""
-        if END in events:
+        end = next((at for at, event in enumerate(events) if event.ends_reply), None)
+        if end is not None:
             self.ended = True
-            events = events[: events.index(END) + 1]
-        if not self._shown:
-            self._shown = any(isinstance(p, Text | Failure | File) for p in events)
+            events = events[: end + 1]
+        if not self._answered:
+            self._answered = any(event.answers for event in events)
         return events
 
     def _sniffed(self, at_end: bool) -> WireFormatName | None:
@@ -1457,7 +2085,7 @@ class WireFormat:
 
     def no_text(self) -> Failure:
         """The failure of a whole reply that carried no text."""
-        return Failure("no_text", detail=self.label, may_have_reached_n8n=True)
+        return Failure("no_text", reply_format=self.label, may_have_reached_n8n=True)
 
 
 class EmptyFormat(WireFormat):
@@ -1552,7 +2180,9 @@ class JsonLinesFormat(WireFormat):
         if self.streams:
             return super().no_text()
         snippet = shorten(json.dumps(without_agent_work(self._first_value), ensure_ascii=False))
-        return Failure("no_text_at_field", detail=self.response_field, message=snippet, may_have_reached_n8n=True)
+        return Failure(
+            "no_text_at_field", response_field=self.response_field, reply_start=snippet, may_have_reached_n8n=True
+        )
 
     def _line(self, line: str) -> list[Event]:
         if self._body is not None:
@@ -1709,7 +2339,7 @@ def events_of_sse(event: ServerSentEvent, response_field: str) -> list[Event]:
             return []
         return [model_error(event.data)] if event.event == "error" else [Text(event.data)]
     events = events_of_json(value, response_field)
-    if event.event == "error" and not any(isinstance(e, Failure) for e in events):
+    if event.event == "error" and not any(e.is_failure for e in events):
         return [model_error(common_text(value) or text_at(value, "message") or shorten(event.data))]
     return events
 
@@ -1975,13 +2605,9 @@ def error_message(error: Any) -> str:
     return str(error)
 
 
-def shorten(text: str, limit: int = ERROR_SNIPPET_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 # ---------------------------------------------------------------------------
-# Transport: the only code that touches requests, threads and sockets.
+# HTTP: what the webhook's call and n8n's API share: sockets that Stop can shut, timeouts, why a call
+# failed, n8n's error bodies, and logs kept free of the webhook's path.
 
 
 class Stopped(Exception):
@@ -1997,6 +2623,11 @@ class Stopper:
         self._sockets: list[socket.socket] = []
         self._stop = threading.Event()
         self.stopped = False
+
+    def check(self) -> None:
+        """Raises Stopped once the user pressed Stop: the worker leaves without handing anything over."""
+        if self.stopped:
+            raise Stopped
 
     def wait(self, seconds: float) -> bool:
         """Sleeps up to `seconds`, at once awake on Stop; True when stopped."""
@@ -2060,6 +2691,519 @@ class StoppableAdapter(HTTPAdapter):
 
             watched[scheme] = type(pool_class.__name__, (pool_class,), {"ConnectionCls": WatchedConnection})
         manager.pool_classes_by_scheme = watched
+
+
+def token_headers_only(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """The auth requests would otherwise add: a `~/.netrc` entry or credentials in the URL. The token
+    in the headers is the only credential the webhook gets."""
+    return request
+
+
+# What a broken connection raises while reading; anything else is a bug and is reported as one.
+NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
+
+
+def internal_error(exc: BaseException) -> Failure:
+    """A bug in the pipe, said in the chat: an exception would vanish inside Open WebUI."""
+    return Failure("internal_error", error_type=type(exc).__name__)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    return any(
+        isinstance(e, (TimeoutError, socket.timeout, requests.Timeout)) or "timed out" in str(e) for e in causes(exc)
+    )
+
+
+def causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything that caused it, requests' and urllib3's wrappers included."""
+    chain: list[BaseException] = []
+    pending: list[Any] = [exc]
+    while pending and len(chain) < 20:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or current in chain:
+            continue
+        chain.append(current)
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return chain
+
+
+def host_and_port(url: str) -> str:
+    """Where a URL points, without its path, query or credentials: what messages and logs may show."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "an invalid URL"
+    return f"{parts.hostname}:{port}"
+
+
+def broken_connection(exc: BaseException) -> BrokenConnection:
+    chain = causes(exc)
+    if any(isinstance(e, ConnectionResetError) for e in chain):
+        return "connection_reset"
+    text = " ".join(str(e) for e in chain).lower()
+    if any(word in text for word in ("incomplete", "invalidchunklength", "broken")):
+        return "connection_closed"
+    return "connection_lost"
+
+
+def read_bounded(response: requests.Response) -> str:
+    try:
+        data = response.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
+    except Exception:
+        data = b""
+    return data.decode("utf-8", "replace")
+
+
+def n8n_message(body: str) -> tuple[str, str]:
+    """n8n's `message` and `hint` from a JSON error body, or the plain text it sent."""
+    try:
+        value = json.loads(body)
+    except JSON_ERRORS:
+        return shorten(body.strip()), ""
+    if isinstance(value, dict):
+        message = value.get("message") or value.get("error") or ""
+        if isinstance(message, dict):
+            message = error_message(message)
+        return shorten(str(message)), shorten(str(value.get("hint") or ""))
+    return shorten(body.strip()), ""
+
+
+MAX_INTERIM_RESPONSES = 50
+
+
+class FinalResponse(http.client.HTTPResponse):
+    """http.client takes a 102 Processing or 103 Early Hints for the response and leaves the real one
+    unread on the socket (CPython issue 42550): this one reads on to the final status. 101 stays final."""
+
+    def begin(self) -> None:
+        super().begin()
+        for _ in range(MAX_INTERIM_RESPONSES):
+            if not (100 < self.status < 200 and self.status != 101):
+                return
+            self.headers = None  # type: ignore[assignment]  # begin() reads a response only while this is None
+            super().begin()
+
+
+# Starts the reply threads, one at a time and off the event loop; it never runs a reply itself.
+# Thread.start() waits until the new thread runs, which stalls the loop when many replies start at
+# once (figures in bench/README.md).
+THREAD_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="n8n-starter")
+
+
+def report_from_thread(loop: asyncio.AbstractEventLoop, shown: Coroutine[Any, Any, None]) -> None:
+    """Runs a status update on the chat's event loop; dropped when that loop has ended."""
+    try:
+        asyncio.run_coroutine_threadsafe(shown, loop)
+    except RuntimeError:  # the loop is closed: nobody is listening any more
+        shown.close()
+
+
+class WebhookPathFilter(logging.Filter):
+    """urllib3 logs request paths (its debug request line, its header-parsing warning with the whole URL and
+    the unparsed headers); a webhook without auth is secret by its path, so the paths the pipe calls become
+    *** in urllib3's records, and so do the secrets of the turns whose exchanges are running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+        self._running: Counter[str] = Counter()  # the secrets of the exchanges running now
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hiding(self, secrets: Iterable[str]) -> Iterator[None]:
+        """A turn's secrets (its token, its JWT, a gateway's header values) are hidden while its exchange
+        runs, then forgotten: a token signed per turn must not pile up here."""
+        held = Counter(secret for secret in secrets if secret.strip())
+        with self._lock:
+            self._running += held
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= held
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            secrets = self.secrets | set(self._running)
+        if secrets:
+            message = record.getMessage()
+            redacted = redact(message, secrets)
+            if redacted != message:
+                record.msg, record.args = redacted, ()
+            if record.exc_info and record.exc_info[0] is not None:  # the exception repeats the unparsed headers
+                trace = logging.Formatter().formatException(record.exc_info)
+                if redact(trace, secrets) != trace:
+                    record.exc_info, record.exc_text = None, redact(trace, secrets)
+        return True
+
+
+def filter_urllib3_logs() -> WebhookPathFilter:
+    """One filter on urllib3's loggers, replacing the one an earlier load of this file put there
+    (Open WebUI loads a function again each time its valves or code are saved)."""
+    path_filter = WebhookPathFilter()
+    for name in (
+        "urllib3.connection",
+        "urllib3.connectionpool",
+        "urllib3.response",
+        "urllib3.util.retry",
+        "urllib3.poolmanager",
+    ):
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if type(f).__name__ == WebhookPathFilter.__name__]:
+            logger.removeFilter(old)
+        logger.addFilter(path_filter)
+    return path_filter
+
+
+URLLIB3_LOGS = filter_urllib3_logs()
+
+
+def url_secrets(url: str) -> list[str]:
+    """What of the webhook URL stays out of logs: a webhook without auth is secret by its path."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    words = {"", "webhook", "webhook-test", "chat"}
+    return [part for part in (parts.query, *parts.path.split("/")) if part not in words]
+
+
+# ---------------------------------------------------------------------------
+# n8n's API: stopping this turn's execution (on Stop, or a reply the pipe gave up on) and following it
+# when the reply broke after n8n got the message. Threads of their own: the chat never waits for n8n's API.
+
+API_TIMEOUT = (3.0, 5.0)  # connect, read: a slow API ends the attempt, never the chat
+LOOKUP_DELAYS = (0.0, 0.25, 0.5, 1.0)  # n8n lists a run ~50 ms after its request: an early look looks again
+LOOKUP_PAGE_SIZE = 100
+LOOKUP_PAGES = 5
+
+
+class ApiRefused(Exception):
+    """n8n's API refused a call, with the facts of why."""
+
+    def __init__(self, answer: ApiAnswer) -> None:
+        super().__init__(answer.code)
+        self.answer = answer
+
+
+class ExecutionStop:
+    """Stops one turn's n8n execution: the id the workflow streamed (`executionId`), else the run whose
+    input holds the turn's id, found through the executions API."""
+
+    def __init__(self, api: ExecutionApi | None) -> None:
+        self.api = api
+        self.execution_id = ""
+
+    def stop_in_thread(self, stopped: Callable[[ApiAnswer], None]) -> None:
+        """Stops the execution in a thread of its own and gives `stopped` what n8n's API answered."""
+        api, execution_id = self.api, self.execution_id
+        if api is None:
+            return
+
+        def work() -> None:
+            stopped(stop_execution(api, execution_id))
+
+        THREAD_STARTER.submit(threading.Thread(target=work, name="n8n-stop", daemon=True).start)
+
+
+def api_session(api: ExecutionApi, stopper: Stopper | None = None) -> requests.Session:
+    """A session for n8n's API: the key and a gateway's headers; with a stopper, Stop shuts its sockets."""
+    session = requests.Session()
+    session.headers.update(api.headers)
+    if stopper is not None:
+        adapter = StoppableAdapter(stopper)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
+def stop_execution(api: ExecutionApi, execution_id: str) -> ApiAnswer:
+    """What happened to the turn's execution; never raises."""
+    with api_session(api) as session:
+        try:
+            execution_id = execution_id or look_again(
+                lambda: running_execution(session, api), LOOKUP_DELAYS, time.sleep
+            )
+            if not execution_id:
+                return ApiAnswer("not_running")
+            response = api_call(session, api, "POST", f"/executions/{execution_id}/stop")
+        except ApiRefused as exc:
+            return exc.answer
+        except requests.RequestException as exc:
+            return api_unreachable(exc, api)
+        except JSON_ERRORS:
+            return ApiAnswer("api_not_json", host=host_and_port(api.url))
+        return stop_result(response, execution_id)
+
+
+def api_call(session: requests.Session, api: ExecutionApi, method: str, path: str, **params: str) -> requests.Response:
+    """One call to n8n's public API: short timeouts, no redirect (the key would go along), no netrc."""
+    return session.request(
+        method,
+        api.url + path,
+        params=params,
+        timeout=API_TIMEOUT,
+        verify=api.verify_ssl,
+        allow_redirects=False,
+        auth=token_headers_only,
+    )
+
+
+def look_again(look: Callable[[], str], delays: Sequence[float], wait: Callable[[float], object]) -> str:
+    """What `look` finds, looked for after each delay in turn: a Stop or a broken reply right after the
+    request may come before n8n lists the run. `wait` sleeps, and says (True) when the user pressed Stop."""
+    for delay in delays:
+        if wait(delay):
+            raise Stopped
+        found = look()
+        if found:
+            return found
+    return ""
+
+
+def running_execution(session: requests.Session, api: ExecutionApi) -> str:
+    """One look through the running executions. The turn id is a fresh random id, so any run whose data
+    holds it is this turn's: wherever the run has moved the webhook's body by now."""
+    cursor = ""
+    for _ in range(LOOKUP_PAGES):
+        params = {"status": "running", "includeData": "true", "limit": str(LOOKUP_PAGE_SIZE)}
+        response = api_call(session, api, "GET", "/executions", **params, **({"cursor": cursor} if cursor else {}))
+        if response.status_code == 400 and "query/status" in response.text:
+            # n8n before 2.10 lists no running executions: "request/query/status must be equal to one of
+            # the allowed values: error, success, waiting" (1.104.2); it has no stop either
+            raise ApiRefused(ApiAnswer("cannot_stop"))
+        if response.status_code != 200:
+            raise ApiRefused(api_refusal(response, api, "execution:list and execution:read"))
+        page = response.json()
+        found = turn_execution(page, api.turn_id)
+        if found:
+            return found
+        cursor = page.get("nextCursor") or ""
+        if not cursor:
+            break
+    return ""
+
+
+def stop_result(response: requests.Response, execution_id: str) -> ApiAnswer:
+    status = response.status_code
+    if status == 200:
+        return ApiAnswer("cancelled", execution_id=execution_id)
+    if status == 409:
+        return ApiAnswer("already_finished", execution_id=execution_id)
+    if no_stop_route(response):
+        return ApiAnswer("cannot_stop")
+    if status == 404:
+        return ApiAnswer("already_finished", execution_id=execution_id)
+    return api_refusal(response, None, "execution:stop")
+
+
+def no_stop_route(response: requests.Response) -> bool:
+    """Whether n8n's API has no POST /executions/{id}/stop at all (n8n before 2.10: its request validator
+    answers 404 `not found` or 405). An n8n that has it answers an id it cannot stop with a 404 whose
+    message names the execution (2.41.1) or is exactly `Not Found` (2.11.2)."""
+    if response.status_code not in (404, 405):
+        return False
+    if response.status_code == 404 and n8n_message(response.text[:ERROR_BODY_LIMIT])[0] == "Not Found":
+        return False
+    return "execution" not in response.text.lower()
+
+
+def api_refusal(response: requests.Response, api: ExecutionApi | None, scopes: str) -> ApiAnswer:
+    """Why the API said no: the key (401), its scopes (403), or the API's address."""
+    status = response.status_code
+    if status == 401:
+        return ApiAnswer("key_rejected", status=status)
+    if status == 403:
+        return ApiAnswer("scope_missing", status=status, scopes=scopes)
+    if status in (404, 405) or 300 <= status < 400:
+        return ApiAnswer("no_api", status=status, host=host_and_port(api.url) if api else "")
+    message, _ = n8n_message(response.text[:ERROR_BODY_LIMIT])
+    return ApiAnswer("api_http_error", status=status, message=message)
+
+
+def api_unreachable(exc: BaseException, api: ExecutionApi) -> ApiAnswer:
+    if isinstance(
+        exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema | requests.exceptions.InvalidSchema
+    ):
+        return ApiAnswer("api_invalid_url")
+    cause: ConnectionCause
+    if is_timeout(exc):
+        cause = "timeout"
+    elif any(isinstance(e, ConnectionRefusedError) for e in causes(exc)):
+        cause = "connection_refused"
+    else:
+        cause = broken_connection(exc)
+    return ApiAnswer("api_unreachable", host=host_and_port(api.url), cause=cause)
+
+
+# Following a turn's execution: when the reply broke after n8n got the message, n8n goes on and finishes
+# the answer; the pipe reads it from n8n's API instead of sending the message again. In the reply's worker
+# thread, one call at a time, backing off, bounded by `max_reply_minutes`, ended at once by Stop.
+
+FOLLOW_FIRST_DELAY = 0.5
+
+
+FOLLOW_MAX_DELAY = 5.0
+FOLLOW_STATUS_EVERY = 5.0  # the status line says the pipe still follows at most this often
+FOLLOW_RETRIES = 3  # API calls in a row that may fail (a busy n8n) before following gives up
+FOLLOW_LOOKUP_DELAYS = (*LOOKUP_DELAYS, 2.0)  # the chat already waits for n8n: one look more than Stop's
+RECENT_EXECUTIONS = 20  # finished executions looked through for the turn's (a Respond Immediately run is quick)
+ENDED = ("success", "error", "canceled", "crashed")
+RECOVERABLE_GATEWAYS = (502, 503, 504, 524)
+
+
+def n8n_may_still_answer(failure: Failure) -> bool:
+    """A failure after which n8n may still make the answer: a proxy gave up, the connection broke or went
+    silent, or the Webhook responded immediately. n8n's own errors are answers and stay as they are."""
+    if not failure.may_have_reached_n8n:
+        return False
+    if failure.code == "gateway":
+        return failure.status in RECOVERABLE_GATEWAYS
+    return failure.code in (
+        "read_timeout",
+        "connection_reset",
+        "connection_closed",
+        "connection_lost",
+        "workflow_started",
+    )
+
+
+class ExecutionFollower:
+    """Follows one turn's execution until it ends and gives its record (with its data), why it could not,
+    or None when the turn's deadline came first. Raises Stopped on Stop. The id it finds goes to the
+    turn's ExecutionStop at once, so a Stop while following stops that execution."""
+
+    def __init__(self, api: ExecutionApi, stopper: Stopper, deadline: float, execution: ExecutionStop) -> None:
+        self.api = api
+        self.stopper = stopper
+        self.deadline = deadline
+        self.execution = execution
+
+    @property
+    def execution_id(self) -> str:
+        return self.execution.execution_id
+
+    def follow(self, waiting: Callable[[float], None]) -> dict[str, Any] | ApiAnswer | None:
+        started = time.monotonic()
+        with api_session(self.api, self.stopper) as session:
+            delay, said_at, failed_calls = FOLLOW_FIRST_DELAY, started, 0
+            while True:
+                try:
+                    record = self._look(session)
+                except ApiRefused as exc:
+                    return exc.answer
+                except requests.RequestException as exc:
+                    self.stopper.check()
+                    failed_calls += 1
+                    if failed_calls >= FOLLOW_RETRIES:
+                        return api_unreachable(exc, self.api)
+                    record = None
+                except JSON_ERRORS:
+                    return ApiAnswer("api_not_json", host=host_and_port(self.api.url))
+                else:
+                    failed_calls = 0
+                    if isinstance(record, ApiAnswer) or (record is not None and record.get("status") in ENDED):
+                        return record
+                now = time.monotonic()
+                if now - said_at >= FOLLOW_STATUS_EVERY:
+                    waiting(now - started)
+                    said_at = now
+                if now + delay > self.deadline:
+                    return None
+                if self.stopper.wait(delay):
+                    raise Stopped
+                delay = min(delay * 2, FOLLOW_MAX_DELAY)
+
+    def _look(self, session: requests.Session) -> dict[str, Any] | ApiAnswer:
+        """The execution's record; the turn's execution is found first (its id, else its turn id)."""
+        if not self.execution_id:
+            self.execution.execution_id = self._find(session)
+            if not self.execution_id:
+                return ApiAnswer("execution_not_found")
+        response = api_call(session, self.api, "GET", f"/executions/{self.execution_id}", includeData="true")
+        self.stopper.check()
+        if response.status_code == 404:  # seen running, then gone: n8n kept no data of it once it ended
+            return ApiAnswer("execution_gone", execution_id=self.execution_id)
+        if response.status_code != 200:
+            return api_refusal(response, self.api, "execution:read")
+        record = response.json()
+        return record if isinstance(record, dict) else ApiAnswer("api_not_json", host=host_and_port(self.api.url))
+
+    def _find(self, session: requests.Session) -> str:
+        """The running execution whose input holds the turn id, else a recent finished one."""
+        return look_again(lambda: self._running_or_recent(session), FOLLOW_LOOKUP_DELAYS, self.stopper.wait)
+
+    def _running_or_recent(self, session: requests.Session) -> str:
+        try:
+            found = running_execution(session, self.api)
+        except ApiRefused as exc:
+            if exc.answer.code != "cannot_stop":  # n8n before 2.10 lists no running ones: the recent then
+                raise
+            found = ""
+        return found or recent_execution(session, self.api)
+
+
+def recent_execution(session: requests.Session, api: ExecutionApi) -> str:
+    """The newest executions, finished ones included, looked through for the turn id."""
+    params = {"includeData": "true", "limit": str(RECENT_EXECUTIONS)}
+    response = api_call(session, api, "GET", "/executions", **params)
+    if response.status_code != 200:
+        raise ApiRefused(api_refusal(response, api, "execution:list and execution:read"))
+    return turn_execution(response.json(), api.turn_id)
+
+
+def turn_execution(page: Any, turn_id: str) -> str:
+    """The id of the execution in a page of n8n's list whose data holds the turn id, else ""."""
+    for execution in page.get("data") or [] if isinstance(page, dict) else []:
+        if isinstance(execution, dict) and turn_id in json.dumps(execution.get("data")):
+            return str(execution.get("id", ""))
+    return ""
+
+
+def execution_events(record: dict[str, Any], response_field: str, shown_text: str) -> list[Event]:
+    """What an ended execution's record means for the chat: its answer as the webhook would have sent it
+    (the last node's first item), less what the chat already shows; n8n's error; or why there is none."""
+    execution_id = str(record.get("id", ""))
+    status = str(record.get("status", ""))
+    result = object_at(record, "data.resultData")
+    if status == "error" and object_at(result, "error"):
+        error = object_at(result, "error")
+        reason = text_at(error, "description") or text_at(error, "message") or ""
+        return [Failure("n8n_error", node=text_at(error, "node.name") or "", message=reason, may_have_reached_n8n=True)]
+    if status in ("canceled", "crashed"):
+        return [
+            Failure("execution_canceled" if status == "canceled" else "execution_crashed", execution_id=execution_id)
+        ]
+    item = last_node_item(result)
+    if item is None:
+        return [Failure("execution_data_missing", execution_id=execution_id)]
+    events = events_of_json(item, response_field)
+    if not any(e.answer_words for e in events):
+        snippet = shorten(json.dumps(without_agent_work(item), ensure_ascii=False))
+        return [*events, Failure("no_text_at_field", response_field=response_field, reply_start=snippet)]
+    return [Recovered(execution_id), *not_repeated(events, shown_text)]
+
+
+def last_node_item(result: dict[str, Any]) -> Any:
+    """The json of the first item the last node put out: what n8n answers 'When Last Node Finishes'."""
+    runs = value_at(result, f"runData.{result.get('lastNodeExecuted')}")
+    if not isinstance(runs, list) or not runs:
+        return None
+    return value_at(runs[-1], "data.main.0.0.json")
+
+
+def not_repeated(events: list[Event], shown_text: str) -> list[Event]:
+    """The recovered answer without what the chat already shows: when the text shown is the answer's
+    start, only the rest; else the whole answer after it, as a paragraph of its own."""
+    answer = "".join(e.answer_words for e in events)
+    rest = answer[len(shown_text) :] if answer.startswith(shown_text) else ("\n\n" if shown_text else "") + answer
+    return [e for e in events if not e.answer_words] + text_events(rest)
+
+
+# ---------------------------------------------------------------------------
+# Transport: one call to the webhook in a worker thread (never repeated), its body read and decoded, what
+# failed classified as a Failure; Handover takes the events to the event loop.
 
 
 class RawBody(Protocol):
@@ -2158,7 +3302,7 @@ def reply_body(response: requests.Response) -> RawBody:
     return cast(RawBody, raw)
 
 
-HandOver = Callable[[list[Event]], None]
+EventSink = Callable[[list[Event]], None]
 
 
 class ReplyLimits:
@@ -2198,7 +3342,7 @@ class Exchange:
     def stop(self) -> None:
         self.stopper.stop()
 
-    def run(self, hand_over: HandOver) -> None:
+    def run(self, hand_over: EventSink) -> None:
         """One request per chat turn, never repeated: n8n may have received it, and a workflow's side
         effects (emails, tickets, payments) must not happen twice."""
         self._started = time.monotonic()
@@ -2214,7 +3358,7 @@ class Exchange:
             with suppress(Stopped):
                 hand_over([internal_error(exc)])
 
-    def _call(self, hand_over: HandOver) -> None:
+    def _call(self, hand_over: EventSink) -> None:
         request, settings = self.request, self.request.settings
         URLLIB3_LOGS.secrets.update(url_secrets(request.url))
         with requests.Session() as session:
@@ -2226,7 +3370,7 @@ class Exchange:
             except AttachmentRefused as exc:
                 hand_over([exc.failure])
                 return
-            self._check_stopped()
+            self.stopper.check()
             try:
                 response = session.post(
                     request.url,
@@ -2239,11 +3383,11 @@ class Exchange:
                     auth=token_headers_only,
                 )
             except requests.RequestException as exc:
-                self._check_stopped()
+                self.stopper.check()
                 self.failed(request_failure(exc, request), hand_over)
                 return
             with response:
-                self._check_stopped()
+                self.stopper.check()
                 responded = Responded(response.status_code)
                 failure = answer_failure(response, request.url, signed=bool(request.jwt))
                 if failure is None:
@@ -2256,7 +3400,9 @@ class Exchange:
             if failure is not None:  # after the response is closed: following it may take long
                 self.failed(failure, hand_over)
 
-    def read_body(self, body: RawBody, decoder: ReplyDecoder, hand_over: HandOver, first: Sequence[Event] = ()) -> None:
+    def read_body(
+        self, body: RawBody, decoder: ReplyDecoder, hand_over: EventSink, first: Sequence[Event] = ()
+    ) -> None:
         """The read loop: read, decode, hand over what that read meant, until the reply ends. Every read's
         events go at once: how the bytes were cut into segments never decides when text is shown. `first`
         goes with the first read, and the reply's end with its last events: no wake of the loop of its own."""
@@ -2265,18 +3411,18 @@ class Exchange:
         last: list[Event] = []
         try:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
-                self._check_stopped()
+                self.stopper.check()
                 limits.check(len(data))  # first: over the limit, nothing of this read is kept in memory
                 events = decoder.feed(data)
-                self._noted(events)  # before the chat sees them: a Stop right after must know the id
-                hand_over([*first, *self._kept(events)])
+                self._learn_about_n8n(events)  # before the chat sees them: a Stop right after must know the id
+                hand_over([*first, *self._for_chat_now(events)])
                 first = ()
-            self._check_stopped()
-            last = self._kept(decoder.finish())
+            self.stopper.check()
+            last = self._for_chat_now(decoder.finish())
         except ReplyCut as exc:
             last = [replace(exc.failure, may_have_reached_n8n=True, broke_off=True, let_go=True)]
         except NETWORK_ERRORS as exc:
-            self._check_stopped()
+            self.stopper.check()
             if not (self._after_error and is_timeout(exc)):  # after n8n's error, silence ends the reply
                 broke = read_failure(exc, self.request.settings.read_timeout)
         finally:
@@ -2285,16 +3431,16 @@ class Exchange:
         if broke is not None or self._started_only is not None:
             self.failed(cast(Failure, broke or self._started_only), hand_over)
 
-    def failed(self, failure: Failure, hand_over: HandOver) -> None:
+    def failed(self, failure: Failure, hand_over: EventSink) -> None:
         """A failure goes to the chat, but one after which n8n may still make the answer: then, with n8n's
         API at hand, the answer is read from the turn's execution; the message is never sent again."""
         settings = self.request.settings
-        if not recoverable(failure) or not settings.recover_answers:
+        if not n8n_may_still_answer(failure) or not settings.recover_answers:
             hand_over([failure])
             return
         api = self.request.execution_api
         if api is None:
-            hand_over([replace(failure, recoverable=True)])
+            hand_over([replace(failure, needs_api_key=True)])
             return
         lost_after = time.monotonic() - self._started
         hand_over([Following(failure, lost_after)])
@@ -2307,7 +3453,7 @@ class Exchange:
             gone = record.code == "execution_gone"
             hand_over(
                 [
-                    Failure("execution_data_missing", detail=record.execution_id)
+                    Failure("execution_data_missing", execution_id=record.execution_id)
                     if gone
                     else replace(failure, unrecovered=record)
                 ]
@@ -2315,36 +3461,30 @@ class Exchange:
         else:
             hand_over(execution_events(record, settings.response_field, "".join(self._block_text)))
 
-    def _kept(self, events: list[Event]) -> list[Event]:
+    def _for_chat_now(self, events: list[Event]) -> list[Event]:
         """A read's events as the chat gets them. While the answer could still be recovered: the current
         block's text is kept (recovery adds only what is missing), and "Workflow was started" waits until
         the body is read, to be followed."""
         if not self._follows:
             return events
         for event in events:
-            if isinstance(event, Text):
-                self._block_text.append(event.text)
-            elif isinstance(event, NodeStarted):
+            if event.begins_block:
                 self._block_text.clear()
-            elif isinstance(event, Failure) and event.code == "workflow_started":
-                self._started_only = event
+            elif event.answer_words:
+                self._block_text.append(event.answer_words)
+            self._started_only = event.follow_after_body or self._started_only
         return [e for e in events if e is not self._started_only]
 
-    def _noted(self, events: list[Event]) -> None:
+    def _learn_about_n8n(self, events: list[Event]) -> None:
         """What a read told about n8n itself: the execution id the workflow streamed, and an error item,
         after which n8n may send nothing at all (a stopped run leaves the body open for minutes): then
         reads wait ERROR_GRACE_SECONDS only, as long as nothing more comes."""
         for event in events:
-            if isinstance(event, ExecutionId):
-                self.execution.execution_id = event.execution_id
-        after_error = any(isinstance(e, Failure) for e in events) or (self._after_error and not events)
+            self.execution.execution_id = event.streamed_execution_id or self.execution.execution_id
+        after_error = any(e.is_failure for e in events) or (self._after_error and not events)
         if after_error != self._after_error:
             self._after_error = after_error
             self.stopper.set_timeout(ERROR_GRACE_SECONDS if after_error else self.request.settings.read_timeout)
-
-    def _check_stopped(self) -> None:
-        if self.stopper.stopped:
-            raise Stopped
 
 
 class AttachmentRefused(Exception):
@@ -2374,7 +3514,7 @@ def outgoing_body(request: WebhookRequest) -> tuple[dict[str, Any], dict[str, st
 
 def check_upload_size(name: str, size: int, limit: int) -> None:
     if size > limit:
-        raise AttachmentRefused(Failure("attachment_too_large", detail=name, size=size, limit=limit))
+        raise AttachmentRefused(Failure("attachment_too_large", file_name=name, size=size, limit=limit))
 
 
 def attachment_bytes(attachment: Attachment, limit: int) -> bytes:
@@ -2386,66 +3526,10 @@ def attachment_bytes(attachment: Attachment, limit: int) -> bytes:
             with open(storage_path(attachment.path), "rb") as file:
                 data = file.read(limit + 1)
     except (OSError, ValueError) as exc:
-        unreadable = Failure("attachment_unreadable", detail=attachment.name, message=type(exc).__name__)
+        unreadable = Failure("attachment_unreadable", file_name=attachment.name, error_type=type(exc).__name__)
         raise AttachmentRefused(unreadable) from exc
     check_upload_size(attachment.name, len(data), limit)
     return data
-
-
-def storage_path(path: str) -> str:
-    """A local path to a stored file: Open WebUI's storage layer downloads it when it lives in a bucket.
-    Outside Open WebUI (the doctor, tests) the path as it is."""
-    if not path:
-        raise FileNotFoundError("no storage path")
-    try:
-        from open_webui.storage.provider import Storage  # type: ignore[import-not-found]
-    except ImportError:
-        return path
-    return cast(str, Storage.get_file(path))
-
-
-def token_headers_only(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    """The auth requests would otherwise add: a `~/.netrc` entry or credentials in the URL. The token
-    in the headers is the only credential the webhook gets."""
-    return request
-
-
-# What a broken connection raises while reading; anything else is a bug and is reported as one.
-NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError, requests.RequestException)
-
-
-def internal_error(exc: BaseException) -> Failure:
-    """A bug in the pipe, said in the chat: an exception would vanish inside Open WebUI."""
-    return Failure("internal_error", detail=type(exc).__name__)
-
-
-def is_timeout(exc: BaseException) -> bool:
-    return any(
-        isinstance(e, (TimeoutError, socket.timeout, requests.Timeout)) or "timed out" in str(e) for e in causes(exc)
-    )
-
-
-def causes(exc: BaseException) -> list[BaseException]:
-    """The exception and everything that caused it, requests' and urllib3's wrappers included."""
-    chain: list[BaseException] = []
-    pending: list[Any] = [exc]
-    while pending and len(chain) < 20:
-        current = pending.pop()
-        if not isinstance(current, BaseException) or current in chain:
-            continue
-        chain.append(current)
-        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
-    return chain
-
-
-def host_and_port(url: str) -> str:
-    """Where a URL points, without its path, query or credentials: what messages and logs may show."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return "an invalid URL"
-    return f"{parts.hostname}:{port}"
 
 
 def handshake_stalled(exc: BaseException) -> bool:
@@ -2464,7 +3548,7 @@ def request_failure(exc: requests.RequestException, request: WebhookRequest) -> 
 def connection_failure(exc: BaseException, request: WebhookRequest) -> Failure:
     settings = request.settings
     if isinstance(exc, requests.exceptions.ProxyError):
-        return Failure("proxy_failed", host=proxy_host(request.url), detail=broken_connection(exc))
+        return Failure("proxy_failed", host=proxy_host(request.url), cause=broken_connection(exc))
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.URLRequired | ValueError):
         return Failure("invalid_url")
     host = host_and_port(request.url)  # after the check above: an invalid URL (port 99999) has no host:port
@@ -2475,38 +3559,27 @@ def connection_failure(exc: BaseException, request: WebhookRequest) -> Failure:
     if "wrong_version_number" in said or "wrong version number" in said:
         return Failure("plain_http", host=host)
     if handshake_stalled(exc):
-        return Failure("tls_handshake_stalled", host=host, seconds=settings.connect_timeout)
+        return Failure("tls_handshake_stalled", host=host, timeout=settings.connect_timeout)
     if isinstance(exc, requests.exceptions.SSLError):
         if "certificate" in said or "hostname" in said:
             return Failure("tls_certificate", host=host)
         return Failure("tls_error", host=host, message=str(chain[-1]))
     if isinstance(exc, requests.ConnectTimeout):
-        return Failure("connect_timeout", host=host, seconds=settings.connect_timeout)
+        return Failure("connect_timeout", host=host, timeout=settings.connect_timeout)
     if is_timeout(exc):
-        return Failure("read_timeout", seconds=settings.read_timeout, may_have_reached_n8n=True)
+        return Failure("read_timeout", timeout=settings.read_timeout, may_have_reached_n8n=True)
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(exc).lower():
         return Failure("connection_refused", host=host)
-    return Failure(broken_connection(exc), host=host, may_have_reached_n8n=True)
+    broken = broken_connection(exc)
+    return Failure(broken, host=host, cause=broken, may_have_reached_n8n=True)
 
 
 def read_failure(exc: BaseException, read_timeout: float) -> Failure:
     """The connection broke, or went silent, while the reply was read: n8n had the request."""
     if is_timeout(exc):
-        return Failure("read_timeout", seconds=read_timeout, may_have_reached_n8n=True, broke_off=True, let_go=True)
-    return Failure(broken_connection(exc), may_have_reached_n8n=True, broke_off=True)
-
-
-BrokenConnection = Literal["connection_reset", "connection_closed", "connection_lost"]
-
-
-def broken_connection(exc: BaseException) -> BrokenConnection:
-    chain = causes(exc)
-    if any(isinstance(e, ConnectionResetError) for e in chain):
-        return "connection_reset"
-    text = " ".join(str(e) for e in chain).lower()
-    if any(word in text for word in ("incomplete", "invalidchunklength", "broken")):
-        return "connection_closed"
-    return "connection_lost"
+        return Failure("read_timeout", timeout=read_timeout, may_have_reached_n8n=True, broke_off=True, let_go=True)
+    broken = broken_connection(exc)
+    return Failure(broken, cause=broken, may_have_reached_n8n=True, broke_off=True)
 
 
 def proxy_host(url: str) -> str:
@@ -2523,7 +3596,7 @@ def answer_failure(response: requests.Response, url: str, signed: bool = False) 
         return replace(http_failure(response, url), jwt=signed)
     if response.is_redirect:
         location = urljoin(url, response.headers.get("Location", ""))
-        return Failure("redirect", status=response.status_code, detail=location)
+        return Failure("redirect", status=response.status_code, location=location)
     return odd_reply_failure(response)
 
 
@@ -2533,35 +3606,27 @@ def http_failure(response: requests.Response, url: str) -> Failure:
     status = response.status_code
     if status >= 500 and from_proxy(response, body):
         took = response.elapsed.total_seconds()
-        return Failure("gateway", status=status, seconds=took, detail=page_title(body), may_have_reached_n8n=True)
+        return Failure("gateway", status=status, took=took, page_title=page_title(body), may_have_reached_n8n=True)
     if is_html(response, body):
-        return Failure("html_page", status=status, detail=page_title(body))
+        return Failure("html_page", status=status, page_title=page_title(body))
     message, hint = n8n_message(body)
     if status in (401, 403):
         return Failure("auth_rejected", status=status, message=message)
     if status == 404:
-        where = "test" if "/webhook-test/" in url_path(url) else "production"
-        return Failure("webhook_not_found", status=status, message=message, hint=hint, detail=where)
+        test_url = "/webhook-test/" in url_path(url)
+        return Failure("webhook_not_found", status=status, message=message, hint=hint, test_url=test_url)
     return Failure("http_error", status=status, message=message, may_have_reached_n8n=status >= 500)
 
 
 # A `Server:` header naming one of these: the error page is the proxy's, not n8n's (n8n sends no Server header).
+# fmt: off
 PROXY_SERVERS = (
-    "nginx",
-    "cloudflare",
-    "apache",
-    "caddy",
-    "traefik",
-    "envoy",
-    "haproxy",
-    "varnish",
-    "openresty",
-    "awselb",
-    "litespeed",
-    "microsoft-iis",
-    "squid",
-    "akamai",
+    "nginx", "cloudflare", "apache", "caddy", "traefik", "envoy", "haproxy", "varnish", "openresty", "awselb",
+    "litespeed", "microsoft-iis", "squid", "akamai",
 )
+# fmt: on
+
+
 # n8n never answers these itself: they come from a gateway between the pipe and n8n.
 GATEWAY_STATUSES = (502, 504, 520, 521, 522, 523, 524)
 
@@ -2606,10 +3671,10 @@ def odd_reply_failure(response: requests.Response) -> Failure | None:
     if status == 304:
         return Failure("not_modified", status=status)
     if is_html(response):
-        return Failure("html_page", status=status, detail=page_title(read_bounded(response)))
+        return Failure("html_page", status=status, page_title=page_title(read_bounded(response)))
     unknown = [e for e in content_encodings(response) if e not in ("identity", *DECODABLE_ENCODINGS)]
     if unknown:
-        return Failure("unknown_encoding", status=status, detail=", ".join(unknown), may_have_reached_n8n=True)
+        return Failure("unknown_encoding", status=status, encodings=", ".join(unknown), may_have_reached_n8n=True)
     return None
 
 
@@ -2618,44 +3683,6 @@ DECODABLE_ENCODINGS = tuple(urllib3.response.HTTPResponse.CONTENT_DECODERS)
 
 def content_encodings(response: requests.Response) -> list[str]:
     return [e.strip().lower() for e in response.headers.get("Content-Encoding", "").split(",") if e.strip()]
-
-
-def read_bounded(response: requests.Response) -> str:
-    try:
-        data = response.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
-    except Exception:
-        data = b""
-    return data.decode("utf-8", "replace")
-
-
-def n8n_message(body: str) -> tuple[str, str]:
-    """n8n's `message` and `hint` from a JSON error body, or the plain text it sent."""
-    try:
-        value = json.loads(body)
-    except JSON_ERRORS:
-        return shorten(body.strip()), ""
-    if isinstance(value, dict):
-        message = value.get("message") or value.get("error") or ""
-        if isinstance(message, dict):
-            message = error_message(message)
-        return shorten(str(message)), shorten(str(value.get("hint") or ""))
-    return shorten(body.strip()), ""
-
-
-MAX_INTERIM_RESPONSES = 50
-
-
-class FinalResponse(http.client.HTTPResponse):
-    """http.client takes a 102 Processing or 103 Early Hints for the response and leaves the real one
-    unread on the socket (CPython issue 42550): this one reads on to the final status. 101 stays final."""
-
-    def begin(self) -> None:
-        super().begin()
-        for _ in range(MAX_INTERIM_RESPONSES):
-            if not (100 < self.status < 200 and self.status != 101):
-                return
-            self.headers = None  # type: ignore[assignment]  # begin() reads a response only while this is None
-            super().begin()
 
 
 class Handover:
@@ -2678,7 +3705,7 @@ class Handover:
         """Worker side. Raises Stopped when the chat has gone."""
         if not events:
             return
-        size = sum(len(e.text) for e in events if isinstance(e, Text | Thinking))
+        size = sum(e.shown_chars for e in events)
         with self._lock:
             while self._queued_chars > QUEUED_CHARS and not self._abandoned:
                 self._lock.wait()
@@ -2720,12 +3747,6 @@ class Handover:
             self._loop.call_soon_threadsafe(self._ready.set)
 
 
-# Starts the reply threads, one at a time and off the event loop; it never runs a reply itself.
-# Thread.start() waits until the new thread runs, which stalls the loop when many replies start at
-# once (figures in bench/README.md).
-THREAD_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="n8n-starter")
-
-
 async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Event], None]:
     """Runs the exchange in its own thread and hands its events to the event loop as they come, all
     that arrived since the last look in one batch.
@@ -2761,432 +3782,8 @@ async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Event],
 
 
 # ---------------------------------------------------------------------------
-# Stopping n8n's execution: n8n runs a workflow to its end after its client has gone, so on Stop (or a
-# reply the pipe gave up on) the pipe asks n8n's public API (n8n >= 2.10) to stop this turn's execution.
-# It runs in a thread of its own after the socket is closed: the chat never waits for n8n's API.
-
-API_TIMEOUT = (3.0, 5.0)  # connect, read: a slow API ends the attempt, never the chat
-LOOKUP_DELAYS = (0.0, 0.25, 0.5, 1.0)  # n8n lists a run ~50 ms after its request: an early Stop looks again
-LOOKUP_PAGE_SIZE = 100
-LOOKUP_PAGES = 5
-
-
-@dataclass(frozen=True)
-class ExecutionApi:
-    """How to reach n8n's public API for one turn, and the turn id its execution was sent."""
-
-    url: str
-    key: str = field(repr=False)
-    turn_id: str
-    verify_ssl: bool = True
-    gateway: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the `extra_headers` valve's
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """What every call to n8n's API carries: a gateway's headers and the key."""
-        return {**dict(self.gateway), API_KEY_HEADER: self.key}
-
-    @property
-    def secrets(self) -> list[str]:
-        return [self.key, *(value for _, value in self.gateway)]
-
-
-def execution_api(settings: Settings, webhook_url: str, turn: Turn) -> ExecutionApi | None:
-    """None without an API key: Stop then only hangs up, as before the key existed."""
-    key = settings.n8n_api_key.strip()
-    if not key:
-        return None
-    url = api_base(settings.n8n_api_url, webhook_url)
-    return ExecutionApi(url, key, turn.turn_id, settings.verify_ssl, tuple(parse_extra_headers(settings.extra_headers)))
-
-
-def api_base(api_url: str, webhook_url: str) -> str:
-    """The `n8n_api_url` valve, else the webhook's scheme and host + /api/v1."""
-    return api_url.strip().rstrip("/") or api_url_of(webhook_url)
-
-
-def api_url_of(webhook_url: str) -> str:
-    """The webhook's origin + /api/v1 (credentials in the URL left out), or "" when it does not parse."""
-    try:
-        parts = urlsplit(webhook_url.strip())
-    except ValueError:
-        return ""
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}/api/v1" if parts.scheme and host else ""
-
-
-ApiCode = Literal[
-    "cancelled",
-    "already_finished",
-    "not_running",
-    "cannot_stop",
-    "key_rejected",
-    "scope_missing",
-    "no_api",
-    "api_http_error",
-    "api_invalid_url",
-    "api_unreachable",
-    "api_not_json",
-    "key_works",
-    "execution_not_found",
-    "execution_gone",
-    "recovers",
-]
-ApiCause = Literal["timeout", "connection_refused", "connection_reset", "connection_closed", "connection_lost"]
-
-
-@dataclass(frozen=True, slots=True)
-class ApiAnswer:
-    """What n8n's API did for the pipe, as facts; said in Words (api_words)."""
-
-    code: ApiCode
-    execution_id: str = ""
-    status: int | None = None
-    host: str = ""
-    scopes: str = ""  # the key's scopes this call needs
-    message: str = ""  # n8n's own words
-    cause: ApiCause | None = None  # why the API could not be reached
-
-
-class ApiRefused(Exception):
-    """n8n's API refused a call, with the facts of why."""
-
-    def __init__(self, answer: ApiAnswer) -> None:
-        super().__init__(answer.code)
-        self.answer = answer
-
-
-class ExecutionStop:
-    """Stops one turn's n8n execution: the id the workflow streamed (`executionId`), else the run whose
-    input holds the turn's id, found through the executions API."""
-
-    def __init__(self, api: ExecutionApi | None) -> None:
-        self.api = api
-        self.execution_id = ""
-
-    async def stop(self, reason: str, emitter: Emitter) -> None:
-        """Says why the reply ended, then stops the execution in a thread whose outcome becomes the final
-        status. The thread starts after the first status is shown, so the two never swap places."""
-        reason = reason.rstrip(".")
-        if self.api is None:
-            await emitter.status(f"{reason}; {NO_API_KEY}", done=True)
-            return
-        await emitter.status(f"{reason}; {STOPPING}", done=True)
-        api, execution_id, loop = self.api, self.execution_id, asyncio.get_running_loop()
-
-        def work() -> None:
-            said = redact(f"{reason}; {api_words(stop_execution(api, execution_id))}", api.secrets)
-            log.info("n8n API at %s: %s", host_and_port(api.url), said)
-            report_from_thread(loop, emitter.status(said, done=True))
-
-        THREAD_STARTER.submit(threading.Thread(target=work, name="n8n-stop", daemon=True).start)
-
-
-def report_from_thread(loop: asyncio.AbstractEventLoop, shown: Coroutine[Any, Any, None]) -> None:
-    """Runs a status update on the chat's event loop; dropped when that loop has ended."""
-    try:
-        asyncio.run_coroutine_threadsafe(shown, loop)
-    except RuntimeError:  # the loop is closed: nobody is listening any more
-        shown.close()
-
-
-def api_session(api: ExecutionApi, stopper: Stopper | None = None) -> requests.Session:
-    """A session for n8n's API: the key and a gateway's headers; with a stopper, Stop shuts its sockets."""
-    session = requests.Session()
-    session.headers.update(api.headers)
-    if stopper is not None:
-        adapter = StoppableAdapter(stopper)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-    return session
-
-
-def stop_execution(api: ExecutionApi, execution_id: str) -> ApiAnswer:
-    """What happened to the turn's execution; never raises."""
-    with api_session(api) as session:
-        try:
-            execution_id = execution_id or find_execution(session, api)
-            if not execution_id:
-                return ApiAnswer("not_running")
-            response = api_call(session, api, "POST", f"/executions/{execution_id}/stop")
-        except ApiRefused as exc:
-            return exc.answer
-        except requests.RequestException as exc:
-            return api_unreachable(exc, api)
-        except JSON_ERRORS:
-            return ApiAnswer("api_not_json", host=host_and_port(api.url))
-        return stop_result(response, execution_id)
-
-
-def api_call(session: requests.Session, api: ExecutionApi, method: str, path: str, **params: str) -> requests.Response:
-    """One call to n8n's public API: short timeouts, no redirect (the key would go along), no netrc."""
-    return session.request(
-        method,
-        api.url + path,
-        params=params,
-        timeout=API_TIMEOUT,
-        verify=api.verify_ssl,
-        allow_redirects=False,
-        auth=token_headers_only,
-    )
-
-
-def find_execution(session: requests.Session, api: ExecutionApi) -> str:
-    """The running execution whose input holds this turn's id; a Stop right after the request may come
-    before n8n lists the run, so the list is read again a few times."""
-    for delay in LOOKUP_DELAYS:
-        time.sleep(delay)
-        found = running_execution(session, api)
-        if found:
-            return found
-    return ""
-
-
-def running_execution(session: requests.Session, api: ExecutionApi) -> str:
-    """One look through the running executions. The turn id is a fresh random id, so any run whose data
-    holds it is this turn's: wherever the run has moved the webhook's body by now."""
-    cursor = ""
-    for _ in range(LOOKUP_PAGES):
-        params = {"status": "running", "includeData": "true", "limit": str(LOOKUP_PAGE_SIZE)}
-        response = api_call(session, api, "GET", "/executions", **params, **({"cursor": cursor} if cursor else {}))
-        if response.status_code == 400 and "query/status" in response.text:
-            # n8n before 2.10 lists no running executions: "request/query/status must be equal to one of
-            # the allowed values: error, success, waiting" (1.104.2); it has no stop either
-            raise ApiRefused(ApiAnswer("cannot_stop"))
-        if response.status_code != 200:
-            raise ApiRefused(api_refusal(response, api, "execution:list and execution:read"))
-        page = response.json()
-        for execution in page.get("data") or []:
-            if isinstance(execution, dict) and api.turn_id in json.dumps(execution.get("data")):
-                return str(execution.get("id", ""))
-        cursor = page.get("nextCursor") or ""
-        if not cursor:
-            break
-    return ""
-
-
-def stop_result(response: requests.Response, execution_id: str) -> ApiAnswer:
-    status = response.status_code
-    if status == 200:
-        return ApiAnswer("cancelled", execution_id=execution_id)
-    if status == 409:
-        return ApiAnswer("already_finished", execution_id=execution_id)
-    if no_stop_route(response):
-        return ApiAnswer("cannot_stop")
-    if status == 404:
-        return ApiAnswer("already_finished", execution_id=execution_id)
-    return api_refusal(response, None, "execution:stop")
-
-
-def no_stop_route(response: requests.Response) -> bool:
-    """Whether n8n's API has no POST /executions/{id}/stop at all (n8n before 2.10: its request validator
-    answers 404 `not found` or 405). An n8n that has it answers an id it cannot stop with a 404 whose
-    message names the execution (2.41.1) or is exactly `Not Found` (2.11.2)."""
-    if response.status_code not in (404, 405):
-        return False
-    if response.status_code == 404 and n8n_message(response.text[:ERROR_BODY_LIMIT])[0] == "Not Found":
-        return False
-    return "execution" not in response.text.lower()
-
-
-def api_refusal(response: requests.Response, api: ExecutionApi | None, scopes: str) -> ApiAnswer:
-    """Why the API said no: the key (401), its scopes (403), or the API's address."""
-    status = response.status_code
-    if status == 401:
-        return ApiAnswer("key_rejected", status=status)
-    if status == 403:
-        return ApiAnswer("scope_missing", status=status, scopes=scopes)
-    if status in (404, 405) or 300 <= status < 400:
-        return ApiAnswer("no_api", status=status, host=host_and_port(api.url) if api else "")
-    message, _ = n8n_message(response.text[:ERROR_BODY_LIMIT])
-    return ApiAnswer("api_http_error", status=status, message=message)
-
-
-def api_unreachable(exc: BaseException, api: ExecutionApi) -> ApiAnswer:
-    if isinstance(
-        exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema | requests.exceptions.InvalidSchema
-    ):
-        return ApiAnswer("api_invalid_url")
-    cause: ApiCause
-    if is_timeout(exc):
-        cause = "timeout"
-    elif any(isinstance(e, ConnectionRefusedError) for e in causes(exc)):
-        cause = "connection_refused"
-    else:
-        cause = broken_connection(exc)
-    return ApiAnswer("api_unreachable", host=host_and_port(api.url), cause=cause)
-
-
-# Following a turn's execution: when the reply broke after n8n got the message, n8n goes on and finishes
-# the answer; the pipe reads it from n8n's API instead of sending the message again. In the reply's worker
-# thread, one call at a time, backing off, bounded by `max_reply_minutes`, ended at once by Stop.
-
-FOLLOW_FIRST_DELAY = 0.5
-FOLLOW_MAX_DELAY = 5.0
-FOLLOW_STATUS_EVERY = 5.0  # the status line says the pipe still follows at most this often
-FOLLOW_RETRIES = 3  # API calls in a row that may fail (a busy n8n) before following gives up
-FIND_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)  # n8n lists a run ~50 ms after its request
-RECENT_EXECUTIONS = 20  # finished executions looked through for the turn's (a Respond Immediately run is quick)
-ENDED = ("success", "error", "canceled", "crashed")
-RECOVERABLE_GATEWAYS = (502, 503, 504, 524)
-
-
-def recoverable(failure: Failure) -> bool:
-    """A failure after which n8n may still make the answer: a proxy gave up, the connection broke or went
-    silent, or the Webhook responded immediately. n8n's own errors are answers and stay as they are."""
-    if not failure.may_have_reached_n8n:
-        return False
-    if failure.code == "gateway":
-        return failure.status in RECOVERABLE_GATEWAYS
-    return failure.code in (
-        "read_timeout",
-        "connection_reset",
-        "connection_closed",
-        "connection_lost",
-        "workflow_started",
-    )
-
-
-class ExecutionFollower:
-    """Follows one turn's execution until it ends and gives its record (with its data), why it could not,
-    or None when the turn's deadline came first. Raises Stopped on Stop. The id it finds goes to the
-    turn's ExecutionStop at once, so a Stop while following stops that execution."""
-
-    def __init__(self, api: ExecutionApi, stopper: Stopper, deadline: float, execution: ExecutionStop) -> None:
-        self.api = api
-        self.stopper = stopper
-        self.deadline = deadline
-        self.execution = execution
-
-    @property
-    def execution_id(self) -> str:
-        return self.execution.execution_id
-
-    def follow(self, waiting: Callable[[float], None]) -> dict[str, Any] | ApiAnswer | None:
-        started = time.monotonic()
-        with api_session(self.api, self.stopper) as session:
-            delay, said_at, failed_calls = FOLLOW_FIRST_DELAY, started, 0
-            while True:
-                try:
-                    record = self._look(session)
-                except ApiRefused as exc:
-                    return exc.answer
-                except requests.RequestException as exc:
-                    self._check_stopped()
-                    failed_calls += 1
-                    if failed_calls >= FOLLOW_RETRIES:
-                        return api_unreachable(exc, self.api)
-                    record = None
-                except JSON_ERRORS:
-                    return ApiAnswer("api_not_json", host=host_and_port(self.api.url))
-                else:
-                    failed_calls = 0
-                    if isinstance(record, ApiAnswer) or (record is not None and record.get("status") in ENDED):
-                        return record
-                now = time.monotonic()
-                if now - said_at >= FOLLOW_STATUS_EVERY:
-                    waiting(now - started)
-                    said_at = now
-                if now + delay > self.deadline:
-                    return None
-                if self.stopper.wait(delay):
-                    raise Stopped
-                delay = min(delay * 2, FOLLOW_MAX_DELAY)
-
-    def _look(self, session: requests.Session) -> dict[str, Any] | ApiAnswer:
-        """The execution's record; the turn's execution is found first (its id, else its turn id)."""
-        if not self.execution_id:
-            self.execution.execution_id = self._find(session)
-            if not self.execution_id:
-                return ApiAnswer("execution_not_found")
-        response = api_call(session, self.api, "GET", f"/executions/{self.execution_id}", includeData="true")
-        self._check_stopped()
-        if response.status_code == 404:  # seen running, then gone: n8n kept no data of it once it ended
-            return ApiAnswer("execution_gone", execution_id=self.execution_id)
-        if response.status_code != 200:
-            return api_refusal(response, self.api, "execution:read")
-        record = response.json()
-        return record if isinstance(record, dict) else ApiAnswer("api_not_json", host=host_and_port(self.api.url))
-
-    def _find(self, session: requests.Session) -> str:
-        """The running execution whose input holds the turn id, else a recent finished one."""
-        for delay in FIND_DELAYS:
-            if self.stopper.wait(delay):
-                raise Stopped
-            try:
-                found = running_execution(session, self.api)
-            except ApiRefused as exc:
-                if exc.answer.code != "cannot_stop":  # n8n before 2.10 lists no running ones: the recent then
-                    raise
-                found = ""
-            found = found or recent_execution(session, self.api)
-            if found:
-                return found
-        return ""
-
-    def _check_stopped(self) -> None:
-        if self.stopper.stopped:
-            raise Stopped
-
-
-def recent_execution(session: requests.Session, api: ExecutionApi) -> str:
-    """The newest executions, finished ones included, looked through for the turn id."""
-    params = {"includeData": "true", "limit": str(RECENT_EXECUTIONS)}
-    response = api_call(session, api, "GET", "/executions", **params)
-    if response.status_code != 200:
-        raise ApiRefused(api_refusal(response, api, "execution:list and execution:read"))
-    return turn_execution(response.json(), api.turn_id)
-
-
-def turn_execution(page: Any, turn_id: str) -> str:
-    """The id of the execution in a page of n8n's list whose data holds the turn id, else ""."""
-    for execution in page.get("data") or [] if isinstance(page, dict) else []:
-        if isinstance(execution, dict) and turn_id in json.dumps(execution.get("data")):
-            return str(execution.get("id", ""))
-    return ""
-
-
-def execution_events(record: dict[str, Any], response_field: str, shown: str) -> list[Event]:
-    """What an ended execution's record means for the chat: its answer as the webhook would have sent it
-    (the last node's first item), less what the chat already shows; n8n's error; or why there is none."""
-    execution_id = str(record.get("id", ""))
-    status = str(record.get("status", ""))
-    result = object_at(record, "data.resultData")
-    if status == "error" and object_at(result, "error"):
-        error = object_at(result, "error")
-        reason = text_at(error, "description") or text_at(error, "message") or ""
-        return [Failure("n8n_error", node=text_at(error, "node.name") or "", message=reason, may_have_reached_n8n=True)]
-    if status in ("canceled", "crashed"):
-        return [Failure("execution_canceled" if status == "canceled" else "execution_crashed", detail=execution_id)]
-    item = last_node_item(result)
-    if item is None:
-        return [Failure("execution_data_missing", detail=execution_id, message=status)]
-    events = events_of_json(item, response_field)
-    if not any(isinstance(e, Text) for e in events):
-        snippet = shorten(json.dumps(without_agent_work(item), ensure_ascii=False))
-        return [*events, Failure("no_text_at_field", detail=response_field, message=snippet)]
-    return [Recovered(execution_id), *not_repeated(events, shown)]
-
-
-def last_node_item(result: dict[str, Any]) -> Any:
-    """The json of the first item the last node put out: what n8n answers 'When Last Node Finishes'."""
-    runs = value_at(result, f"runData.{result.get('lastNodeExecuted')}")
-    if not isinstance(runs, list) or not runs:
-        return None
-    return value_at(runs[-1], "data.main.0.0.json")
-
-
-def not_repeated(events: list[Event], shown: str) -> list[Event]:
-    """The recovered answer without what the chat already shows: when the shown text is the answer's
-    start, only the rest; else the whole answer after it, as a paragraph of its own."""
-    answer = "".join(e.text for e in events if isinstance(e, Text))
-    rest = answer[len(shown) :] if answer.startswith(shown) else ("\n\n" if shown else "") + answer
-    return [e for e in events if not isinstance(e, Text)] + text_events(rest)
-
-
-# ---------------------------------------------------------------------------
-# Presentation: events of the reply -> what the chat shows. ChatTurn.handle is the one place each
-# event kind is read; the sentences come from Words, below.
+# Presentation: events of the reply -> what the chat shows. ChatTurn.handle is the one place each event
+# kind is read; the sentences come from Words.
 
 
 class Emitter:
@@ -3225,41 +3822,6 @@ def source_data(source: Source) -> dict[str, Any]:
     }
 
 
-class ShownFile(NamedTuple):
-    """A file the workflow answered with, as the chat showed it (for the final status and the doctor)."""
-
-    name: str
-    mime_type: str
-    size: int
-    image: bool
-
-
-@dataclass
-class Outcome:
-    """How one reply went, for the status line and the webhook doctor. Written by ChatTurn alone, on the
-    event loop, from the events the worker handed over (the HTTP status and format among them)."""
-
-    started: float = field(default_factory=time.monotonic)
-    status_code: int | None = None
-    format: str = ""
-    streamed: bool = False
-    empty: bool = False
-    failure: str = ""
-    chunks: int = 0
-    first_chunk_at: float | None = None
-    last_chunk_at: float | None = None
-    tool_steps: int = 0
-    recovered_from: str = ""  # the n8n execution the answer was read from, after the reply broke
-    files: list[ShownFile] = field(default_factory=list)
-
-    def shown(self, now: float) -> None:
-        """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
-        self.chunks += 1
-        if self.first_chunk_at is None:
-            self.first_chunk_at = now
-        self.last_chunk_at = now
-
-
 class ChatTurn:
     """One chat turn on Open WebUI's event loop. It owns the turn's emitter, renderer, tool-step wait and
     Outcome; the outcome is written here only, on the loop, from the events the worker handed over."""
@@ -3290,9 +3852,9 @@ class ChatTurn:
         outcome. The one dispatch on event kinds: mypy's assert_never names a kind left out."""
         match event:
             case Text(text=text):
-                return self._shown(self.renderer.text(text)) if text else ""
+                return self._counted(self.renderer.text(text)) if text else ""
             case Thinking(text=text):
-                return self._shown(self.renderer.thinking(text)) if text and self.renderer.show_thinking else ""
+                return self._counted(self.renderer.thinking(text)) if text and self.renderer.show_thinking else ""
             case NodeStarted(node=node):
                 if self.tool_wait.began(node):
                     self.outcome.tool_steps += 1
@@ -3331,7 +3893,7 @@ class ChatTurn:
                 return ""
             case FileLink(name=name, url=url):
                 image = (mimetypes.guess_type(name)[0] or "") in IMAGE_TYPES
-                return self._shown(self.renderer.text(f"{self._paragraph()}{'!' if image else ''}[{name}]({url})"))
+                return self._counted(self.renderer.text(f"{self._paragraph()}{'!' if image else ''}[{name}]({url})"))
             case ExecutionId() | End():
                 return ""
             case _:
@@ -3354,11 +3916,11 @@ class ChatTurn:
             async with aclosing(batches_from_worker(self.exchange)) as batches:
                 async for batch in batches:
                     self.tool_wait.cancel()
-                    shown: list[str] = []
+                    pending: list[str] = []
                     for event in batch:
                         rendered = self.handle(event)
                         if self._status_due:
-                            for chunk in chunks_of(shown):
+                            for chunk in chunks_of(pending):
                                 yield chunk
                             status, self._status_due = self._status_due, ""
                             await self.emitter.status(status)
@@ -3368,27 +3930,44 @@ class ChatTurn:
                                 await self.emitter.source(source)
                         if self._files:
                             files, self._files = self._files, []
-                            shown += [await self.file_shown(file) for file in files]
-                        if THINK_END in rendered and shown:
+                            pending += [await self.file_shown(file) for file in files]
+                        if THINK_END in rendered and pending:
                             # Open WebUI 0.6.0 looks for a reasoning block's end tag only in a chunk after the one
                             # that opened it: sent with its <think>, the answer would stay inside "Thinking…".
-                            for chunk in chunks_of(shown):
+                            for chunk in chunks_of(pending):
                                 yield chunk
-                        shown.append(rendered)
-                    for chunk in chunks_of(shown):
+                        pending.append(rendered)
+                    for chunk in chunks_of(pending):
                         yield chunk
                     self.tool_wait.after_batch(self.outcome.tool_steps + 1)
         except (GeneratorExit, asyncio.CancelledError):
             self.tool_wait.cancel()
-            await self.exchange.execution.stop("Stopped", self.emitter)  # else the last status spins on after Stop
+            await self.stop_execution("Stopped")  # else the last status spins on after Stop
             raise
         for chunk in open_webui_safe(self.renderer.close_thinking()):
             yield chunk
         await self.tool_wait.close()
         if self._let_go:
-            await self.exchange.execution.stop(self.outcome.failure, self.emitter)
+            await self.stop_execution(self.outcome.failure)
         else:
             await self.emitter.status(self.outcome.failure or done_words(self.outcome, time.monotonic()), done=True)
+
+    async def stop_execution(self, reason: str) -> None:
+        """Says why the reply ended, then stops n8n's execution in a thread whose outcome becomes the final
+        status. The thread starts after the first status is shown, so the two never swap places."""
+        reason, execution, loop = reason.rstrip("."), self.exchange.execution, asyncio.get_running_loop()
+        api = execution.api
+        if api is None:
+            await self.emitter.status(f"{reason}; {NO_API_KEY}", done=True)
+            return
+        await self.emitter.status(f"{reason}; {STOPPING}", done=True)
+
+        def stopped(answer: ApiAnswer) -> None:
+            said = redact(f"{reason}; {api_words(answer)}", api.secrets)
+            log.info("n8n API at %s: %s", host_and_port(api.url), said)
+            report_from_thread(loop, self.emitter.status(said, done=True))
+
+        execution.stop_in_thread(stopped)
 
     async def file_shown(self, file: File) -> str:
         """A file in the message: stored in Open WebUI's own storage (so it is there after a reload and
@@ -3397,43 +3976,20 @@ class ChatTurn:
         extension = mimetypes.guess_extension(file.mime_type) or ".bin"
         name = file.name or f"{self.exchange.request.file_stem}{extension}"
         image = file.mime_type.lower() in IMAGE_TYPES
-        url = await stored_file_url(file, name, self.user_id) if self.user_id else ""
+        url = await save_in_open_webui(file, name, self.user_id) if self.user_id else ""
         if not url and image:
             url = f"data:{file.mime_type};base64,{base64.b64encode(file.data).decode()}"
         self.outcome.files.append(ShownFile(name, file.mime_type, len(file.data), image))
-        shown = f"![{name}]({url})" if image else f"[{name}]({url})" if url else file_words(name, file)
-        return self._shown(self.renderer.text(self._paragraph() + shown))
+        markdown = f"![{name}]({url})" if image else f"[{name}]({url})" if url else file_words(name, file)
+        return self._counted(self.renderer.text(self._paragraph() + markdown))
 
     def _paragraph(self) -> str:
         """A file after text stands in a paragraph of its own."""
         return "\n\n" if self.outcome.chunks else ""
 
-    def _shown(self, text: str) -> str:
-        self.outcome.shown(time.monotonic())
+    def _counted(self, text: str) -> str:
+        self.outcome.count_chunk(time.monotonic())
         return text
-
-
-async def stored_file_url(file: File, name: str, user_id: str) -> str:
-    """Stores the file as Open WebUI's own upload route does (Storage, then the files table) and gives
-    the URL it is served at; "" outside Open WebUI (the doctor, the demo) or when storing fails.
-    Imported here: the pipe must load without Open WebUI. The storage's I/O runs in a thread."""
-    try:
-        from open_webui.models.files import FileForm, Files
-        from open_webui.storage.provider import Storage
-    except ImportError:
-        return ""
-    file_id = str(uuid.uuid4())
-    tags = {"OpenWebUI-File-Id": file_id, "OpenWebUI-User-Id": user_id}
-    try:
-        _, path = await asyncio.to_thread(Storage.upload_file, io.BytesIO(file.data), f"{file_id}_{name}", tags)
-        meta = {"name": name, "content_type": file.mime_type, "size": len(file.data)}
-        row = Files.insert_new_file(user_id, FileForm(id=file_id, filename=name, path=path, data={}, meta=meta))
-        if inspect.isawaitable(row):
-            row = await row
-    except Exception as exc:  # a storage that cannot be reached: the file is shown without it
-        log.warning("storing the workflow's file in Open WebUI failed: %s", type(exc).__name__)
-        return ""
-    return f"/api/v1/files/{file_id}/content" if row is not None else ""
 
 
 class ChatRenderer:
@@ -3595,530 +4151,68 @@ def open_webui_safe(text: str) -> list[str]:
     return [text]
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Every secret becomes ***, however a reply quoted it back: as it is, URL-encoded or HTML-escaped,
-    broken across lines, or shortened by `shorten` (its start right before the `…` goes too)."""
-    for secret in {s.strip() for s in secrets}:
-        if secret:
-            for form in {secret, quote(secret), quote(secret, safe=""), quote_plus(secret), html.escape(secret)}:
-                text = secret_pattern(form).sub("***", text)
-                if "…" in text:
-                    *cut, rest = text.split("…")
-                    text = "…".join([*(without_secret_start(piece, form) for piece in cut), rest])
-    return text
+# ---------------------------------------------------------------------------
+# Pipe: the face Open WebUI sees: its Valves, the model list and the `pipe()` entry.
 
 
-@lru_cache(maxsize=64)  # the same few secrets for every message and log line
-def secret_pattern(secret: str) -> re.Pattern[str]:
-    """The secret with any whitespace between its characters."""
-    return re.compile(r"\s*".join(re.escape(c) for c in secret))
+class Pipe:
+    """The face Open WebUI sees: valves, the model list and the `pipe()` entry."""
 
-
-def without_secret_start(text: str, secret: str) -> str:
-    """The text with its end hidden when that end is the secret's first SECRET_START_CHARS or more characters
-    (whitespace between them allowed): `shorten` cut the secret there. Found by comparing, not by a pattern of
-    every prefix, which takes a second to compile for a JWT's length."""
-    ends: list[int] = []  # where the text's last non-blank characters are, last first
-    at = len(text)
-    while at and len(ends) < len(secret) - 1:
-        at -= 1
-        if not text[at].isspace():
-            ends.append(at)
-        elif not ends:
-            return text  # a blank right before the `…`: no cut secret
-    tail = "".join(text[i] for i in reversed(ends))
-    for length in range(len(tail), SECRET_START_CHARS - 1, -1):
-        if secret.startswith(tail[-length:]):
-            return text[: ends[length - 1]] + "***"
-    return text
-
-
-class WebhookPathFilter(logging.Filter):
-    """urllib3 logs request paths (its debug request line, its header-parsing warning with the whole URL and
-    the unparsed headers); a webhook without auth is secret by its path, so the paths the pipe calls become
-    *** in urllib3's records, and so do the secrets of the turns whose exchanges are running."""
+    Valves = Valves
 
     def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-        self._running: Counter[str] = Counter()  # the secrets of the exchanges running now
-        self._lock = threading.Lock()
+        self.valves = self.Valves()
 
-    @contextmanager
-    def hiding(self, secrets: Iterable[str]) -> Iterator[None]:
-        """A turn's secrets (its token, its JWT, a gateway's header values) are hidden while its exchange
-        runs, then forgotten: a token signed per turn must not pile up here."""
-        held = Counter(secret for secret in secrets if secret.strip())
-        with self._lock:
-            self._running += held
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running -= held
+    def pipes(self) -> list[dict[str, str]]:
+        """One model per configured workflow, so each shows up in the chat's model picker."""
+        workflows = parse_models(self.valves.models)
+        if not workflows:
+            return [{"id": SINGLE_MODEL, "name": "n8n"}]
+        return [{"id": model_id, "name": name} for model_id, (name, _) in workflows.items()]
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        with self._lock:
-            secrets = self.secrets | set(self._running)
-        if secrets:
-            message = record.getMessage()
-            redacted = redact(message, secrets)
-            if redacted != message:
-                record.msg, record.args = redacted, ()
-            if record.exc_info and record.exc_info[0] is not None:  # the exception repeats the unparsed headers
-                trace = logging.Formatter().formatException(record.exc_info)
-                if redact(trace, secrets) != trace:
-                    record.exc_info, record.exc_text = None, redact(trace, secrets)
-        return True
+    async def pipe(
+        self,
+        body: dict[str, Any],
+        __user__: dict[str, Any] | None = None,
+        __event_emitter__: Callable[[dict[str, Any]], Any] | None = None,
+        __metadata__: dict[str, Any] | None = None,
+        __task__: str | None = None,
+        __task_body__: dict[str, Any] | None = None,
+        __files__: list[dict[str, Any]] | None = None,
+        outcome: Outcome | None = None,
+        **kwargs: Any,
+    ) -> str | AsyncGenerator[str, None]:
+        """Answer one chat turn: a text stream when the chat streams, else the whole text. `outcome` is the
+        doctor's and the demo's window into how the reply went; Open WebUI never passes it."""
+        settings = Settings.of(self.valves)
+        turn = Turn.from_open_webui(body, __user__, __metadata__, __task__, kwargs.get("__chat_id__"))
+        if not turn.task:
+            turn = with_attachments(turn, await stored_attachments(__files__ or []))
+        if turn.task and not settings.forward_background_tasks:
+            answer = background_task_answer(turn.task, __task_body__ or body)
+            return single_chunk(answer) if turn.wants_stream else answer
 
+        emitter = Emitter(__event_emitter__, statuses=settings.emit_status and not turn.task, sources=not turn.task)
+        url = webhook_url(settings, turn.model)
+        problem = valve_problem(settings, turn.model, url)
+        if not url and not problem:
+            problem = "No n8n webhook is set: fill in the `n8n_url` valve (Admin Panel > Functions > this pipe)."
+        if problem:
+            return single_chunk(f"⚠️ {problem}", emitter, problem) if turn.wants_stream else f"⚠️ {problem}"
 
-def filter_urllib3_logs() -> WebhookPathFilter:
-    """One filter on urllib3's loggers, replacing the one an earlier load of this file put there
-    (Open WebUI loads a function again each time its valves or code are saved)."""
-    path_filter = WebhookPathFilter()
-    for name in (
-        "urllib3.connection",
-        "urllib3.connectionpool",
-        "urllib3.response",
-        "urllib3.util.retry",
-        "urllib3.poolmanager",
-    ):
-        logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if type(f).__name__ == WebhookPathFilter.__name__]:
-            logger.removeFilter(old)
-        logger.addFilter(path_filter)
-    return path_filter
-
-
-URLLIB3_LOGS = filter_urllib3_logs()
-
-
-def url_secrets(url: str) -> list[str]:
-    """What of the webhook URL stays out of logs: a webhook without auth is secret by its path."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return [url]
-    words = {"", "webhook", "webhook-test", "chat"}
-    return [part for part in (parts.query, *parts.path.split("/")) if part not in words]
+        request = webhook_request(settings, url, turn)
+        chat_turn = ChatTurn(Exchange(request), emitter, request.secrets, outcome, str(turn.user.get("id") or ""))
+        chunks = chat_turn.chunks()
+        if settings.send_files == "off" and (note := unsent_note(turn)):
+            chunks = noted_first(note, chunks)
+        if turn.wants_stream:
+            return chunks
+        async with aclosing(chunks):
+            return "".join([chunk async for chunk in chunks])
 
 
 # ---------------------------------------------------------------------------
-# Words: every sentence the user reads about a failure, made from its facts, in n8n's and Open WebUI's
-# own words for their settings. ChatTurn.failed redacts them, once.
-
-EMPTY_REPLY = (
-    "n8n answered with an empty body: a Webhook set to respond 'Streaming' does that when no node streams. "
-    "Turn on 'Enable Streaming' in the AI Agent's options, or set the Webhook to respond "
-    "'When Last Node Finishes'."
-)
-WORKFLOW_STARTED = (
-    "n8n answered 'Workflow was started': the webhook replies before the workflow runs. "
-    "In the Webhook node set Respond to 'Streaming' (or 'When Last Node Finishes')."
-)
-NO_API_KEY = "n8n keeps running the workflow to its end (set the `n8n_api_key` valve to stop it too)"
-STOPPING = "stopping the n8n execution…"
-STOP_UNSUPPORTED = "this n8n cannot stop executions through its API (that needs n8n 2.10 or later)"
-API_KEY_WORKS = "the key works; Stop will stop n8n executions"
-RECOVERY_WORKS = (
-    "the key reads executions; an answer whose reply breaks (a proxy's time-out, a dropped connection) is "
-    "fetched from n8n's execution"
-)
-CONNECTION_WORDS = {
-    "connection_reset": "connection reset",
-    "connection_closed": "connection closed before the reply ended",
-    "connection_lost": "connection lost",
-}
-
-
-def failure_words(failure: Failure) -> str:
-    """The sentence for a failure. A reply that broke off (`broke_off`) is said as a clause, for the
-    chat's "[stream interrupted after …: …]"; anything else as a whole sentence. Then what n8n's API
-    could have done, or why it did not."""
-    said = failure_sentence(failure)
-    if failure.recoverable:
-        more = RECOVERABLE_WITH_KEY
-    elif failure.unrecovered is not None:
-        more = f"n8n's answer could not be fetched: {api_words(failure.unrecovered)}"
-    else:
-        return said
-    return f"{said}; {more}" if failure.broke_off else f"{said} {more[0].upper()}{more[1:]}."
-
-
-RECOVERABLE_WITH_KEY = (
-    "with the `n8n_api_key` valve set (scopes execution:read, execution:list), the pipe would have fetched "
-    "the answer from n8n's execution"
-)
-
-
-def failure_sentence(f: Failure) -> str:
-    match f.code:
-        case "n8n_error":
-            return n8n_error_words(f.node, f.message)
-        case "model_error":
-            return f.message
-        case "workflow_started":
-            return WORKFLOW_STARTED
-        case "empty_reply":
-            return EMPTY_REPLY
-        case "no_text":
-            return f"The workflow's reply ({f.detail}) contained no text."
-        case "no_text_at_field":
-            return (
-                f"n8n's reply has no text at `{f.detail}`: {f.message}. "
-                "Set the `response_field` valve to the field that holds the answer."
-            )
-        case "line_too_long":
-            return f"n8n sent a line longer than {int(f.limit) // 1024} KiB without a line break"
-        case "event_stream_line_too_long":
-            return (
-                f"n8n sent an event-stream line longer than {int(f.limit) // 1024} KiB without a line break: "
-                "that is no event stream a chat can read"
-            )
-        case "event_too_long":
-            return f"n8n sent an event over {int(f.limit) // 1024} KiB without a blank line"
-        case "json_too_long":
-            return (
-                f"n8n's reply holds a JSON value over {f.limit / MIB:g} MB, the limit set by the `max_reply_mb` valve"
-            )
-        case "reply_too_large":
-            return f"the reply passed {f.limit / MIB:g} MB, the limit set by the `max_reply_mb` valve"
-        case "reply_too_long":
-            return f"the reply went on for over {f.limit / 60:g} min, the limit set by the `max_reply_minutes` valve"
-        case "attachment_too_large":
-            return (
-                f"'{f.detail}' is {f.size / MIB:.1f} MB, over the {f.limit / MIB:g} MB the `max_upload_mb` valve "
-                "allows: the message was not sent to n8n."
-            )
-        case "attachment_unreadable":
-            return f"'{f.detail}' could not be read from Open WebUI ({f.message}): the message was not sent to n8n."
-        case "invalid_url":
-            return "The `n8n_url` valve is not a valid http(s) URL."
-        case "host_not_found":
-            return f"Cannot reach n8n at {f.host}: host name not found. Check the `n8n_url` valve."
-        case "plain_http":
-            return (
-                f"n8n at {f.host} speaks plain HTTP, not HTTPS: write http:// instead of https:// in the "
-                "`n8n_url` valve."
-            )
-        case "tls_handshake_stalled":
-            return (
-                f"Cannot reach n8n at {f.host}: the TLS handshake did not finish within {f.seconds:g} s "
-                "(connect_timeout). Is this port serving HTTPS?"
-            )
-        case "tls_certificate":
-            return f"TLS error talking to n8n at {f.host}: certificate not accepted (see the `verify_ssl` valve)."
-        case "tls_error":
-            return f"TLS error talking to n8n at {f.host}: {shorten(f.message, 120)}."
-        case "connect_timeout":
-            return f"Cannot reach n8n at {f.host}: no answer within {f.seconds:g} s (connect_timeout)."
-        case "connection_refused":
-            return f"Cannot reach n8n at {f.host}: connection refused. Is n8n running, and is `n8n_url` right?"
-        case "proxy_failed":
-            return (
-                f"Cannot reach n8n through the proxy at {f.host or 'the proxy'} (set by HTTP_PROXY/HTTPS_PROXY in "
-                f"Open WebUI's environment): {CONNECTION_WORDS[f.detail]}. If Open WebUI should reach n8n "
-                "directly, add n8n's host to NO_PROXY."
-            )
-        case "read_timeout":
-            said = f"n8n sent nothing for {f.seconds:g} s (read_timeout)"
-            return said if f.broke_off else f"{said}."
-        case "connection_reset" | "connection_closed" | "connection_lost":
-            reason = CONNECTION_WORDS[f.code]
-            return reason if f.broke_off else f"Cannot reach n8n at {f.host}: {reason}."
-        case "auth_rejected":
-            return auth_words(f)
-        case "webhook_not_found":
-            return not_found_words(f)
-        case "http_error":
-            advice = n8n_error_advice(f.message, f.jwt)
-            if advice:
-                return f"n8n answered HTTP {f.status}: {with_full_stop(f.message)} {advice}"
-            return f"n8n answered HTTP {f.status}: {f.message or 'no details'}"
-        case "gateway":
-            return gateway_words(f)
-        case "html_page":
-            return html_page_words(f)
-        case "redirect":
-            return f"`n8n_url` redirects to {f.detail} (HTTP {f.status}): put that URL in the `n8n_url` valve."
-        case "informational_only":
-            return f"n8n answered only an informational HTTP {f.status} and no answer after it."
-        case "no_content":
-            return (
-                "n8n answered HTTP 204 (No Content): the workflow sent no answer. Set the Webhook's Respond to "
-                "'Streaming' or 'When Last Node Finishes', or give the Respond to Webhook node a body."
-            )
-        case "not_modified":
-            return (
-                "n8n's address answered HTTP 304 (Not Modified), which only answers a cached request: a cache or "
-                "proxy in front of n8n answered instead; turn caching off for /webhook/ (see deploy/nginx.conf)."
-            )
-        case "unknown_encoding":
-            return (
-                f"n8n's reply is compressed as '{f.detail}', which the pipe cannot decode (it asks for "
-                "identity): switch compression off for /webhook/ in the proxy in front of n8n (see deploy/nginx.conf)."
-            )
-        case "internal_error":
-            return f"internal error in the n8n pipe: {f.detail}"
-        case "not_text":
-            what = (
-                f"n8n's reply stopped being text after {size_said(int(f.size))}: the rest"
-                if f.size
-                else "n8n's reply is no text: it"
-            )
-            return (
-                f"{what} (bytes that are no UTF-8, or control characters) is not shown. A workflow that answers "
-                "with a file should send it with its type (Respond to Webhook: Respond With Binary File)."
-            )
-        case "execution_canceled":
-            return f"n8n execution {f.detail} was cancelled before it finished, so it has no answer."
-        case "execution_crashed":
-            return (
-                f"n8n execution {f.detail} crashed (n8n stopped or ran out of memory while running it): open it in "
-                "the workflow's Executions list in n8n."
-            )
-        case "execution_data_missing":
-            return (
-                f"n8n execution {f.detail} ended, but n8n kept none of its data, so its answer cannot be shown: in "
-                "the workflow's Settings set 'Save successful production executions' (and failed ones) to Save, or "
-                "set EXECUTIONS_DATA_SAVE_ON_SUCCESS=all and EXECUTIONS_DATA_SAVE_ON_ERROR=all in n8n's environment "
-                "(and check EXECUTIONS_DATA_MAX_AGE if n8n prunes executions)."
-            )
-        case _:
-            assert_never(f.code)
-
-
-def following_words(following: Following) -> str:
-    """The status line while the pipe follows n8n's execution after the reply broke."""
-    cause, after = following.cause, seconds_said(following.lost_after)
-    match cause.code:
-        case "gateway":
-            head = f"The proxy in front of n8n answered {cause.status} after {after} s"
-        case "read_timeout":
-            head = f"n8n sent nothing for {cause.seconds:g} s (read_timeout)"
-        case "workflow_started":
-            head = "n8n started the workflow (its Webhook responds immediately)"
-        case _:
-            head = f"Connection to n8n lost after {after} s"
-    waited = f" ({following.waited:.0f} s)" if following.waited else ""
-    return f"{head}; n8n is still running the workflow…{waited}"
-
-
-def n8n_error_words(node: str, message: str) -> str:
-    reason = shorten(message) if message.strip() else "the workflow failed"
-    in_node = f" in {node}" if node else ""
-    advice = n8n_error_advice(reason)
-    said = f"{with_full_stop(reason)} {advice}" if advice else reason
-    return f"n8n error{in_node}: {said}"
-
-
-def n8n_error_advice(reason: str, jwt: bool = False) -> str:
-    """What to do about a failure n8n reported (an HTTP error's message, a streamed `error` item's content),
-    in n8n's words: the reason alone ("Original error: TypeError") does not say where to look. "" if none.
-    `jwt`: the request carried the turn's signed token."""
-    if "No authentication data defined on node" in reason and jwt:
-        return (
-            "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create a JWT Auth "
-            f"credential under Authentication ({JWT_CREDENTIAL}), then publish the workflow again."
-        )
-    if "No authentication data defined on node" in reason:
-        return (
-            "The Webhook node's Authentication has no credential: in n8n, open the Webhook node, create or pick "
-            "the credential under Authentication, then publish the workflow again."
-        )
-    if "AbortError" in reason:
-        return "The workflow's execution was stopped in n8n (from its editor, its API or the pipe's Stop)."
-    if "Original error" in reason or re.search(r"\b(TypeError|ResponseError)\b", reason):
-        return (
-            "The model behind the workflow failed (its credential, URL or model name, or the model server): "
-            "open the workflow's Executions list in n8n to see which node failed and why."
-        )
-    return ""
-
-
-JWT_CREDENTIAL = "Key Type: Passphrase, Secret: the `jwt_secret` valve, Algorithm: HS256"
-# How n8n's JWT Auth (jsonwebtoken) starts its refusals: "No token provided", "jwt malformed", "jwt expired", ...
-JWT_REFUSALS = ("No token provided", "jwt ", "invalid signature", "invalid token", "invalid algorithm")
-JWT_WANTED = (
-    "The Webhook node's Authentication is JWT Auth: set the `jwt_secret` valve to the Secret of its JWT Auth "
-    "credential in n8n."
-)
-
-
-def auth_words(f: Failure) -> str:
-    """A 401/403 in n8n's words, then what to set where: for the turn's signed token, or the static one."""
-    said = f"n8n rejected the request (HTTP {f.status}: {f.message or 'authentication failed'})."
-    if f.jwt:
-        return f"{said} {jwt_advice(f.message)}"
-    if f.message.startswith(JWT_REFUSALS):  # a JWT Auth webhook refusing a static token, or none
-        return f"{said} {JWT_WANTED}"
-    return f"{said} Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
-
-
-def jwt_advice(message: str) -> str:
-    """Why n8n's JWT Auth refused the turn's token, by what n8n said (jsonwebtoken's words)."""
-    if "jwt expired" in message:
-        return (
-            "The turn's token had expired when n8n checked it: Open WebUI's and n8n's clocks differ by more than "
-            "`jwt_ttl_seconds`, or the valve is too short: set both servers' clocks by NTP, or raise `jwt_ttl_seconds`."
-        )
-    if "invalid signature" in message:
-        return (
-            "The `jwt_secret` valve differs from the Secret of the Webhook's JWT Auth credential in n8n: "
-            "paste the same secret into both."
-        )
-    if "No token provided" in message:
-        return (
-            "The pipe sent its token in the Authorization header, but none reached n8n: a proxy or gateway in "
-            "front of n8n drops that header; let it through."
-        )
-    return (
-        "The pipe signs each turn's token with the `jwt_secret` valve: set the Webhook node's Authentication to "
-        f"JWT Auth with a JWT Auth credential ({JWT_CREDENTIAL}), or empty `jwt_secret` to send `n8n_bearer_token`."
-    )
-
-
-def not_found_words(f: Failure) -> str:
-    advice = (
-        "Test URLs (/webhook-test/) answer only while the n8n editor is listening ('Execute workflow')."
-        if f.detail == "test"
-        else "Production URLs (/webhook/) need the workflow to be active (published) in n8n."
-    )
-    said = "".join(f"{with_full_stop(part)} " for part in (f.message, f.hint) if part)
-    return f"n8n: webhook not found (HTTP 404). {said}Check the `n8n_url` valve. {advice}"
-
-
-def gateway_words(f: Failure) -> str:
-    """A proxy's 5xx as what it means for the turn: n8n may have the request and still be running it."""
-    after = f"after {seconds_said(f.seconds)} s"
-    if f.status == 504:
-        return (
-            f"The proxy in front of n8n answered 504 {after}; the workflow may still be running; "
-            "raise the proxy's read timeout (see deploy/nginx.conf)."
-        )
-    if f.status == 524:
-        return (
-            f"Cloudflare answered 524 {after}: n8n sent no response within Cloudflare's 100 s; the workflow may "
-            "still be running; let the Webhook respond by streaming, or reach n8n without Cloudflare."
-        )
-    if f.status == 503:
-        return (
-            f"The proxy in front of n8n answered 503 {after}: n8n is not available behind it (stopped, starting "
-            "or overloaded); try again once n8n is up."
-        )
-    if f.status == 502:
-        return (
-            f"The proxy in front of n8n answered 502 {after}: it got no valid answer from n8n; the workflow may "
-            "still be running. Check that n8n is up and that the proxy points at its port (see deploy/nginx.conf)."
-        )
-    page = f" ('{f.detail}')" if f.detail else ""
-    return f"The proxy in front of n8n answered {f.status}{page} {after}: see the proxy's error log."
-
-
-def html_page_words(f: Failure) -> str:
-    """An HTML page where the workflow's answer should be, named by its title and never pasted: n8n's editor
-    (an editor URL in `n8n_url`) or a login or proxy page in front of n8n."""
-    title = f.detail
-    label = ", ".join(
-        part for part in (f"HTTP {f.status}" if f.status != 200 else "", f"'{title}'" if title else "") if part
-    )
-    page = f"an HTML page ({label})" if label else "an HTML page"
-    if "n8n" in title.lower() or title.startswith("Cannot POST"):
-        return (
-            f"`n8n_url` answered {page}, not the workflow: the URL must be the Webhook node's Production URL "
-            "(…/webhook/…), not an n8n editor address."
-        )
-    return f"`n8n_url` answered {page}, not the workflow: is a login or proxy page in front of n8n?"
-
-
-def api_words(answer: ApiAnswer) -> str:
-    """What n8n's API did, as the status line says it after Stop or a reply the pipe let go of."""
-    a = answer
-    match a.code:
-        case "cancelled":
-            return f"n8n execution {a.execution_id} cancelled"
-        case "already_finished":
-            return f"n8n execution {a.execution_id} had already finished"
-        case "not_running":
-            return "no running n8n execution of this message was found (it had already finished)"
-        case "cannot_stop":
-            return STOP_UNSUPPORTED
-        case "key_rejected":
-            return "n8n rejected the `n8n_api_key` (HTTP 401): create a new API key in n8n (Settings > n8n API)"
-        case "scope_missing":
-            return f"the `n8n_api_key` may not do this (HTTP 403): give it the {a.scopes} scopes"
-        case "no_api":
-            where = a.host or "the `n8n_api_url`"
-            return f"no n8n API at {where} (HTTP {a.status}): check the `n8n_api_url` valve (…/api/v1)"
-        case "api_http_error":
-            return f"n8n's API answered HTTP {a.status}: {a.message or 'no details'}"
-        case "api_invalid_url":
-            return "the `n8n_api_url` valve is not a valid http(s) URL"
-        case "api_unreachable":
-            reason = API_CAUSE_WORDS[a.cause or "connection_lost"]
-            return f"n8n's API at {a.host} could not be reached ({reason}): the workflow may still be running"
-        case "api_not_json":
-            return f"n8n's API at {a.host} answered something that is not n8n's JSON"
-        case "key_works":
-            return API_KEY_WORKS
-        case "execution_not_found":
-            return "no n8n execution of this message was found (n8n may never have received it)"
-        case "execution_gone":
-            return f"n8n execution {a.execution_id} is gone (n8n kept none of its data)"
-        case "recovers":
-            return RECOVERY_WORKS
-        case _:
-            assert_never(a.code)
-
-
-API_CAUSE_WORDS = {"timeout": "no answer in time", "connection_refused": "connection refused", **CONNECTION_WORDS}
-
-
-def done_words(outcome: Outcome, now: float) -> str:
-    """The final status of a reply that went well: how long it took, and the agent's tool steps."""
-    total = now - outcome.started
-    steps = tool_steps_said(outcome.tool_steps)
-    recovered = f"; the answer came from n8n execution {outcome.recovered_from}" if outcome.recovered_from else ""
-    recovered = "".join(f"; shown: {shown_file_words(file)}" for file in outcome.files) + recovered
-    if outcome.first_chunk_at is None:
-        return f"Done in {total:.1f} s{steps}{recovered}"
-    first = outcome.first_chunk_at - outcome.started
-    return f"Done: first text after {first:.1f} s, {total:.1f} s in all{steps}{recovered}"
-
-
-def shown_file_words(file: ShownFile) -> str:
-    return f"{'an image' if file.image else 'a file'}, {file.name} ({file.mime_type}, {size_said(file.size)})"
-
-
-def file_words(name: str, file: File) -> str:
-    """A file that only Open WebUI's storage could show: named, its bytes never dumped as text."""
-    return f"📎 The workflow answered with a file: {name} ({file.mime_type}, {size_said(len(file.data))})."
-
-
-def size_said(size: int) -> str:
-    if size < 1024:
-        return f"{size} bytes"
-    return f"{size / 1024:.1f} KB" if size < MIB else f"{size / MIB:.1f} MB"
-
-
-def tool_steps_said(count: int) -> str:
-    """The final status's note of the agent's tool steps, so the user knows tools ran."""
-    if not count:
-        return ""
-    return f", {count} tool step{'s' if count != 1 else ''}"
-
-
-def with_full_stop(text: str) -> str:
-    """n8n's hints can end without a full stop ("...only in the executions list)"): ours follows them."""
-    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
-
-
-def seconds_said(seconds: float) -> str:
-    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
-
-
-# ---------------------------------------------------------------------------
-# Command line: `demo` streams from an embedded fake n8n, no n8n needed.
+# Command line: `demo` streams from an embedded fake n8n, no n8n needed; `check` is the webhook doctor.
 
 DEMO_NODE = "AI Agent"
 

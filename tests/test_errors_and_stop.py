@@ -6,11 +6,19 @@ import asyncio
 import json
 import logging
 import socket
-import threading
 import time
 from typing import Any
 
 import pytest
+from chat_helpers import (
+    KEEPS_RUNNING,
+    STOP_WITHIN,
+    WITH_API_KEY,
+    answered_with,
+    reply_threads,
+    stop_after_first_chunk,
+    threads_left_after,
+)
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_line, n8n_reply
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
@@ -30,21 +38,6 @@ NOT_REGISTERED_PRODUCTION = (
     b"URL calls aren't shown on the canvas (only in the executions list)\"}"
 )
 AUTH_ADVICE = "Check the `n8n_bearer_token` and `auth_header_name` valves against the webhook's credential."
-STOP_WITHIN = 0.1
-KEEPS_RUNNING = "n8n keeps running the workflow to its end (set the `n8n_api_key` valve to stop it too)"
-# Said after a failure n8n's API could have recovered from, when no `n8n_api_key` is set.
-WITH_API_KEY = (
-    "with the `n8n_api_key` valve set (scopes execution:read, execution:list), the pipe would have fetched the "
-    "answer from n8n's execution"
-)
-
-
-def answered_with(reply: Reply, chat: Any, path: str = "/webhook/test", **valves: Any) -> tuple[list[str], Any]:
-    """(what the chat shows, the final status) when n8n answers `reply`; n8n is asked exactly once."""
-    with LoopbackServer([reply]) as server:
-        shown, final = chat(n8n_url=f"http://127.0.0.1:{server.port}{path}", **valves).run()
-        assert len(server.requests) == 1
-    return shown, final
 
 
 # ---------------------------------------------------------------------------
@@ -221,18 +214,6 @@ def test_a_line_without_end_stops_the_reading_at_the_reply_limit(chat):
 # Stop: the chat lets go, the pipe hangs up on n8n at once and leaves no thread behind.
 
 
-def reply_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == "n8n-reply"}
-
-
-def threads_left_after(before: set[threading.Thread], deadline: float = 2) -> set[threading.Thread]:
-    """The worker threads this test started that are still alive once the deadline passes."""
-    end = time.monotonic() + deadline
-    while (left := reply_threads() - before) and time.monotonic() < end:
-        time.sleep(0.01)
-    return left
-
-
 async def hang_up_delay(server: LoopbackServer, stopped_at: float) -> float:
     assert await asyncio.to_thread(server.client_gone.wait, 5)
     disconnected_at = server.requests[0].disconnected_at
@@ -258,26 +239,6 @@ def test_closing_the_stream_mid_reply_hangs_up_at_once(chat):
         assert asyncio.run(scenario(server)) < STOP_WITHIN
 
     assert threads_left_after(before) == set()
-
-
-async def stop_after_first_chunk(turn: Any) -> tuple[list[str], float]:
-    """Open WebUI's Stop: the task iterating the reply is cancelled once the first chunk is shown.
-    (What the chat showed, when Stop was pressed); returns after the task has ended."""
-    shown: list[str] = []
-    first = asyncio.Event()
-
-    async def iterate() -> None:
-        async for chunk in await turn.start():
-            shown.append(chunk)
-            first.set()
-
-    task = asyncio.create_task(iterate())
-    await asyncio.wait_for(first.wait(), 5)
-    stopped_at = time.monotonic()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    return shown, stopped_at
 
 
 def test_cancelling_the_chat_task_mid_reply_hangs_up_at_once(chat):

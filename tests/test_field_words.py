@@ -10,9 +10,9 @@ from typing import Any, get_args
 
 import pytest
 import urllib3
+from chat_helpers import answered_with
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, n8n_reply
 from pydantic import ValidationError
-from test_errors_and_stop import answered_with
 
 from pipe_n8n_stream import VALVES_AT, Failure, FailureCode, FinalResponse, Pipe, failure_words, n8n_error_advice
 
@@ -551,6 +551,6 @@ def test_every_failure_code_has_its_words():
     """A new failure code without a sentence would reach the chat as nothing: each one says something."""
     for code in get_args(FailureCode):
         said = failure_words(
-            Failure(code, host="n8n.example.com:443", status=500, message="m", detail="connection_reset")
+            Failure(code, host="n8n.example.com:443", status=500, message="m", cause="connection_reset")
         )
         assert said.strip() and "None" not in said, code

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 import zlib
 from typing import Any
@@ -178,3 +179,24 @@ def test_a_returned_files_name_keeps_its_quotes_and_loses_its_path(chat):
     reply = Reply(headers=[("Content-Type", "application/json")], steps=[json.dumps(body).encode()], body_mode="length")
     text, _ = answered(reply, chat)
     assert text == 'ok\n\n📎 The workflow answered with a file: q3 "final".csv (text/csv, 3 bytes).'
+
+
+DONE = re.compile(r"Done: first text after \d+\.\d s, \d+\.\d s in all")
+
+
+def test_a_json_reply_of_links_alone_shows_them_and_ends_well(chat):
+    body = {"files": [{"name": "chart.png", "url": "https://example.com/chart.png"}]}
+    reply = Reply(headers=[("Content-Type", "application/json")], steps=[json.dumps(body).encode()], body_mode="length")
+    text, final = answered(reply, chat)
+    assert text == "![chart.png](https://example.com/chart.png)"
+    assert DONE.fullmatch(final["description"]), final["description"]
+
+
+def test_a_json_reply_of_n8n_binaries_alone_shows_them_and_ends_well(chat):
+    encoded = base64.b64encode(PNG).decode()
+    body = {"files": [{"fileName": "c.png", "mimeType": "image/png", "data": encoded}]}
+    reply = Reply(headers=[("Content-Type", "application/json")], steps=[json.dumps(body).encode()], body_mode="length")
+    text, final = answered(reply, chat)
+    assert text == f"![c.png](data:image/png;base64,{encoded})"
+    said = f"; shown: an image, c.png (image/png, {len(PNG)} bytes)"
+    assert final["description"].endswith(said) and DONE.fullmatch(final["description"].removesuffix(said))

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from chat_helpers import WITH_API_KEY
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, Seen, n8n_line, n8n_reply
 from n8n_wire import n8n_json
-from test_errors_and_stop import WITH_API_KEY
 
 from pipe_n8n_stream import ACCEPT_COMPLETE
 

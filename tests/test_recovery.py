@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 import pytest
+from chat_helpers import WITH_API_KEY
 from fake_n8n import API_KEY, FakeN8n, ended, record, success
 from loopback import CAPTURE_HEADERS, Reply, n8n_reply
-from test_errors_and_stop import WITH_API_KEY
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
 NGINX_504 = Reply(

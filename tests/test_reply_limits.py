@@ -6,8 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 
+from chat_helpers import KEEPS_RUNNING
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, n8n_line
-from test_errors_and_stop import KEEPS_RUNNING
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
 TEXT = [("Content-Type", "text/plain; charset=utf-8")]

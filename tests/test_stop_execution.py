@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from chat_helpers import STOP_WITHIN, reply_threads, stop_after_first_chunk, threads_left_after
 from fake_n8n_api import FakeN8nApi, execution
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_line, n8n_reply
-from test_errors_and_stop import STOP_WITHIN, reply_threads, stop_after_first_chunk, threads_left_after
 
 from pipe_n8n_stream import (
     API_KEY_WORKS,

@@ -944,6 +944,11 @@ def seconds_said(seconds: float) -> str:
 # (Settings), and what in them stops a turn before anything is sent, said in the valves' own words.
 
 
+def positive_number(default: float, description: str) -> Any:
+    """A valve that must be a finite number above zero: 0, a negative or inf would switch its limit off."""
+    return Field(default=default, gt=0, allow_inf_nan=False, description=description)
+
+
 class Valves(BaseModel):
     """The valves an admin sets (Admin Panel > Functions > the gear): Open WebUI finds them as Pipe.Valves."""
 
@@ -1000,17 +1005,9 @@ class Valves(BaseModel):
     stream: bool = Field(default=True, description="Ask n8n for a stream. Off: one complete-JSON request.")
     send_history: bool = Field(default=False, description="Also send the whole chat as `messages`.")
     send_user_info: bool = Field(default=False, description="Also send the user's id, name, email and role as `user`.")
-    connect_timeout: float = Field(
-        default=10,
-        gt=0,
-        allow_inf_nan=False,
-        description="Seconds to wait for n8n to accept the connection.",
-    )
-    read_timeout: float = Field(
-        default=300,
-        gt=0,
-        allow_inf_nan=False,
-        description="Longest silence allowed between two reads, in seconds (n8n sends a keepalive every 30 s).",
+    connect_timeout: float = positive_number(10, "Seconds to wait for n8n to accept the connection.")
+    read_timeout: float = positive_number(
+        300, "Longest silence allowed between two reads, in seconds (n8n sends a keepalive every 30 s)."
     )
     emit_status: bool = Field(default=True, description="Show progress under the message.")
     show_thinking: bool = Field(default=True, description="Show the model's reasoning as collapsible thinking.")
@@ -1045,29 +1042,19 @@ class Valves(BaseModel):
         description="Send Open WebUI's own tasks (title, tags, follow-ups, context compaction, memory review...) "
         "to n8n too (with a `task` field). Off: they are answered here and never run the workflow.",
     )
-    max_reply_mb: float = Field(
-        default=16,
-        gt=0,
-        allow_inf_nan=False,
-        description="Largest reply shown, in MB (after decompression); a longer one is cut there, "
-        "keeping what was shown.",
+    max_reply_mb: float = positive_number(
+        16, "Largest reply shown, in MB (after decompression); a longer one is cut there, keeping what was shown."
     )
-    max_reply_minutes: float = Field(
-        default=30,
-        gt=0,
-        allow_inf_nan=False,
-        description="Longest a reply may keep streaming, in minutes; then it is cut, keeping what was shown.",
+    max_reply_minutes: float = positive_number(
+        30, "Longest a reply may keep streaming, in minutes; then it is cut, keeping what was shown."
     )
     send_files: str = Field(
         default="multipart",
         description="Attached files and images: multipart (a form with each file as a binary for n8n), "
         "text (JSON with a `files` list of their extracted text) or off (not sent; the chat says so).",
     )
-    max_upload_mb: float = Field(
-        default=25,
-        gt=0,
-        allow_inf_nan=False,
-        description="Largest attached file sent to n8n, in MB; a message with a larger one is not sent.",
+    max_upload_mb: float = positive_number(
+        25, "Largest attached file sent to n8n, in MB; a message with a larger one is not sent."
     )
 
     @field_validator("send_files")
@@ -1114,44 +1101,34 @@ def settings_of(values: tuple[tuple[str, Any], ...]) -> Settings:
     return Settings.model_construct(**dict(values))
 
 
-class ModelLine(NamedTuple):
-    """One line of the `models` valve meant as a workflow: `Name = URL`."""
-
-    number: int
-    text: str
-    name: str
-    has_equals: bool
-    url: str
-
-    @property
-    def fault(self) -> str:
-        """What keeps the line from being a workflow, "" when nothing."""
-        if not self.has_equals:
-            return "has no '='"
-        if not self.name:
-            return "has no name before '='"
-        return "" if self.url else "has no URL after '='"
-
-
-def model_lines(models: str) -> Iterator[ModelLine]:
-    """The `models` valve's lines but blank ones and comments (# first)."""
+def model_lines(models: str) -> Iterator[tuple[int, str, str, str, str]]:
+    """The `models` valve's lines but blank ones and comments (# first): (number, line, name, URL, fault)."""
     for number, line in enumerate(models.splitlines(), 1):
         name, sep, url = (part.strip() for part in line.partition("="))
         if line.strip() and not name.startswith("#"):
-            yield ModelLine(number, line, name, bool(sep), url)
+            yield number, line, name, url, model_line_fault(bool(sep), name, url)
+
+
+def model_line_fault(has_equals: bool, name: str, url: str) -> str:
+    """What keeps a `models` line from being a workflow, "" when nothing."""
+    if not has_equals:
+        return "has no '='"
+    if not name:
+        return "has no name before '='"
+    return "" if url else "has no URL after '='"
 
 
 def parse_models(models: str) -> dict[str, tuple[str, str]]:
     """`Name = URL` lines -> {model id: (name, url)}; ids are stable slugs of the names."""
     workflows: dict[str, tuple[str, str]] = {}
-    for line in model_lines(models):
-        if line.fault:
+    for _, _, name, url, fault in model_lines(models):
+        if fault:
             continue
-        slug = re.sub(r"[^a-z0-9_-]+", "-", line.name.lower()).strip("-") or "workflow"
+        slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "workflow"
         model_id, n = slug, 2
         while model_id in workflows:
             model_id, n = f"{slug}-{n}", n + 1
-        workflows[model_id] = (line.name, line.url)
+        workflows[model_id] = (name, url)
     return workflows
 
 
@@ -1164,11 +1141,11 @@ def models_problem(models: str) -> str | None:
     """A `models` line the pipe cannot use, said in the chat rather than skipped: a skipped line is a
     workflow that silently vanishes from the model picker. Not a valve validator: Open WebUI then refuses
     to load valves saved by an older pipe that skipped such lines, and every model of the pipe would vanish."""
-    for line in model_lines(models):
-        if line.fault:
+    for number, line, _, _, fault in model_lines(models):
+        if fault:
             return (
-                f"Line {line.number} of the `models` valve ('{shorten(line.text.strip(), 60)}') {line.fault}: write "
-                f"one 'Name = URL' per line, or start the line with # ({VALVES_AT})."
+                f"Line {number} of the `models` valve ('{shorten(line.strip(), 60)}') {fault}: write one "
+                f"'Name = URL' per line, or start the line with # ({VALVES_AT})."
             )
     return None
 

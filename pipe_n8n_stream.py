@@ -22,6 +22,8 @@ required_open_webui_version: 0.6.0
 #   HTTP                what the webhook's call and n8n's API share: Stopper, timeouts, why a call failed
 #   n8n's API           on Stop, stops the turn's execution (ExecutionStop); after a broken reply, follows it
 #                       to its end (ExecutionFollower) and reads the answer from it
+#   Models              which workflow a chat model calls: a `models` line, `n8n_url`, or a workflow tagged in
+#                       n8n (listed through its API by an async pipes(), in a thread, cached)
 #   Transport           the worker thread: Exchange makes one POST (never repeated), reads it (ChunkedBody),
 #                       classifies what failed; Handover takes its events to the event loop
 #   Presentation        ChatTurn: the one place event kinds are read (handle), owner of the Outcome; Emitter
@@ -58,7 +60,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -939,6 +941,47 @@ def seconds_said(seconds: float) -> str:
     return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
 
 
+WORKFLOWS_SCOPE = "workflow:list"
+WORKFLOWS_SCOPE_MISSING = (
+    f"the `n8n_api_key` may not list workflows (HTTP 403): give the key the {WORKFLOWS_SCOPE} scope in n8n "
+    "(Settings > n8n API), or empty the `workflow_tag` valve"
+)
+
+
+SKIPPED_PREFIX = "n8n workflow "
+
+
+def skipped_workflow_words(tag: str, name: str, why: str) -> str:
+    return f"{SKIPPED_PREFIX}'{name}' has the tag '{tag}' but is no model: {why}"
+
+
+def workflows_failed_words(tag: str, answer: ApiAnswer) -> str:
+    """Why no workflow could be listed, with its fix; the models stay as they were."""
+    if answer.code == "scope_missing":
+        said = WORKFLOWS_SCOPE_MISSING
+    elif answer.code == "api_unreachable":
+        said = f"n8n's API at {answer.host} could not be reached ({cause_words(answer.cause)})"
+    else:
+        said = api_words(answer)
+    return f"n8n's workflows tagged '{tag}' are not listed as models: {said}"
+
+
+def listed_workflow_gone(entry: str, tag: str, unlisted: bool) -> str:
+    """Why a chat's listed workflow has no URL now (`unlisted`: the tag or key valve is empty), said before
+    anything is sent."""
+    if unlisted:
+        return (
+            f"This model ('{entry}') is an n8n workflow listed through n8n's API, but the `workflow_tag` or "
+            f"`n8n_api_key` valve is now empty: set it again, or pick another model for this chat ({VALVES_AT})."
+        )
+    return (
+        f"This model's n8n workflow ('{entry}') is no longer listed: it lost the tag "
+        f"'{tag}', was unpublished or archived, or its Webhook no longer takes POST; "
+        "or n8n's API could not list it (Open WebUI's log says why). Pick another model for this chat, or tag "
+        "and publish the workflow again in n8n."
+    )
+
+
 # ---------------------------------------------------------------------------
 # Valves: the settings an admin types (the public contract Open WebUI shows), frozen once per set of values
 # (Settings), and what in them stops a turn before anything is sent, said in the valves' own words.
@@ -1036,6 +1079,11 @@ class Valves(BaseModel):
     models: str = Field(
         default="",
         description="Several workflows as several models, one 'Name = URL' per line. Empty: n8n_url alone.",
+    )
+    workflow_tag: str = Field(
+        default="open-webui",
+        description="With `n8n_api_key` (scope workflow:list): every published n8n workflow with this tag is a "
+        "model too (a Webhook taking POST or a public Chat Trigger), named as in n8n. Empty: none listed.",
     )
     forward_background_tasks: bool = Field(
         default=False,
@@ -1266,34 +1314,6 @@ def payload_field_problem(valve: str, name: str, input_field: Any = None) -> str
     if valve == "session_field" and name == input_field:
         return f"`session_field` may not be '{name}' like `input_field`: the chat id would replace the message."
     return None
-
-
-def webhook_url(settings: Settings, model_id: str) -> str:
-    """The URL of the workflow behind the picked model (`<function id>.<entry id>`), "" when that entry
-    is gone: a chat must never reach another workflow than the one it was started with."""
-    workflows = parse_models(settings.models)
-    entry = model_entry(model_id)
-    if entry in workflows:
-        return workflows[entry][1]
-    n8n_url = settings.n8n_url.strip()
-    if entry == "":  # no chat model (the doctor, the demo): n8n_url, else the first workflow
-        return n8n_url or next((url for _, url in workflows.values()), "")
-    return n8n_url if entry == SINGLE_MODEL else ""
-
-
-def valve_problem(settings: Settings, model_id: str, url: str) -> str | None:
-    """What in the valves makes this turn's request pointless or broken, said before anything is sent."""
-    problem = models_problem(settings.models)
-    if problem:
-        return problem
-    entry = model_entry(model_id)
-    if not url and (entry not in ("", SINGLE_MODEL) or (entry == SINGLE_MODEL and parse_models(settings.models))):
-        return (
-            f"This model ('{entry}') no longer exists in the pipe's `models` valve: pick another model for "
-            f"this chat, or add its 'Name = URL' line back ({VALVES_AT})."
-        )
-    valve = "n8n_url" if url == settings.n8n_url.strip() else "models"
-    return url_problem(url, valve) or header_problem(settings) or extra_headers_problem(settings)
 
 
 # ---------------------------------------------------------------------------
@@ -3181,6 +3201,334 @@ def not_repeated(events: list[Event], shown_text: str) -> list[Event]:
 
 
 # ---------------------------------------------------------------------------
+# Models: which workflow a chat model calls: a `models` line, `n8n_url`, or a workflow tagged `workflow_tag`
+# in n8n. With `n8n_api_key`, every published tagged workflow whose published version a chat can call at a
+# fixed URL (a Webhook taking POST, a public Chat Trigger) is a model. Open WebUI asks for the models on every
+# page load and waits for them without a time-out, so the listing runs in a thread, starts at most every
+# WORKFLOWS_FRESH_SECONDS, and the model list never waits for it longer than WORKFLOWS_WAIT_SECONDS. URLs are
+# built on the base the valves give: n8n's answer names a path, never a host, so credentials go nowhere else.
+
+WORKFLOW_ENTRY_PREFIX = "workflow-"  # + the workflow's n8n id: a renamed workflow keeps its model and chats
+WORKFLOWS_PAGE_SIZE = 250  # the most n8n lists in one page
+WORKFLOWS_PAGES = 40
+WORKFLOWS_LISTING_SECONDS = 30.0  # a listing still paging after this keeps what it has
+WORKFLOWS_FRESH_SECONDS = 10.0
+WORKFLOWS_WAIT_SECONDS = 1.5  # Open WebUI's model list comes within 2 s whatever n8n's API does
+WEBHOOK_NODE = "n8n-nodes-base.webhook"
+CHAT_TRIGGER_NODE = "@n8n/n8n-nodes-langchain.chatTrigger"
+MODEL_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]+")  # no '.': Open WebUI's model id is `<function id>.<entry id>`
+N8N_ROUTES = re.compile(r"(.*?)/(?:webhook|webhook-test|webhook-waiting|api|workflow|home)(?:/|$)")
+NO_TRIGGER = "it has no Webhook node taking POST and no public Chat Trigger, so a chat cannot call it"
+
+
+@dataclass(frozen=True)
+class WorkflowModel:
+    """One tagged workflow as a model: its n8n id and name, and the live URL a chat with it goes to."""
+
+    workflow_id: str
+    name: str
+    url: str
+
+    @property
+    def entry(self) -> str:
+        return WORKFLOW_ENTRY_PREFIX + self.workflow_id
+
+
+@dataclass(frozen=True)
+class WorkflowListing:
+    """What one listing found: the models, and each tagged workflow left out with why."""
+
+    models: tuple[WorkflowModel, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (the workflow's name, why it is no model)
+
+
+@dataclass(frozen=True)
+class WorkflowSource:
+    """Which n8n's API lists the workflows, the tag, and the base their URLs are built on."""
+
+    api: ExecutionApi
+    tag: str
+    base: str
+
+
+def workflow_source(settings: Settings) -> WorkflowSource | None:
+    """None when nothing is listed: no tag, no key, or no base to build the URLs on."""
+    tag, key = settings.workflow_tag.strip(), settings.n8n_api_key.strip()
+    base = webhook_base(settings.n8n_url) or webhook_base(settings.n8n_api_url)
+    if not tag or not key or not base:
+        return None
+    gateway = tuple(parse_extra_headers(settings.extra_headers))
+    api = ExecutionApi(api_base(settings.n8n_api_url, settings.n8n_url), key, "", settings.verify_ssl, gateway)
+    return WorkflowSource(api, tag, base)
+
+
+def webhook_base(url: str) -> str:
+    """Where n8n serves its webhooks: the URL's origin, with the path before its /webhook/ or /api/ when n8n
+    is served under one (N8N_PATH behind a proxy); "" when the URL is no http(s) URL."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return ""
+    host = parts.netloc.rpartition("@")[2]
+    if parts.scheme not in ("http", "https") or not host:
+        return ""
+    prefix = N8N_ROUTES.match(parts.path)
+    return f"{parts.scheme}://{host}{prefix.group(1) if prefix else ''}"
+
+
+def list_workflows(source: WorkflowSource, published_only: bool = True) -> WorkflowListing | ApiAnswer:
+    """The workflows with the tag (only the published ones unless the doctor asks), every page, as models
+    and the reasons the others are none; why not when the API refused or failed. Never raises."""
+    with api_session(source.api) as session:
+        try:
+            workflows = tagged_workflows(session, source, published_only)
+        except ApiRefused as exc:
+            return exc.answer
+        except requests.RequestException as exc:
+            return api_unreachable(exc, source.api)
+        except JSON_ERRORS:
+            return ApiAnswer("api_not_json", host=host_and_port(source.api.url))
+    found = [(str(workflow.get("name") or ""), workflow_model(workflow, source)) for workflow in workflows]
+    models = tuple(model for _, model in found if isinstance(model, WorkflowModel))
+    return WorkflowListing(models, tuple((name, why) for name, why in found if isinstance(why, str)))
+
+
+def tagged_workflows(session: requests.Session, source: WorkflowSource, published_only: bool) -> list[dict[str, Any]]:
+    """`GET /workflows?tags=<tag>` page after page (n8n's `nextCursor`), bounded in pages and time."""
+    params = {"tags": source.tag, "limit": str(WORKFLOWS_PAGE_SIZE), **({"active": "true"} if published_only else {})}
+    deadline = time.monotonic() + WORKFLOWS_LISTING_SECONDS
+    workflows: list[dict[str, Any]] = []
+    cursor = ""
+    for _ in range(WORKFLOWS_PAGES):
+        page_params = {**params, "cursor": cursor} if cursor else params
+        response = api_call(session, source.api, "GET", "/workflows", **page_params)
+        if response.status_code != 200:
+            raise ApiRefused(api_refusal(response, source.api, WORKFLOWS_SCOPE))
+        page = response.json()
+        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
+            raise ApiRefused(ApiAnswer("api_not_json", host=host_and_port(source.api.url)))
+        workflows += [workflow for workflow in page["data"] if isinstance(workflow, dict)]
+        cursor = str(page.get("nextCursor") or "")
+        if not cursor or time.monotonic() > deadline:
+            break
+    return workflows
+
+
+def workflow_model(workflow: dict[str, Any], source: WorkflowSource) -> WorkflowModel | str:
+    """The workflow as a model, or why it is none. What n8n filtered is checked again: an n8n that ignores a
+    filter must not turn every workflow into a model."""
+    workflow_id = str(workflow.get("id") or "")
+    if workflow.get("isArchived"):
+        return "it is archived"
+    if workflow.get("active") is not True:
+        return "it is not published: publish it in n8n (Publish, top right)"
+    if source.tag not in {tag.get("name") for tag in workflow.get("tags") or [] if isinstance(tag, dict)}:
+        return f"it has no tag '{source.tag}'"
+    if not MODEL_ENTRY_ID.fullmatch(workflow_id):
+        return f"its id '{shorten(workflow_id, 40)}' cannot be a model's id (letters, digits, - and _ only)"
+    reasons = []
+    for node in published_nodes(workflow):
+        path, why = trigger_path(node)
+        if path:
+            return WorkflowModel(workflow_id, str(workflow.get("name") or workflow_id), f"{source.base}/webhook/{path}")
+        reasons += [why] if why else []
+    return "; ".join(reasons) or NO_TRIGGER
+
+
+def published_nodes(workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes n8n serves: the published version's (n8n 2 keeps the unpublished draft in `nodes`); an n8n
+    without versions (before 2.0) serves `nodes` itself."""
+    version = workflow.get("activeVersion") if "activeVersion" in workflow else workflow
+    nodes = version.get("nodes") if isinstance(version, dict) else None
+    return [node for node in nodes if isinstance(node, dict)] if isinstance(nodes, list) else []
+
+
+def trigger_path(node: dict[str, Any]) -> tuple[str, str]:
+    """(the path after /webhook/ that a chat calls this node at, why it cannot): a Webhook taking POST at
+    /webhook/<path>, a public Chat Trigger at /webhook/<webhookId>/chat; ("", "") for any other node. The
+    path is quoted, so it stays a path on the base whatever n8n's answer holds."""
+    kind, name = node.get("type"), str(node.get("name") or "")
+    if kind not in (WEBHOOK_NODE, CHAT_TRIGGER_NODE):
+        return "", ""
+    if node.get("disabled"):
+        return "", f"its node '{name}' is disabled"
+    parameters = node.get("parameters")
+    parameters = parameters if isinstance(parameters, dict) else {}
+    if kind == CHAT_TRIGGER_NODE:
+        webhook_id = str(node.get("webhookId") or "")
+        if parameters.get("public") is not True:
+            return "", f"its Chat Trigger '{name}' is not public: turn on its 'Make Chat Publicly Available'"
+        if not webhook_id:
+            return "", f"its Chat Trigger '{name}' has no webhook id"
+        return f"{quote(webhook_id, safe='')}/chat", ""
+    methods = parameters.get("httpMethod", ["GET", "POST"] if parameters.get("multipleMethods") else "GET")
+    if "POST" not in (methods if isinstance(methods, list) else [methods]):
+        return "", f"its Webhook '{name}' does not take POST: set its HTTP Method to POST"
+    path = str(parameters.get("path") or "").strip("/")
+    segments = path.split("/")
+    if any(segment.startswith(":") for segment in segments):
+        return "", f"its Webhook '{name}' path '{shorten(path, 60)}' has a :parameter, so it has no fixed URL"
+    if not path or any(segment in ("", ".", "..") for segment in segments):
+        return "", f"its Webhook '{name}' has no usable path ('{shorten(path, 60)}')"
+    return quote(path, safe="/"), ""
+
+
+class WorkflowCatalog:
+    """One source's last listing and the listing under way: however often Open WebUI asks, a listing starts
+    at most every WORKFLOWS_FRESH_SECONDS and never twice at once. What went wrong is logged once."""
+
+    def __init__(self, source: WorkflowSource) -> None:
+        self.source = source
+        self.listing: WorkflowListing | None = None  # the last one n8n gave; None: never had one
+        self._lock = threading.Lock()
+        self._listed_at = float("-inf")
+        self._under_way: Future[None] | None = None
+        self._said: set[str] = set()
+
+    def refreshed(self) -> Future[None] | None:
+        """The listing under way, or a new one when the last is older than WORKFLOWS_FRESH_SECONDS."""
+        with self._lock:
+            if self._under_way is not None and not self._under_way.done():
+                return self._under_way
+            if time.monotonic() - self._listed_at < WORKFLOWS_FRESH_SECONDS:
+                return None
+            self._listed_at = time.monotonic()
+            self._under_way = WORKFLOW_LISTER.submit(self._list)
+            return self._under_way
+
+    def _list(self) -> None:
+        """In the lister's thread: a new listing replaces the last; a failure keeps it."""
+        try:
+            result = list_workflows(self.source)
+        except Exception:  # a bug: said in the log, the last listing kept; the thread must not die silently
+            log.exception("listing n8n's workflows failed")
+            result = ApiAnswer("api_not_json", host=host_and_port(self.source.api.url))
+        with self._lock:
+            self._listed_at = time.monotonic()
+            if isinstance(result, WorkflowListing):
+                self.listing = result
+        self._report(result)
+
+    def _report(self, result: WorkflowListing | ApiAnswer) -> None:
+        if isinstance(result, ApiAnswer):
+            self._say(workflows_failed_words(self.source.tag, result))
+            return
+        self._said = {said for said in self._said if said.startswith(SKIPPED_PREFIX)}  # a new failure is said again
+        for name, why in result.skipped:
+            self._say(skipped_workflow_words(self.source.tag, name, why))
+
+    def _say(self, said: str) -> None:
+        if said not in self._said:
+            self._said.add(said)
+            log.warning("%s", redact(said, self.source.api.secrets))
+
+
+WORKFLOW_LISTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="n8n-workflows")
+WORKFLOW_CATALOGS: dict[WorkflowSource, WorkflowCatalog] = {}
+WORKFLOW_CATALOGS_KEPT = 8  # sources seen (valves saved with another key or tag); older ones are dropped
+
+
+def catalog_of(source: WorkflowSource) -> WorkflowCatalog:
+    if source not in WORKFLOW_CATALOGS and len(WORKFLOW_CATALOGS) >= WORKFLOW_CATALOGS_KEPT:
+        WORKFLOW_CATALOGS.clear()
+    return WORKFLOW_CATALOGS.setdefault(source, WorkflowCatalog(source))
+
+
+async def workflow_listing(settings: Settings) -> WorkflowListing | None:
+    """The tagged workflows as fresh as WORKFLOWS_WAIT_SECONDS allows: a listing's result when it comes in
+    time, else the last one (None: none yet, or nothing to list). The wait never cancels the listing."""
+    source = workflow_source(settings)
+    if source is None:
+        return None
+    catalog = catalog_of(source)
+    under_way = catalog.refreshed()
+    if under_way is not None:
+        await asyncio.wait([asyncio.wrap_future(under_way)], timeout=WORKFLOWS_WAIT_SECONDS)
+    return catalog.listing
+
+
+async def listed_models(settings: Settings) -> list[dict[str, str]]:
+    """Open WebUI's model list: the `models` lines (else n8n_url's model), then the tagged workflows, each
+    URL once. Never raises: Open WebUI would then list none of the pipe's models."""
+    try:
+        listing = await workflow_listing(settings)
+    except Exception:  # a bug must not empty the model picker: the configured models stay
+        log.exception("listing n8n's workflows failed")
+        listing = None
+    return model_list(settings, listing.models if listing else ())
+
+
+def model_list(settings: Settings, listed: Sequence[WorkflowModel]) -> list[dict[str, str]]:
+    """The configured models first (their chats keep their ids), then the listed workflows whose id and URL
+    are new. n8n_url's lone model is left out when it has no URL and the tag found workflows."""
+    configured = [(model_id, name, url) for model_id, (name, url) in parse_models(settings.models).items()]
+    if not configured and (settings.n8n_url.strip() or not listed):
+        configured = [(SINGLE_MODEL, "n8n", settings.n8n_url)]
+    models: list[dict[str, str]] = []
+    ids, urls = set(), set()
+    for model_id, name, url in [*configured, *((model.entry, model.name, model.url) for model in listed)]:
+        same_url = url.strip().rstrip("/")
+        if model_id in ids or (same_url and same_url in urls):
+            continue
+        ids.add(model_id)
+        urls.add(same_url)
+        models.append({"id": model_id, "name": name})
+    return models
+
+
+def listed_workflow(settings: Settings, entry: str) -> WorkflowModel | None:
+    """The listed workflow behind a model entry, from the last listing (no call to n8n)."""
+    source = workflow_source(settings)
+    catalog = WORKFLOW_CATALOGS.get(source) if source else None
+    listing = catalog.listing if catalog else None
+    return next((model for model in listing.models if model.entry == entry), None) if listing else None
+
+
+def listed_workflow_url(settings: Settings, entry: str) -> str:
+    model = listed_workflow(settings, entry)
+    return model.url if model else ""
+
+
+async def workflows_of_turn(settings: Settings, model_id: str) -> None:
+    """A chat with a listed workflow needs a listing no older than the model list's: after a restart the
+    chat may come before any model list (the API, another worker), and a republished path changes its URL."""
+    if model_entry(model_id).startswith(WORKFLOW_ENTRY_PREFIX):
+        await workflow_listing(settings)
+
+
+def webhook_url(settings: Settings, model_id: str) -> str:
+    """The URL of the workflow behind the picked model (`<function id>.<entry id>`), "" when that entry
+    is gone: a chat must never reach another workflow than the one it was started with."""
+    workflows = parse_models(settings.models)
+    entry = model_entry(model_id)
+    if entry in workflows:
+        return workflows[entry][1]
+    if entry.startswith(WORKFLOW_ENTRY_PREFIX):
+        return listed_workflow_url(settings, entry)
+    n8n_url = settings.n8n_url.strip()
+    if entry == "":  # no chat model (the doctor, the demo): n8n_url, else the first workflow
+        return n8n_url or next((url for _, url in workflows.values()), "")
+    return n8n_url if entry == SINGLE_MODEL else ""
+
+
+def valve_problem(settings: Settings, model_id: str, url: str) -> str | None:
+    """What in the valves makes this turn's request pointless or broken, said before anything is sent."""
+    problem = models_problem(settings.models)
+    if problem:
+        return problem
+    entry = model_entry(model_id)
+    if not url and entry.startswith(WORKFLOW_ENTRY_PREFIX) and entry not in parse_models(settings.models):
+        return listed_workflow_gone(entry, settings.workflow_tag.strip(), workflow_source(settings) is None)
+    if not url and (entry not in ("", SINGLE_MODEL) or (entry == SINGLE_MODEL and parse_models(settings.models))):
+        return (
+            f"This model ('{entry}') no longer exists in the pipe's `models` valve: pick another model for "
+            f"this chat, or add its 'Name = URL' line back ({VALVES_AT})."
+        )
+    valve = "n8n_url" if url == settings.n8n_url.strip() else "models"
+    return url_problem(url, valve) or header_problem(settings) or extra_headers_problem(settings)
+
+
+# ---------------------------------------------------------------------------
 # Transport: one call to the webhook in a worker thread (never repeated), its body read and decoded, what
 # failed classified as a Failure; Handover takes the events to the event loop.
 
@@ -4142,12 +4490,10 @@ class Pipe:
     def __init__(self) -> None:
         self.valves = self.Valves()
 
-    def pipes(self) -> list[dict[str, str]]:
-        """One model per configured workflow, so each shows up in the chat's model picker."""
-        workflows = parse_models(self.valves.models)
-        if not workflows:
-            return [{"id": SINGLE_MODEL, "name": "n8n"}]
-        return [{"id": model_id, "name": name} for model_id, (name, _) in workflows.items()]
+    async def pipes(self) -> list[dict[str, str]]:
+        """One model per configured workflow and per workflow tagged `workflow_tag` in n8n, so each shows up in
+        the chat's model picker. Async: Open WebUI then never waits for n8n's API on its event loop."""
+        return await listed_models(Settings.of(self.valves))
 
     async def pipe(
         self,
@@ -4172,6 +4518,7 @@ class Pipe:
             return single_chunk(answer) if turn.wants_stream else answer
 
         emitter = Emitter(__event_emitter__, statuses=settings.emit_status and not turn.task, sources=not turn.task)
+        await workflows_of_turn(settings, turn.model)
         url = webhook_url(settings, turn.model)
         problem = valve_problem(settings, turn.model, url)
         if not url and not problem:
@@ -4426,6 +4773,32 @@ async def run_check(
     return 0 if streamed else 1
 
 
+def workflows_check(webhook_url: str, api_url: str, key: str, tag: str, extra_headers: str = "") -> list[str]:
+    """The doctor's word on `workflow_tag`: the workflows the pipe lists as models and their URLs, the tagged
+    ones it leaves out and why, or why there are none (the key's scope, the tag, nothing published)."""
+    valves = Valves(
+        n8n_url=webhook_url, n8n_api_url=api_url, n8n_api_key=key, extra_headers=extra_headers, workflow_tag=tag
+    )
+    source = workflow_source(Settings.of(valves))
+    if not tag.strip():
+        return ["workflows: the tag is empty (--tag, the `workflow_tag` valve): no workflow is listed as a model"]
+    if source is None:
+        return ["workflows: the webhook URL is no http(s) URL, so the workflows' URLs have no base"]
+    listing = list_workflows(source, published_only=False)
+    if isinstance(listing, ApiAnswer):
+        return [f"workflows: {workflows_failed_words(source.tag, listing)}"]
+    if not listing.models and not listing.skipped:
+        return [
+            f"workflows: no workflow has the tag '{source.tag}' in n8n: add it to each workflow to list (the "
+            "tags next to the workflow's name in the editor), or pass their tag with --tag (the `workflow_tag` valve)"
+        ]
+    return [
+        f"workflows tagged '{source.tag}': {len(listing.models)} listed as models",
+        *(f"  {model.name}: {model.url}" for model in listing.models),
+        *(f"  not listed: {name}: {why}" for name, why in listing.skipped),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pipe_n8n_stream", description="Open WebUI <-> n8n streaming pipe.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -4444,6 +4817,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--read-timeout", type=float, default=300, help="the read_timeout valve, in seconds")
     check.add_argument("--api-key", default="", help="the n8n_api_key valve: checked for what Stop needs")
     check.add_argument("--api-url", default="", help="the n8n_api_url valve (default: the webhook's host + /api/v1)")
+    tag = Valves.model_fields["workflow_tag"].default
+    check.add_argument("--tag", default=tag, help="the workflow_tag valve: with --api-key, the workflows it lists")
     check.add_argument("--file", default=None, help="also send this file, as a chat attachment (multipart)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")  # the terminal shows the failures
@@ -4456,6 +4831,8 @@ def main(argv: list[str] | None = None) -> int:
             secrets = doctor_api(args.url, args.api_url, args.api_key, extra_headers).secrets
             print(f"n8n API: {redact(api_words(answer), secrets)}")
             print(f"recovery: {redact(api_words(recovery), secrets)}")
+            for line in workflows_check(args.url, args.api_url, args.api_key, args.tag, extra_headers):
+                print(redact(line, secrets))
             api_ok = answer.code == "key_works" and recovery.code == "recovers"
         check_run = run_check(
             args.url,

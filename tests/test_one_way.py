@@ -59,23 +59,28 @@ def uses_against_direction(source: str) -> list[str]:
     for statement in tree.body:
         if is_main_guard(statement):
             continue
-        for node in ast.walk(statement):
-            name = used_name(node)
-            if name not in owner:
+        for node, local in module_name_uses(statement):
+            if node.id not in owner or node.id in local:
                 continue
             user = section_of(node.lineno, all_sections)
-            if owner[name] > user:
-                wrong.append(
-                    f"line {node.lineno}: {name} ({all_sections[user].title} uses {all_sections[owner[name]].title})"
-                )
+            if owner[node.id] > user:
+                users, owners = all_sections[user].title, all_sections[owner[node.id]].title
+                wrong.append(f"line {node.lineno}: {node.id} ({users} uses {owners})")
     return wrong
 
 
-def used_name(node: ast.AST) -> str:
-    """A name read in code, or named in an annotation string (`from __future__ import annotations`)."""
-    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-        return node.id
-    return ""
+def module_name_uses(node: ast.AST, local: frozenset[str] = frozenset()) -> list[tuple[ast.Name, frozenset[str]]]:
+    """Every name read under `node`, with the names local to the functions around it (their parameters and
+    what they assign): a parameter called `webhook_url` is no use of the function `webhook_url`."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+        arguments = node.args
+        every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs, arguments.vararg, arguments.kwarg]
+        assigned = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        local = local | {a.arg for a in every if a is not None} | assigned
+    uses = [(node, local)] if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) else []
+    for child in ast.iter_child_nodes(node):
+        uses += module_name_uses(child, local)
+    return uses
 
 
 def is_main_guard(statement: ast.stmt) -> bool:
@@ -89,7 +94,7 @@ def test_each_section_uses_only_the_sections_above_it() -> None:
 
 
 def test_the_check_names_a_use_against_the_direction() -> None:
-    source = f"A = 1\n{SEPARATOR}\n# First: one\nB = C\n{SEPARATOR}\n# Second: two\nC = A\n"
+    source = f"A = 1\n{SEPARATOR}\n# First: one\nB = C\ndef f(C): return C\n{SEPARATOR}\n# Second: two\nC = A\n"
     assert uses_against_direction(source) == ["line 4: C (First uses Second)"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -187,7 +188,7 @@ def test_models_valve_lists_one_model_per_workflow():
     pipe = Pipe()
     pipe.valves.models = MODELS
 
-    assert pipe.pipes() == [{"id": "support", "name": "Support"}, {"id": "sales-bot", "name": "Sales bot"}]
+    assert asyncio.run(pipe.pipes()) == [{"id": "support", "name": "Support"}, {"id": "sales-bot", "name": "Sales bot"}]
 
 
 def test_the_picked_model_posts_to_its_workflow_url(chat):

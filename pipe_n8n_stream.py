@@ -65,9 +65,8 @@ from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from itertools import takewhile
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple, Protocol, assert_never, cast
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, Self, assert_never, cast
 from urllib.parse import quote, quote_plus, unquote, urljoin, urlsplit
 
 import requests
@@ -91,15 +90,12 @@ JSON_OPENINGS = ("{", "[")
 JSON_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
 JSON_BLANKS = (" ", "\t", "\r", "\n")
 LINE_BREAK = re.compile(rb"\r\n|\r|\n")
-CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # never in a line of JSON (DEL may be) or SSE
 SSE_FIELD_PREFIXES = (b"data:", b"event:", b"id:", b"retry:", b":")
 N8N_STREAM_TYPES = {"begin", "item", "end", "error", "keepalive"}
 COMMON_TEXT_FIELDS = ("output", "text", "response", "content", "message.content", "choices.0.message.content")
 TURN_ID_FIELD = "turnId"  # the turn's own id in the payload: how the pipe finds its n8n execution to stop it
 ERROR_GRACE_SECONDS = 3.0  # after an n8n error item, n8n may send nothing more, not even the body's end
 TITLE_WORDS = 6
-
-
 # Open WebUI's tasks answered with an empty list, and the list's key in the JSON it parses: nothing to tag,
 # suggest or search; `memory_review` (0.10+, after a turn when memory review is on): nothing to remember.
 EMPTY_LIST_TASKS = {
@@ -108,16 +104,10 @@ EMPTY_LIST_TASKS = {
     "query_generation": "queries",
     "memory_review": "operations",
 }
-
-
 SINGLE_MODEL = "n8n"  # the one model's entry id when the `models` valve is empty
 VALVES_AT = "Admin Panel > Functions > the pipe's gear"
-
-
 # Payload fields the pipe sets itself: `input_field` or `session_field` named so would be overwritten.
 PIPE_PAYLOAD_FIELDS = ("stream", "action", "messages", "user", "task", "files", "imageUrls")
-
-
 SEND_FILES_MODES = ("multipart", "text", "off")
 FILE_FIELD_PREFIX = "data"  # form fields data0, data1, ...: the names a Chat Trigger gives its binaries too
 IMAGE_URLS_FIELD = "imageUrls"  # remote images, passed as URLs: the pipe never fetches a URL it was given
@@ -125,15 +115,9 @@ HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 BEARER_PREFIX = re.compile(r"bearer\s+", re.IGNORECASE)
 JWT_HEADER = {"alg": "HS256", "typ": "JWT"}  # what n8n's JWT Auth (Passphrase, HS256) verifies
 JWT_ISSUER = "open-webui"
-
-
 # Headers the pipe sets itself on a request to n8n: an `extra_headers` line may not replace them.
 PIPE_HEADERS = ("accept", "accept-encoding", "content-type", "content-length", "transfer-encoding", "host")
-
-
 API_KEY_HEADER = "X-N8N-API-KEY"
-
-
 # First path segments of n8n's editor pages: a URL copied from the browser's address bar, not a webhook.
 # fmt: off
 EDITOR_PAGES = {
@@ -141,8 +125,6 @@ EDITOR_PAGES = {
     "executions", "templates", "variables", "insights",
 }
 # fmt: on
-
-
 TITLE_CHARS = 60
 TOOL_TEXT_CHARS = 2000  # a tool's input or output shown in its step block is cut here
 MAX_SOURCES = 100  # citations taken from one reply: each is an event and a row in the saved message
@@ -151,8 +133,14 @@ AGENT_WORK_FIELDS = ("intermediateSteps", "sources", "files")
 # What json.loads raises on bytes that are no usable JSON: a line of 100 000 `[` is a RecursionError.
 JSON_ERRORS = (ValueError, RecursionError)
 CONTROL_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f"  # control characters other than tab and line breaks
-CONTROL = re.compile(f"[{CONTROL_CHARS}]")  # never shown: no text, whatever carried it
+CONTROL = re.compile(f"[{CONTROL_CHARS}]")  # never in a header value
 CONTROL_OR_BREAK = re.compile(f"[\t\r\n{CONTROL_CHARS}]")  # no place in a token
+# What the chat leaves out of a model's words in JSON and event streams: the C0 control characters but
+# tab, LF and CR; everything else (DEL and C1 too) is shown as it came. Open WebUI saves the message into
+# the chat, one JSON document per chat in its database, and renders it as markdown: on PostgreSQL a
+# U+0000 in it breaks text queries on that chat (its search skips such messages: open-webui issues 9317
+# and 15616), and the other C0 characters have no glyph (nothing or a box on screen).
+UNSHOWN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 # ---------------------------------------------------------------------------
@@ -191,32 +179,42 @@ class EventFacts:
         """A failure whose answer may still come from n8n's execution once the body is read, else None."""
         return None
 
+    def without_unshown(self) -> Self | None:
+        """The event without the characters the chat leaves out of words (UNSHOWN); None if nothing is left."""
+        return self
+
 
 @dataclass(frozen=True, slots=True)
-class Text(EventFacts):
+class Words(EventFacts):
+    """What Text and Thinking share: words the chat shows."""
+
+    text: str
+
+    @property
+    def shown_chars(self) -> int:
+        return len(self.text)
+
+    def without_unshown(self) -> Self | None:
+        if not UNSHOWN.search(self.text):
+            return self
+        text = UNSHOWN.sub("", self.text)
+        return replace(self, text=text) if text else None
+
+
+@dataclass(frozen=True, slots=True)
+class Text(Words):
     """Words of the answer, shown byte for byte."""
 
     answers: ClassVar[bool] = True
-    text: str
 
     @property
     def answer_words(self) -> str:
         return self.text
 
-    @property
-    def shown_chars(self) -> int:
-        return len(self.text)
-
 
 @dataclass(frozen=True, slots=True)
-class Thinking(EventFacts):
+class Thinking(Words):
     """The model's reasoning, shown as collapsible thinking."""
-
-    text: str
-
-    @property
-    def shown_chars(self) -> int:
-        return len(self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -684,13 +682,9 @@ def failure_sentence(f: Failure) -> str:
         case "internal_error":
             return f"internal error in the n8n pipe: {f.error_type}"
         case "not_text":
-            what = (
-                f"n8n's reply stopped being text after {size_said(int(f.size))}: the rest"
-                if f.size
-                else "n8n's reply is no text: it"
-            )
             return (
-                f"{what} (bytes that are no UTF-8, or control characters) is not shown. A workflow that answers "
+                f"n8n's reply stopped being text after {size_said(int(f.size))}: the rest (bytes that are no UTF-8, "
+                "or control characters) is not shown. A workflow that answers "
                 "with a file should send it with its type (Respond to Webhook: Respond With Binary File)."
             )
         case "execution_canceled":
@@ -760,12 +754,8 @@ def n8n_error_advice(reason: str, jwt: bool = False) -> str:
 
 
 JWT_CREDENTIAL = "Key Type: Passphrase, Secret: the `jwt_secret` valve, Algorithm: HS256"
-
-
 # How n8n's JWT Auth (jsonwebtoken) starts its refusals: "No token provided", "jwt malformed", "jwt expired", ...
 JWT_REFUSALS = ("No token provided", "jwt ", "invalid signature", "invalid token", "invalid algorithm")
-
-
 JWT_WANTED = (
     "The Webhook node's Authentication is JWT Auth: set the `jwt_secret` valve to the Secret of its JWT Auth "
     "credential in n8n."
@@ -946,8 +936,6 @@ WORKFLOWS_SCOPE_MISSING = (
     f"the `n8n_api_key` may not list workflows (HTTP 403): give the key the {WORKFLOWS_SCOPE} scope in n8n "
     "(Settings > n8n API), or empty the `workflow_tag` valve"
 )
-
-
 SKIPPED_PREFIX = "n8n workflow "
 
 
@@ -1747,23 +1735,21 @@ THINK_END = "\n</think>\n\n"  # closes the <think> block the chat renders as the
 
 class LineSplitter:
     """Splits bytes on CR, LF or CRLF (also split across reads) into UTF-8 decoded lines.
-    Works on bytes so a character cut between two reads is decoded whole. JSON and event streams are
-    text: at the first line that is not (no UTF-8, or a control character other than tab), splitting
-    stops and `not_text` says where; such bytes are never a model's words and never shown."""
+    Works on bytes so a character cut between two reads is decoded whole. A byte that is no UTF-8
+    becomes U+FFFD and the stream goes on, as WHATWG's event streams and RFC 8259's JSON text say:
+    one bad byte never ends an answer. The lines are not scanned for anything else (a scan of every
+    read doubled the CPU of large tokens)."""
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES, too_long: FailureCode = "line_too_long") -> None:
         self.max_line_bytes = max_line_bytes
         self.too_long: FailureCode = too_long
-        self.not_text: Failure | None = None
         self._partial = bytearray()
         self._after_cr = False
-        self._split_off = 0  # bytes of the body before the partial line
 
     def feed(self, data: bytes) -> list[str]:
         if self._after_cr and data[:1] == b"\n":
             data, self._after_cr = data[1:], False
-            self._split_off += 1
-        if not data or self.not_text is not None:
+        if not data:
             return []
         self._after_cr = False
         if b"\n" not in data and b"\r" not in data:
@@ -1776,45 +1762,18 @@ class LineSplitter:
         self._partial = bytearray(pieces.pop())
         if len(text) > self.max_line_bytes:
             self._check(max(len(self._partial), *(len(p) for p in pieces)))
-        return self._text_lines(text, pieces)
+        return [p.decode("utf-8", "replace") for p in pieces]
 
     def finish(self) -> str | None:
         """The last line when the body ended without a line break, else None."""
-        last, self._partial = bytes(self._partial), bytearray()
-        if not last or self.not_text is not None:
+        if not self._partial:
             return None
-        if not is_text_line(last):
-            self.not_text = Failure("not_text", size=self._split_off, may_have_reached_n8n=True)
-            return None
-        return last.decode("utf-8")
+        line, self._partial = self._partial.decode("utf-8", "replace"), bytearray()
+        return line
 
     def _check(self, length: int) -> None:
         if length > self.max_line_bytes:
             raise LineTooLong(Failure(self.too_long, limit=self.max_line_bytes))
-
-    def _text_lines(self, text: bytes, pieces: list[bytes]) -> list[str]:
-        """The lines, decoded; or those before the first that is no text, which sets `not_text`."""
-        complete = len(text) - len(self._partial)
-        try:
-            if not CONTROL_BYTE.search(text, 0, complete):
-                lines = [p.decode("utf-8") for p in pieces]
-                self._split_off += complete
-                return lines
-        except UnicodeDecodeError:
-            pass
-        good = list(takewhile(is_text_line, pieces))
-        starts = [0, *(m.end() for m in LINE_BREAK.finditer(text))]
-        self.not_text = Failure("not_text", size=self._split_off + starts[len(good)], may_have_reached_n8n=True)
-        self._partial = bytearray()
-        return [p.decode("utf-8") for p in good]
-
-
-def is_text_line(line: bytes) -> bool:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return CONTROL_BYTE.search(line) is None
 
 
 @dataclass(frozen=True)
@@ -1863,8 +1822,6 @@ class SSEDecoder:
 
 
 WireFormatName = Literal["empty", "json", "sse", "text", "file"]
-
-
 # Types that are text whatever their name says: anything else (image/*, application/pdf, octet-stream,
 # archives, office formats) is a file.
 TEXT_TYPES = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl", "application/xml")
@@ -2108,14 +2065,14 @@ class TextFormat(WireFormat):
         self._utf8 = codecs.getincrementaldecoder("utf-8")("surrogateescape")  # a bad byte stays findable
         self._body = bytearray()  # the body while none of it is shown: it may be a file
         self._file = False
-        self._shown = 0  # bytes of the body shown as text
+        self._shown_bytes = 0  # bytes of the body shown as text
 
     @property
     def label(self) -> str:
         return "file" if self._file else self.LABEL
 
     def feed(self, data: bytes) -> list[Event]:
-        if self._file or not self._shown:
+        if self._file or not self._shown_bytes:
             self._body += data
         return [] if self._file else self._text(self._utf8.decode(data))
 
@@ -2126,14 +2083,14 @@ class TextFormat(WireFormat):
     def _text(self, text: str) -> list[Event]:
         bad = NOT_TEXT.search(text)
         if bad is None:
-            self._shown += len(text.encode("utf-8", "surrogateescape"))
+            self._shown_bytes += len(text.encode("utf-8", "surrogateescape"))
             return text_events(text)
         good = text[: bad.start()]
-        if not good and not self._shown:
+        if not good and not self._shown_bytes:
             self._file = True
             return []
-        shown = self._shown + len(good.encode("utf-8", "surrogateescape"))
-        self._shown = shown
+        shown = self._shown_bytes + len(good.encode("utf-8", "surrogateescape"))
+        self._shown_bytes = shown
         return [*text_events(good), Failure("not_text", size=shown, may_have_reached_n8n=True), END]
 
 
@@ -2162,17 +2119,14 @@ class JsonLinesFormat(WireFormat):
         return "NDJSON" if self.streams else "complete JSON"
 
     def feed(self, data: bytes) -> list[Event]:
-        events = [event for line in self._lines.feed(data) for event in self._line(line)]
-        if self._lines.not_text is None:
-            return events
-        return [*events, *self._blocks.finish(), self._lines.not_text, END]
+        return [event for line in self._lines.feed(data) for event in self._line(line)]
 
     def finish(self) -> list[Event]:
         last = self._lines.finish()
         events = self._line(last) if last is not None else []
-        if self._body is not None and self._lines.not_text is None:
+        if self._body is not None:
             events += self._whole_body()
-        return events + self._blocks.finish() + ([self._lines.not_text] if self._lines.not_text else [])
+        return events + self._blocks.finish()
 
     def no_text(self) -> Failure:
         if self.streams:
@@ -2198,8 +2152,9 @@ class JsonLinesFormat(WireFormat):
                 self._body = [line]
                 self._body_bytes = len(line)
                 return []
-            return text_events(line + "\n")
-        return self._value(value)
+            return text_events(UNSHOWN.sub("", line + "\n"))
+        events = self._value(value)
+        return without_unshown(events) if "\\" in line else events
 
     def _value(self, value: Any) -> list[Event]:
         self._values += 1
@@ -2217,8 +2172,8 @@ class JsonLinesFormat(WireFormat):
         try:
             value = json.loads(text)
         except JSON_ERRORS:
-            return text_events(text)
-        return self._value(value)
+            return text_events(UNSHOWN.sub("", text))
+        return without_unshown(self._value(value))
 
 
 class N8nBlocks:
@@ -2295,7 +2250,7 @@ class SSEFormat(WireFormat):
             event = self._events.feed(line)
             if event is not None:
                 events += events_of_sse(event, self.response_field)
-        return events if self._lines.not_text is None else [*events, self._lines.not_text, END]
+        return events
 
 
 class FileFormat(WireFormat):
@@ -2333,10 +2288,13 @@ def events_of_sse(event: ServerSentEvent, response_field: str) -> list[Event]:
     except JSON_ERRORS:
         value = None
     if not isinstance(value, (dict, list)):  # plain words, or a JSON number or string: the data as it came
-        if not event.data:
+        data = UNSHOWN.sub("", event.data)
+        if not data:
             return []
-        return [model_error(event.data)] if event.event == "error" else [Text(event.data)]
+        return [model_error(data)] if event.event == "error" else [Text(data)]
     events = events_of_json(value, response_field)
+    if "\\" in event.data:
+        events = without_unshown(events)
     if event.event == "error" and not any(e.is_failure for e in events):
         return [model_error(common_text(value) or text_at(value, "message") or shorten(event.data))]
     return events
@@ -2402,7 +2360,7 @@ def respond_node_events(content: str, response_field: str) -> list[Event]:
     if execution_id:
         return [ExecutionId(execution_id)]
     found = body_text(value, response_field)
-    return answer_events(value, found if found is not None else content)
+    return without_unshown(answer_events(value, found if found is not None else content))
 
 
 def streamed_execution_id(value: Any) -> str:
@@ -2546,12 +2504,15 @@ def thinking_events(text: Any) -> list[Event]:
     return [Thinking(shown)] if shown else []
 
 
+def without_unshown(events: list[Event]) -> list[Event]:
+    """Text and thinking without the characters the chat leaves out (UNSHOWN). JSON strings hold
+    them only as escapes, so callers ask only when the JSON had a backslash: no scan of every token."""
+    return [kept for kept in (event.without_unshown() for event in events) if kept is not None]
+
+
 def well_formed(text: str) -> str:
     """JSON escapes can carry a lone surrogate ("\\ud800"), which no UTF-8 encoder downstream accepts:
-    it becomes U+FFFD; an escaped pair becomes its one character. A control character an escape carries
-    ("\\u0000") is dropped: it is no text, and a chat message never holds one."""
-    if CONTROL.search(text):
-        text = CONTROL.sub("", text)
+    it becomes U+FFFD, as invalid UTF-8 bytes do; an escaped pair becomes its one character."""
     if text.isascii():
         return text
     try:
@@ -3040,8 +3001,6 @@ def api_unreachable(exc: BaseException, api: ExecutionApi) -> ApiAnswer:
 # thread, one call at a time, backing off, bounded by `max_reply_minutes`, ended at once by Stop.
 
 FOLLOW_FIRST_DELAY = 0.5
-
-
 FOLLOW_MAX_DELAY = 5.0
 FOLLOW_STATUS_EVERY = 5.0  # the status line says the pipe still follows at most this often
 FOLLOW_RETRIES = 3  # API calls in a row that may fail (a busy n8n) before following gives up
@@ -3177,7 +3136,7 @@ def execution_events(record: dict[str, Any], response_field: str, shown_text: st
     item = last_node_item(result)
     if item is None:
         return [Failure("execution_data_missing", execution_id=execution_id)]
-    events = events_of_json(item, response_field)
+    events = without_unshown(events_of_json(item, response_field))  # as the stream showed it
     if not any(e.answer_words for e in events):
         snippet = shorten(json.dumps(without_agent_work(item), ensure_ascii=False))
         return [*events, Failure("no_text_at_field", response_field=response_field, reply_start=snippet)]
@@ -3952,8 +3911,6 @@ PROXY_SERVERS = (
     "litespeed", "microsoft-iis", "squid", "akamai",
 )
 # fmt: on
-
-
 # n8n never answers these itself: they come from a gateway between the pipe and n8n.
 GATEWAY_STATUSES = (502, 504, 520, 521, 522, 523, 524)
 

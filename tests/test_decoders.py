@@ -12,12 +12,10 @@ from pipe_n8n_stream import (
     EMPTY_REPLY,
     END,
     MAX_LINE_BYTES,
-    NOT_TEXT,
     READ_SIZE,
     WORKFLOW_STARTED,
     BlockEnded,
     ChunkedFraming,
-    Failure,
     LineSplitter,
     LineTooLong,
     NodeStarted,
@@ -87,41 +85,45 @@ def test_a_character_cut_between_reads_is_decoded_whole():
     assert lines.feed(data[4:]) == ["ü🎉"]
 
 
-def test_a_line_that_is_no_utf8_ends_the_lines_where_it_starts():
+def test_a_byte_that_is_no_utf8_becomes_a_replacement_character_and_the_lines_go_on():
     lines = LineSplitter()
-    assert lines.feed(b"ok\r\nfine\na\xffb\nnext\n") == ["ok", "fine"]
-    assert lines.not_text == Failure("not_text", size=len(b"ok\r\nfine\n"), may_have_reached_n8n=True)
-    assert lines.feed(b"more\n") == []
-    assert lines.finish() is None
+    assert lines.feed(b"ok\r\nfine\na\xffb\nnext\n") == ["ok", "fine", "a\ufffdb", "next"]
+    assert lines.feed(b"more\xc3") == []
+    assert lines.finish() == "more\ufffd"
 
 
-def test_a_line_with_a_control_byte_is_no_text_but_tab_and_del_are():
-    assert LineSplitter().feed(b"a\tb\x7f\n") == ["a\tb\x7f"]
+def test_control_bytes_are_left_in_the_lines_for_the_format_to_judge():
     lines = LineSplitter()
-    assert lines.feed(b"ok\n" + b"\x00" * 5) == ["ok"]
-    assert lines.finish() is None
-    assert lines.not_text == Failure("not_text", size=3, may_have_reached_n8n=True)
+    assert lines.feed(b"a\tb\x7f\n" + b"\x00" * 5) == ["a\tb\x7f"]
+    assert lines.finish() == "\x00" * 5
 
 
 @pytest.mark.parametrize(
     ("body", "content_type", "shown"),
     [
-        (b'{"output":"Gr\xfc\xdfe"}', "application/json", []),
-        (b'{"message":{"content":"ok "}}\n{"message":{"content":"\xff"}}\n', "application/x-ndjson", [Text("ok ")]),
-        (b'data: {"choices":[{"delta":{"content":"ok"}}]}\n\ndata: \x01\n\n', "text/event-stream", [Text("ok")]),
+        (b'{"output":"Gr\xfc\xdfe"}', "application/json", [Text("Gr\ufffd\ufffde")]),
+        (
+            b'{"message":{"content":"ok "}}\n{"message":{"content":"\xff"}}\n{"message":{"content":"!"}}\n',
+            "application/x-ndjson",
+            [Text("ok "), Text("\ufffd"), Text("!")],
+        ),
+        (
+            b'data: {"choices":[{"delta":{"content":"ok"}}]}\n\ndata: a\x01\xffb\n\ndata: c\n\n',
+            "text/event-stream",
+            [Text("ok"), Text("a\ufffdb"), Text("c")],
+        ),
     ],
     ids=["complete JSON", "NDJSON", "SSE"],
 )
-def test_json_and_event_streams_never_show_bytes_that_are_no_text(body, content_type, shown):
-    handed = said(read_loop_events(MemoryBody([body]), content_type)[:-1])
-    assert handed[: len(shown)] == shown
-    assert [p for p in handed if isinstance(p, Text) and ("\ufffd" in p.text or NOT_TEXT.search(p.text))] == []
-    assert handed[len(shown)].startswith("n8n's reply stopped being text after" if shown else "n8n's reply is no text")
+def test_in_json_and_event_streams_a_bad_byte_is_a_replacement_character_and_the_answer_goes_on(
+    body, content_type, shown
+):
+    assert said(read_loop_events(MemoryBody([body]), content_type)[:-1]) == shown
 
 
 def test_control_characters_a_json_escape_carries_are_dropped_and_the_rest_kept():
-    body = b'{"message":{"content":"a\\u0000b\\u0007\\tc"}}\n{"message":{"content":"\\u001b"}}\n'
-    assert said(read_loop_events(MemoryBody([body]), "application/x-ndjson")[:-1]) == [Text("ab\tc")]
+    body = b'{"message":{"content":"a\\u0000b\\u0007\\tc\x7f"}}\n{"message":{"content":"\\u001b"}}\n'
+    assert said(read_loop_events(MemoryBody([body]), "application/x-ndjson")[:-1]) == [Text("ab\tc\x7f")]
 
 
 def test_unicode_line_separators_are_not_line_breaks():

@@ -91,6 +91,16 @@ TICKETS = "Summarise yesterday's support tickets, please."
 
 SALES_CHART_PROMPT = "Show me this quarter's sales as a chart."
 
+# -- a workflow tagged in n8n, picked by its n8n name (n8n/claude-streaming.json): streams ----------------------
+
+SHIFT_HANDOVER = "Write a short handover note for the evening shift."
+SHIFT_HANDOVER_ANSWER = (
+    "Evening shift, here is where things stand.\n\n"
+    "Two chats are waiting on customers to reply; both are tagged follow-up. The billing outage from this "
+    "morning is fixed, and the status page says so.\n\n"
+    "Nothing else is open. Have a quiet evening!"
+)
+
 STREAMING_GATE = "welcome"
 RECOVERY_GATE = "bug-report"
 
@@ -103,4 +113,5 @@ SCRIPTS = {
     # the agent-tools workflow answers when its last node ends: nothing to see streaming, so no pause
     REVENUE: Script(REVENUE_ANSWER, delay=0, tool_input=REVENUE_TOOL_INPUT),
     AGENT_MATHS: Script(AGENT_MATHS_ANSWER, delay=0),
+    SHIFT_HANDOVER: Script(SHIFT_HANDOVER_ANSWER, delay=0.05),
 }

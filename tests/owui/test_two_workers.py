@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fake_n8n_api import FakeN8nApi, webhook_node, workflow
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_reply
 from owui_host import CANCEL_EVENT, OWUI_RELEASE, PIPE_ID, TASKS_IN_REDIS, Admin, Browser
 
@@ -146,3 +147,32 @@ def test_stop_sent_to_the_other_worker_closes_the_webhook_within_1s(owui, admin,
         f"\nStop sent to a worker other than {ran_on}, which ran the chat;"
         f" webhook closed {closed_after * 1000:.0f} ms after Stop"
     )
+
+
+@BEFORE_WORKERS
+def test_a_tagged_workflow_model_lists_and_chats_on_either_worker(owui, admin):
+    """Each worker runs its own copy of the pipe, with its own list of n8n's workflows: on each worker's
+    connection, as a page load does, the model list has the tagged workflow and a chat with it streams from
+    its own webhook."""
+    model = f"{PIPE_ID}.workflow-wfTwoWorkers0001"
+    api = FakeN8nApi(workflows=[workflow("wfTwoWorkers0001", "Two workers", webhook_node("two-workers"))])
+    turns = []
+    with LoopbackServer(lambda seen: Reply(headers=STREAM_HEADERS, steps=n8n_reply(TOKENS))) as n8n:
+        try:
+            admin.set_valves(PIPE_ID, n8n_url=n8n.url, n8n_api_key="owui-e2e-api-key", n8n_api_url=api.url)
+            for pid in sorted(worker_answers(owui, admin)):
+                session = on_worker(owui, admin, lambda answer, pid=pid: answer["pid"] == pid, f"with pid {pid}")
+                assert {m["id"]: m["name"] for m in session.models()}.get(model) == "Two workers", f"worker {pid}"
+                tab = Browser(session)
+                try:
+                    turn = tab.send(model, f"workflow from worker {pid}")
+                    turn.wait_done()
+                finally:
+                    tab.close()
+                turns.append(turn)
+        finally:
+            admin.set_valves(PIPE_ID, n8n_url=n8n.url)
+            api.close()
+
+    assert [turn.text_shown() for turn in turns] == ["".join(TOKENS)] * WORKERS
+    assert [seen.path for seen in n8n.requests] == ["/webhook/two-workers"] * WORKERS

@@ -3211,13 +3211,15 @@ class WorkflowSource:
 
 
 def workflow_source(settings: Settings) -> WorkflowSource | None:
-    """None when nothing is listed: no tag, no key, or no base to build the URLs on."""
+    """None when nothing is listed: no tag, no key, or no base to build the URLs on: the origin of `n8n_url`,
+    else of the first `models` line, else of `n8n_api_url`."""
     tag, key = settings.workflow_tag.strip(), settings.n8n_api_key.strip()
-    base = webhook_base(settings.n8n_url) or webhook_base(settings.n8n_api_url)
+    webhook = settings.n8n_url.strip() or next((url for _, url in parse_models(settings.models).values()), "")
+    base = webhook_base(webhook) or webhook_base(settings.n8n_api_url)
     if not tag or not key or not base:
         return None
     gateway = tuple(parse_extra_headers(settings.extra_headers))
-    api = ExecutionApi(api_base(settings.n8n_api_url, settings.n8n_url), key, "", settings.verify_ssl, gateway)
+    api = ExecutionApi(api_base(settings.n8n_api_url, webhook), key, "", settings.verify_ssl, gateway)
     return WorkflowSource(api, tag, base)
 
 

@@ -240,6 +240,14 @@ def test_without_n8n_url_the_base_is_the_api_urls_and_no_empty_n8n_model_is_list
     assert listing_of(pipe).models[1].url == f"{api_origin}/webhook/stream-openai-tool"
 
 
+def test_with_models_lines_alone_the_base_and_the_api_are_the_first_lines(n8n_api):
+    origin = urlsplit(n8n_api.url)._replace(path="").geturl()
+    pipe = pipe_for("", n8n_url="", models=f"Support = {origin}/webhook/support")
+
+    assert models_of(pipe) == [{"id": "support", "name": "Support"}, *SHOWN]
+    assert listing_of(pipe).models[1].url == f"{origin}/webhook/stream-openai-tool"
+
+
 def test_n8n_served_under_a_path_keeps_that_path_in_the_urls(n8n_api):
     pipe = pipe_for(n8n_api.url, n8n_url="https://example.com/n8n/webhook/main-bot")
 

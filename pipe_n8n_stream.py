@@ -976,6 +976,25 @@ def tool_started_words(tool: str, tool_input: Any) -> str:
     return f"{tool} is running: {shorten(asked, TOOL_STATUS_CHARS)}"
 
 
+def agent_work_words(live: bool | None, refused: ApiAnswer | None = None) -> str:
+    """The doctor's word on the agent's work: whether tool steps and usage will show, and whether live."""
+    if refused is not None:
+        return f"tool steps and usage will not show in a streamed reply: {api_words(refused)}"
+    shown = "tool steps and usage will show (from n8n's execution)"
+    if live:
+        return f"{shown}; tool steps live: the workflow saves its progress"
+    if live is None:
+        return (
+            f"{shown}; tool steps live only if the workflow saves its progress (Workflow settings > Save "
+            "execution progress): the doctor could not read the webhook's workflow to tell (the key needs the "
+            "workflow:list scope)"
+        )
+    return (
+        f"{shown}; tool steps after the answer, not live: the workflow does not save its progress (turn on "
+        "Workflow settings > Save execution progress, or EXECUTIONS_DATA_SAVE_ON_PROGRESS=true for all)"
+    )
+
+
 def with_full_stop(text: str) -> str:
     """n8n's hints can end without a full stop ("...only in the executions list)"): ours follows them."""
     return text if text.endswith((".", "!", "?", "…")) else f"{text}."
@@ -4927,6 +4946,38 @@ def recovery_check(webhook_url: str, api_url: str, key: str, extra_headers: str 
     return ApiAnswer("recovers")
 
 
+def agent_work_check(webhook_url: str, api_url: str, key: str, extra_headers: str = "") -> str:
+    """The doctor's word on tool steps and usage: reading executions with their data is what they need; the
+    webhook's workflow's `saveExecutionProgress` (when the key may list workflows) says whether live."""
+    recovery = recovery_check(webhook_url, api_url, key, extra_headers)
+    if recovery.code != "recovers":
+        return agent_work_words(None, recovery)
+    api = doctor_api(webhook_url, api_url, key, extra_headers)
+    with api_session(api) as session:
+        try:
+            listed = api_call(session, api, "GET", "/workflows", limit="250")
+            workflows = listed.json().get("data") if listed.status_code == 200 else None
+        except (requests.RequestException, *JSON_ERRORS, AttributeError):
+            workflows = None
+    workflow = webhook_workflow(workflows if isinstance(workflows, list) else [], webhook_url)
+    live = None if workflow is None else value_at(workflow, "settings.saveExecutionProgress") is True
+    return agent_work_words(live)
+
+
+def webhook_workflow(workflows: list[Any], webhook_url: str) -> dict[str, Any] | None:
+    """The workflow whose published Webhook (its path) or public Chat Trigger (its webhookId) is the URL's."""
+    path = urlsplit(webhook_url).path.strip("/").split("/")
+    wanted = "/".join(path[1:])
+    for workflow in workflows:
+        nodes = value_at(workflow, "activeVersion.nodes") or value_at(workflow, "nodes")
+        for node in nodes if isinstance(nodes, list) else []:
+            own = text_at(node, "parameters.path") or ""
+            chat = f"{text_at(node, 'webhookId') or ''}/chat"
+            if wanted and wanted in (own.strip("/"), chat):
+                return cast(dict[str, Any], workflow)
+    return None
+
+
 def local_file(path: str) -> dict[str, Any]:
     """A file named on the command line as Open WebUI lists a chat's file in `__files__` (its type guessed
     from its name), so the doctor sends it through pipe() as the chat would."""
@@ -4966,8 +5017,12 @@ async def run_check(
     file: str | None = None,
     jwt_secret: str = "",
     extra_headers: str = "",
+    api_key: str = "",
+    api_url: str = "",
 ) -> int:
     pipe = Pipe()
+    pipe.valves.n8n_api_key = api_key  # with a key, the turn's tool steps and usage are read as in a chat
+    pipe.valves.n8n_api_url = api_url
     pipe.valves.n8n_url = url
     pipe.valves.n8n_bearer_token = token
     pipe.valves.auth_header_name = auth_header
@@ -5037,6 +5092,8 @@ def main(argv: list[str] | None = None) -> int:
             secrets = doctor_api(args.url, args.api_url, args.api_key, extra_headers).secrets
             print(f"n8n API: {redact(api_words(answer), secrets)}")
             print(f"recovery: {redact(api_words(recovery), secrets)}")
+            work = agent_work_check(args.url, args.api_url, args.api_key, extra_headers)
+            print(f"agent's work: {redact(work, secrets)}")
             api_ok = answer.code == "key_works" and recovery.code == "recovers"
         check_run = run_check(
             args.url,
@@ -5047,6 +5104,8 @@ def main(argv: list[str] | None = None) -> int:
             args.file,
             args.jwt_secret,
             extra_headers,
+            args.api_key,
+            args.api_url,
         )
         streams = asyncio.run(check_run)
         return streams or (0 if api_ok else 1)

@@ -10,8 +10,8 @@ required_open_webui_version: 0.6.0
 # Map of this file. Each section uses only the sections above it (tests/test_one_way.py keeps it so): top-down
 # it is the way from what can happen to what the chat shows; Open WebUI's call comes in at the bottom.
 #   Events              one immutable type per thing that happened: Text, Thinking, NodeStarted, BlockEnded,
-#                       ToolStep, Source, File, FileLink, ExecutionId, End, Responded, ReplyEnded, Following,
-#                       Recovered, Failure (a code and its facts); ApiAnswer; Outcome (how a reply went)
+#                       ToolStep, ToolStarted, Usage, Source, File, FileLink, ExecutionId, End, Responded,
+#                       ReplyEnded, Following, Recovered, Failure (a code and its facts); ApiAnswer; Outcome
 #   Words               every sentence a user reads about a failure or an API answer, made from its facts
 #   Valves              the admin's settings (Valves; Settings, frozen) and what in them stops a turn
 #   Request             pure: one chat turn (Turn) -> WebhookRequest (URL, payload, headers, signed token)
@@ -21,13 +21,15 @@ required_open_webui_version: 0.6.0
 #                       N8nBlocks: n8n's begin/item/end lines; events_of_json: one JSON value, any producer
 #   HTTP                what the webhook's call and n8n's API share: Stopper, timeouts, why a call failed
 #   n8n's API           on Stop, stops the turn's execution (ExecutionStop); after a broken reply, follows it
-#                       to its end (ExecutionFollower) and reads the answer from it
+#                       to its end (ExecutionFollower) and reads the answer from it; reads the agent's tool
+#                       runs and token usage from it (ExecutionWatch)
 #   Models              which workflow a chat model calls: a `models` line, `n8n_url`, or a workflow tagged in
 #                       n8n (listed through its API by an async pipes(), in a thread, cached)
 #   Transport           the worker thread: Exchange makes one POST (never repeated), reads it (ChunkedBody),
 #                       classifies what failed; Handover takes its events to the event loop
 #   Presentation        ChatTurn: the one place event kinds are read (handle), owner of the Outcome; Emitter
-#                       (status and source events), ChatRenderer (chat text), ToolWait
+#                       (status and source events), ChatRenderer (chat text), ToolWait, AgentWork (the
+#                       execution's tool steps and usage, waited for within their bounds)
 #   Pipe                Open WebUI's entry: one chat turn -> Settings + Turn -> WebhookRequest -> ChatTurn
 #   Command line        demo, check (the webhook doctor), both through Pipe.pipe()
 # Adding an event kind is two edits: its class in Events (and in `Event`), and its case in ChatTurn.handle
@@ -128,8 +130,9 @@ EDITOR_PAGES = {
 TITLE_CHARS = 60
 TOOL_TEXT_CHARS = 2000  # a tool's input or output shown in its step block is cut here
 MAX_SOURCES = 100  # citations taken from one reply: each is an event and a row in the saved message
+TOOL_STATUS_CHARS = 120  # a running tool's input in the status line is cut here
 TOOL_STATUS_DELAY = 1.0  # seconds after an n8n block's end before the status says a tool runs
-AGENT_WORK_FIELDS = ("intermediateSteps", "sources", "files")
+AGENT_WORK_FIELDS = ("intermediateSteps", "sources", "files", "usage", "tokenUsage")
 # What json.loads raises on bytes that are no usable JSON: a line of 100 000 `[` is a RecursionError.
 JSON_ERRORS = (ValueError, RecursionError)
 CONTROL_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f"  # control characters other than tab and line breaks
@@ -157,7 +160,9 @@ class EventFacts:
     answers: ClassVar[bool] = False  # the reply said something to the user: it was not empty of text
     ends_reply: ClassVar[bool] = False  # the producer's end marker: nothing after it counts
     begins_block: ClassVar[bool] = False  # an n8n node began a new block of the answer
+    ends_block: ClassVar[bool] = False  # an n8n node's block ended: a tool may run before the next
     is_failure: ClassVar[bool] = False  # something went wrong: after n8n's error, silence ends the reply
+    ends_tool: ClassVar[bool] = False  # a tool's run, its output included: the wait for it is over
 
     @property
     def answer_words(self) -> str:
@@ -229,16 +234,45 @@ class NodeStarted(EventFacts):
 class BlockEnded(EventFacts):
     """An n8n node's block ended (n8n's `end`): more blocks may follow while the agent's tools run."""
 
+    ends_block: ClassVar[bool] = True
     node: str
 
 
 @dataclass(frozen=True, slots=True)
 class ToolStep(EventFacts):
-    """One of the AI Agent's tool calls (its `intermediateSteps`): the tool, its input, its output."""
+    """One of the AI Agent's tool calls (its `intermediateSteps`, or its run in n8n's execution): the tool,
+    its input, its output."""
 
+    ends_tool: ClassVar[bool] = True
     tool: str
     input: Any
     output: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted(EventFacts):
+    """n8n saved a tool run's input, not yet its output (the workflow saves its progress): the tool runs."""
+
+    tool: str
+    input: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage(EventFacts):
+    """The tokens the turn's model calls used: passed on once per reply in the keys Open WebUI reads (its
+    (i) info under the answer, the saved message, Admin > Analytics), never shown as text."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @property
+    def for_open_webui(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +422,7 @@ class Failure(EventFacts):
 
 # fmt: off
 Event = (
-    Text | Thinking | NodeStarted | BlockEnded | ToolStep | Source | File | FileLink
+    Text | Thinking | NodeStarted | BlockEnded | ToolStep | ToolStarted | Usage | Source | File | FileLink
     | ExecutionId | End | Responded | ReplyEnded | Following | Recovered | Failure
 )
 # fmt: on
@@ -455,9 +489,15 @@ class Outcome:
     chunks: int = 0
     first_chunk_at: float | None = None
     last_chunk_at: float | None = None
-    tool_steps: int = 0
+    tool_steps: int = 0  # tool calls shown
+    tool_rounds: int = 0  # blocks that followed a tool's run in a stream
     recovered_from: str = ""  # the n8n execution the answer was read from, after the reply broke
     files: list[ShownFile] = field(default_factory=list)
+
+    @property
+    def steps_seen(self) -> int:
+        """Tool steps the turn had: those shown, or the stream's tool rounds when none could be shown."""
+        return max(self.tool_steps, self.tool_rounds)
 
     def count_chunk(self, now: float) -> None:
         """Counts, not a list of times: a 100 MB reply must not grow memory for a figure."""
@@ -891,7 +931,7 @@ def api_words(answer: ApiAnswer) -> str:
 def done_words(outcome: Outcome, now: float) -> str:
     """The final status of a reply that went well: how long it took, and the agent's tool steps."""
     total = now - outcome.started
-    steps = tool_steps_said(outcome.tool_steps)
+    steps = tool_steps_said(outcome.steps_seen)
     recovered = f"; the answer came from n8n execution {outcome.recovered_from}" if outcome.recovered_from else ""
     recovered = "".join(f"; shown: {shown_file_words(file)}" for file in outcome.files) + recovered
     if outcome.first_chunk_at is None:
@@ -920,6 +960,31 @@ def tool_steps_said(count: int) -> str:
     if not count:
         return ""
     return f", {count} tool step{'s' if count != 1 else ''}"
+
+
+def tool_started_words(tool: str, tool_input: Any) -> str:
+    """The status while a tool runs, once n8n saved its input: the tool and what it was asked."""
+    asked = tool_input if isinstance(tool_input, str) else json.dumps(tool_input, ensure_ascii=False)
+    return f"{tool} is running: {shorten(asked, TOOL_STATUS_CHARS)}"
+
+
+def agent_work_words(live: bool | None, refused: ApiAnswer | None = None) -> str:
+    """The doctor's word on the agent's work: whether tool steps and usage will show, and whether live."""
+    if refused is not None:
+        return f"tool steps and usage will not show in a streamed reply: {api_words(refused)}"
+    shown = "tool steps and usage will show (from n8n's execution)"
+    if live:
+        return f"{shown}; tool steps live: the workflow saves its progress"
+    if live is None:
+        return (
+            f"{shown}; tool steps live only if the workflow saves its progress (Workflow settings > Save "
+            "execution progress): the doctor could not read the webhook's workflow to tell (the key needs the "
+            "workflow:list scope)"
+        )
+    return (
+        f"{shown}; tool steps after the answer, not live: the workflow does not save its progress (turn on "
+        "Workflow settings > Save execution progress, or EXECUTIONS_DATA_SAVE_ON_PROGRESS=true for all)"
+    )
 
 
 def with_full_stop(text: str) -> str:
@@ -1044,8 +1109,14 @@ class Valves(BaseModel):
     show_thinking: bool = Field(default=True, description="Show the model's reasoning as collapsible thinking.")
     show_tool_steps: bool = Field(
         default=True,
-        description="Show the AI Agent's tool steps (its 'Return Intermediate Steps' option) as collapsed "
-        "tool-call blocks before the answer.",
+        description="Show the AI Agent's tool steps as collapsed tool-call blocks: from a complete reply's "
+        "'Return Intermediate Steps'; in a streamed reply, with `n8n_api_key`, from n8n's execution (live when "
+        "the workflow saves its progress, else after the answer).",
+    )
+    show_usage: bool = Field(
+        default=True,
+        description="Pass on the turn's token usage (Open WebUI's (i) info under the answer): a complete reply's "
+        "own `usage`/`tokenUsage`, else, with `n8n_api_key`, the sum over the execution's model calls.",
     )
     verify_ssl: bool = Field(default=True, description="Check n8n's TLS certificate.")
     n8n_api_key: str = Field(
@@ -1615,6 +1686,7 @@ class ExecutionApi:
     turn_id: str
     verify_ssl: bool = True
     gateway: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the `extra_headers` valve's
+    webhook_url: str = field(default="", repr=False)  # whose workflow id, once learnt, narrows lookups
 
     @property
     def headers(self) -> dict[str, str]:
@@ -1632,7 +1704,8 @@ def execution_api(settings: Settings, webhook_url: str, turn: Turn) -> Execution
     if not key:
         return None
     url = api_base(settings.n8n_api_url, webhook_url)
-    return ExecutionApi(url, key, turn.turn_id, settings.verify_ssl, tuple(parse_extra_headers(settings.extra_headers)))
+    gateway = tuple(parse_extra_headers(settings.extra_headers))
+    return ExecutionApi(url, key, turn.turn_id, settings.verify_ssl, gateway, webhook_url)
 
 
 def api_base(api_url: str, webhook_url: str) -> str:
@@ -2380,8 +2453,42 @@ def body_text(value: Any, response_field: str) -> str | None:
 
 
 def answer_events(value: Any, text: str) -> list[Event]:
-    """A complete reply's answer: the agent's work before its text, the files it returned after it."""
-    return agent_work_events(value) + text_events(text) + returned_files(value)
+    """A complete reply's answer: the agent's work before its text, the files it returned after it, and
+    the usage it carries."""
+    return agent_work_events(value) + text_events(text) + returned_files(value) + reply_usage(value)
+
+
+def reply_usage(value: Any) -> list[Event]:
+    """A complete reply's own token count: `usage` in OpenAI's keys or `tokenUsage` in n8n's, on `{...}` or
+    on the first entry of n8n's `[{...}]`."""
+    item = value[0] if isinstance(value, list) and value else value
+    if not isinstance(item, dict):
+        return []
+    found = usage_of(item.get("usage")) or usage_of(item.get("tokenUsage"))
+    return [found] if found is not None else []
+
+
+def usage_of(value: Any) -> Usage | None:
+    """Token counts in OpenAI's keys (prompt_tokens...) or n8n's (promptTokens...); None when there are none."""
+    if not isinstance(value, dict):
+        return None
+    counts = [
+        token_count(value, "prompt_tokens", "promptTokens"),
+        token_count(value, "completion_tokens", "completionTokens"),
+        token_count(value, "total_tokens", "totalTokens"),
+    ]
+    if not any(count is not None for count in counts):
+        return None
+    prompt, completion, total = (count or 0 for count in counts)
+    return Usage(prompt, completion, total or prompt + completion)
+
+
+def token_count(value: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        count = value.get(key)
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            return count
+    return None
 
 
 def returned_files(value: Any) -> list[Event]:
@@ -2896,13 +3003,20 @@ def stop_execution(api: ExecutionApi, execution_id: str) -> ApiAnswer:
         return stop_result(response, execution_id)
 
 
-def api_call(session: requests.Session, api: ExecutionApi, method: str, path: str, **params: str) -> requests.Response:
+def api_call(
+    session: requests.Session,
+    api: ExecutionApi,
+    method: str,
+    path: str,
+    timeout: tuple[float, float] = API_TIMEOUT,
+    **params: str,
+) -> requests.Response:
     """One call to n8n's public API: short timeouts, no redirect (the key would go along), no netrc."""
     return session.request(
         method,
         api.url + path,
         params=params,
-        timeout=API_TIMEOUT,
+        timeout=timeout,
         verify=api.verify_ssl,
         allow_redirects=False,
         auth=token_headers_only,
@@ -2921,13 +3035,17 @@ def look_again(look: Callable[[], str], delays: Sequence[float], wait: Callable[
     return ""
 
 
-def running_execution(session: requests.Session, api: ExecutionApi) -> str:
-    """One look through the running executions. The turn id is a fresh random id, so any run whose data
-    holds it is this turn's: wherever the run has moved the webhook's body by now."""
+def running_execution(
+    session: requests.Session, api: ExecutionApi, workflow_id: str = "", timeout: tuple[float, float] = API_TIMEOUT
+) -> str:
+    """One look through the running executions (of `workflow_id` when known). The turn id is a fresh random
+    id, so any run whose data holds it is this turn's: wherever the run has moved the webhook's body by now."""
     cursor = ""
     for _ in range(LOOKUP_PAGES):
         params = {"status": "running", "includeData": "true", "limit": str(LOOKUP_PAGE_SIZE)}
-        response = api_call(session, api, "GET", "/executions", **params, **({"cursor": cursor} if cursor else {}))
+        params |= {"workflowId": workflow_id} if workflow_id else {}
+        params |= {"cursor": cursor} if cursor else {}
+        response = api_call(session, api, "GET", "/executions", timeout, **params)
         if response.status_code == 400 and "query/status" in response.text:
             # n8n before 2.10 lists no running executions: "request/query/status must be equal to one of
             # the allowed values: error, success, waiting" (1.104.2); it has no stop either
@@ -3102,10 +3220,15 @@ class ExecutionFollower:
         return found or recent_execution(session, self.api)
 
 
-def recent_execution(session: requests.Session, api: ExecutionApi) -> str:
-    """The newest executions, finished ones included, looked through for the turn id."""
-    params = {"includeData": "true", "limit": str(RECENT_EXECUTIONS)}
-    response = api_call(session, api, "GET", "/executions", **params)
+def recent_execution(
+    session: requests.Session, api: ExecutionApi, workflow_id: str = "", timeout: tuple[float, float] = API_TIMEOUT
+) -> str:
+    """The newest executions (of `workflow_id` when known), finished ones included, looked through for the
+    turn id."""
+    params = {"includeData": "true", "limit": str(RECENT_EXECUTIONS)} | (
+        {"workflowId": workflow_id} if workflow_id else {}
+    )
+    response = api_call(session, api, "GET", "/executions", timeout, **params)
     if response.status_code != 200:
         raise ApiRefused(api_refusal(response, api, "execution:list and execution:read"))
     return turn_execution(response.json(), api.turn_id)
@@ -3157,6 +3280,246 @@ def not_repeated(events: list[Event], shown_text: str) -> list[Event]:
     answer = "".join(e.answer_words for e in events)
     rest = answer[len(shown_text) :] if answer.startswith(shown_text) else ("\n\n" if shown_text else "") + answer
     return [e for e in events if not e.answer_words] + text_events(rest)
+
+
+# The agent's work from the turn's execution: n8n's stream carries no tool call and no token count, its
+# execution records both. Read in the turn's own thread, one call at a time, backing off; the chat waits for
+# it at most WATCH_HOLD before the next block's text and WATCH_AFTER_BODY after n8n's body ended.
+
+WATCH_HOLD = 0.25  # the next block's text waits this long at most for the tool step before it
+WATCH_AFTER_BODY = 3.5  # the reply ends this long after n8n's body at the latest, read or not
+WATCH_QUIET = 0.3  # silence after a block's end before the first look: the last block's end needs none
+WATCH_FINAL_DELAY = 0.1  # n8n saves a default execution 0.12-0.15 s after the stream's end
+WATCH_BACKOFF = 1.5
+WATCH_MAX_DELAY = 2.0
+KNOWN_WORKFLOWS: dict[str, str] = {}  # webhook URL -> its workflow's id, learnt from a record
+KNOWN_WORKFLOWS_MAX = 256
+WatchKind = Literal["look", "now", "final"]
+
+
+class ToolRun(NamedTuple):
+    """One run of a tool node in an execution's runData (`inputOverride.ai_tool` marks a tool)."""
+
+    key: str  # node name and run index: the same run read twice is shown once
+    node: str
+    input: Any
+    output: Any
+    done: bool  # the output is saved: before, n8n saved only its input (a running tool, progress saved)
+    started: float
+
+
+def tool_runs(record: dict[str, Any]) -> list[ToolRun]:
+    """The execution's tool runs in the order they ran; those still running last."""
+    runs: list[ToolRun] = []
+    for node, node_runs in object_at(record, "data.resultData.runData").items():
+        for index, run in enumerate(node_runs if isinstance(node_runs, list) else []):
+            if not isinstance(run, dict) or value_at(run, "inputOverride.ai_tool") is None:
+                continue
+            done = bool(run.get("executionStatus"))
+            output = value_at(run, "data.ai_tool.0.0.json")
+            if output is None and done:
+                output = text_at(run, "error.message") or run.get("executionStatus")
+            start = run.get("startTime")
+            started = float(start) if done and isinstance(start, int) else float("inf")
+            input_ = value_at(run, "inputOverride.ai_tool.0.0.json")
+            runs.append(ToolRun(f"{node}#{index}", " ".join(node.split()), input_, output, done, started))
+    return sorted(runs, key=lambda run: run.started)
+
+
+def execution_usage(record: dict[str, Any]) -> Usage | None:
+    """The sum over the execution's model calls of their `tokenUsage` (Anthropic's node:
+    `tokenUsageEstimate`); None when no model call counted any."""
+    found: list[Usage] = []
+    for node_runs in object_at(record, "data.resultData.runData").values():
+        for run in node_runs if isinstance(node_runs, list) else []:
+            outputs = value_at(run, "data.ai_languageModel")
+            for output in outputs if isinstance(outputs, list) else []:
+                for item in output if isinstance(output, list) else []:
+                    counted = usage_of(value_at(item, "json.tokenUsage")) or usage_of(
+                        value_at(item, "json.tokenUsageEstimate")
+                    )
+                    found += [counted] if counted is not None else []
+    if not found:
+        return None
+    return Usage(
+        *(
+            sum(counts)
+            for counts in zip(*((u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in found), strict=True)
+        )
+    )
+
+
+def saves_no_progress(record: dict[str, Any]) -> bool:
+    """A running execution with no run saved: n8n saves it only at its end (no *Save execution progress*)."""
+    return record.get("status") == "running" and not object_at(record, "data.resultData.runData")
+
+
+@dataclass(frozen=True)
+class WatchAsk:
+    """What the chat asks of the watch: `look` while the stream is quiet after a block (until the tool's run
+    is read), `now` one read as a block begins, `final` reads until the execution ends or `deadline`."""
+
+    kind: WatchKind
+    number: int
+    steps: bool
+    usage: bool
+    deadline: float = float("inf")
+    made: float = field(default_factory=time.monotonic)
+
+
+class ExecutionWatch:
+    """Reads this turn's execution for the agent's work: each tool run (ToolStarted, then ToolStep, each once)
+    and, once it ended, the usage of its model calls. One thread, started by the first ask; `report` gets
+    the events and the number of the ask they answer (0: more to come). The execution is the one whose data
+    holds the turn id (the id goes to the turn's ExecutionStop); no call after stop()."""
+
+    def __init__(self, api: ExecutionApi, execution: ExecutionStop, report: Callable[[list[Event], int], None]) -> None:
+        self.api = api
+        self.execution = execution
+        self.stopper = Stopper()
+        self.saves_progress: bool | None = None  # None until a running execution was read
+        self._report = report
+        self._lock = threading.Condition()
+        self._ask: WatchAsk | None = None
+        self._asks = 0
+        self._thread_started = False
+        self._begun = 0  # the ask whose schedule runs
+        self._pause = WATCH_QUIET
+        self._due = 0.0
+        self._seen: set[str] = set()  # tool runs shown (done) or said (started), by key and state
+
+    def ask(self, kind: WatchKind, steps: bool, usage: bool, deadline: float = float("inf")) -> int:
+        """A new ask replaces the one before; its number comes back with the events that answer it."""
+        with self._lock:
+            self._asks += 1
+            self._ask = WatchAsk(kind, self._asks, steps, usage, deadline)
+            self._lock.notify_all()
+            start, self._thread_started = not self._thread_started, True
+        if start:
+            THREAD_STARTER.submit(threading.Thread(target=self._run, name="n8n-work", daemon=True).start)
+        return self._asks
+
+    def stop(self) -> None:
+        """No call after this; a call under way is cut (its socket shut)."""
+        self.stopper.stop()
+        with self._lock:
+            self._lock.notify_all()
+
+    def _run(self) -> None:
+        try:
+            with URLLIB3_LOGS.hiding(self.api.secrets), api_session(self.api, self.stopper) as session:
+                while (ask := self._next()) is not None:
+                    answered = self._answer(session, ask)
+                    with self._lock:
+                        if answered and self._ask is ask:
+                            self._ask = None
+                        self._pause = min(self._pause * WATCH_BACKOFF, WATCH_MAX_DELAY)
+                        self._due = time.monotonic() + self._pause
+                    if ask.kind == "final" and not answered and self._due >= ask.deadline:
+                        self._left_out("the execution had not ended")
+                        self._report([], ask.number)
+                    if ask.kind == "final" and (answered or self._due >= ask.deadline):
+                        return
+        except Stopped:
+            pass
+        except Exception as exc:  # a bug here must not break the chat: the answer stands without the work
+            log.error("n8n pipe bug reading the execution: %s", type(exc).__name__)
+
+    def _next(self) -> WatchAsk | None:
+        """The ask to answer now, when its read is due: a `look` after WATCH_QUIET of quiet, then backing
+        off; `now` and the first `final` read at once. A newer ask ends the wait."""
+        with self._lock:
+            while not self.stopper.stopped:
+                ask = self._ask
+                if ask is None:
+                    self._lock.wait()
+                    continue
+                if ask.number != self._begun:  # a new ask: its own schedule
+                    self._begun = ask.number
+                    self._pause = WATCH_QUIET if ask.kind == "look" else WATCH_FINAL_DELAY
+                    self._due = ask.made + (WATCH_QUIET if ask.kind == "look" else 0.0)
+                wait = self._due - time.monotonic()
+                if wait <= 0:
+                    return ask
+                self._lock.wait(wait)
+            return None
+
+    def _answer(self, session: requests.Session, ask: WatchAsk) -> bool:
+        """One read, its news reported; whether the ask is answered (`final`: only once the execution ended,
+        or the deadline came, or the API said no)."""
+        try:
+            record = self._read(session, ask.deadline)
+        except ApiRefused as exc:
+            self._left_out(api_words(exc.answer))
+            self._report([], ask.number)
+            return True
+        except requests.RequestException as exc:
+            self.stopper.check()
+            if ask.kind == "final" and time.monotonic() < ask.deadline:
+                return False
+            self._left_out(api_words(api_unreachable(exc, self.api)))
+            self._report([], ask.number)
+            return True
+        except JSON_ERRORS:
+            self._left_out(api_words(ApiAnswer("api_not_json", host=host_and_port(self.api.url))))
+            self._report([], ask.number)
+            return True
+        self.stopper.check()
+        ended = record is not None and record.get("status") in ENDED
+        if record is not None and record.get("status") == "running":
+            self.saves_progress = not saves_no_progress(record)
+        events = self._news(record, ask.steps) if record is not None else []
+        if ask.kind == "final":
+            answered = ended
+        else:
+            answered = ask.kind == "now" or ended or self.saves_progress is False or any(e.ends_tool for e in events)
+        if ended and ask.usage:
+            usage = execution_usage(cast(dict[str, Any], record))
+            events += [usage] if usage is not None else []
+        self._report(events, ask.number if answered else 0)
+        return answered
+
+    def _read(self, session: requests.Session, deadline: float) -> dict[str, Any] | None:
+        """The execution's record; None while it is not found yet."""
+        timeout = (min(API_TIMEOUT[0], max(deadline - time.monotonic(), 0.05)),) * 2
+        if not self.execution.execution_id:
+            self.execution.execution_id = self._find(session, timeout)
+            if not self.execution.execution_id:
+                return None
+        path = f"/executions/{self.execution.execution_id}"
+        response = api_call(session, self.api, "GET", path, timeout, includeData="true")
+        if response.status_code != 200:
+            raise ApiRefused(api_refusal(response, self.api, "execution:read"))
+        record = response.json()
+        if not isinstance(record, dict):
+            raise ValueError("not an execution")
+        if isinstance(record.get("workflowId"), str) and self.api.webhook_url:
+            if len(KNOWN_WORKFLOWS) >= KNOWN_WORKFLOWS_MAX:
+                KNOWN_WORKFLOWS.clear()
+            KNOWN_WORKFLOWS[self.api.webhook_url] = record["workflowId"]
+        return record
+
+    def _find(self, session: requests.Session, timeout: tuple[float, float]) -> str:
+        """The running execution whose data holds the turn id, else a recent one; of the webhook's workflow
+        once its id is known (a handful of bytes instead of every workflow's runs)."""
+        workflow = KNOWN_WORKFLOWS.get(self.api.webhook_url, "")
+        found = running_execution(session, self.api, workflow, timeout)
+        return found or recent_execution(session, self.api, workflow, timeout)
+
+    def _news(self, record: dict[str, Any], steps: bool) -> list[Event]:
+        """The tool runs not reported yet: a running one as ToolStarted, a done one as ToolStep."""
+        events: list[Event] = []
+        for run in tool_runs(record) if steps else []:
+            state = f"{run.key}:{'done' if run.done else 'started'}"
+            if state in self._seen or (not run.done and f"{run.key}:done" in self._seen):
+                continue
+            self._seen.add(state)
+            events.append(ToolStep(run.node, run.input, run.output) if run.done else ToolStarted(run.node, run.input))
+        return events
+
+    def _left_out(self, why: str) -> None:
+        said = redact(why, self.api.secrets)
+        log.info("n8n API at %s: the agent's tool steps and usage were left out: %s", host_and_port(self.api.url), said)
 
 
 # ---------------------------------------------------------------------------
@@ -3262,7 +3625,7 @@ def tagged_workflows(session: requests.Session, source: WorkflowSource, publishe
     cursor = ""
     for _ in range(WORKFLOWS_PAGES):
         page_params = {**params, "cursor": cursor} if cursor else params
-        response = api_call(session, source.api, "GET", "/workflows", **page_params)
+        response = api_call(session, source.api, "GET", "/workflows", API_TIMEOUT, **page_params)
         if response.status_code != 200:
             raise ApiRefused(api_refusal(response, source.api, WORKFLOWS_SCOPE))
         page = response.json()
@@ -4127,6 +4490,12 @@ class ChatTurn:
         self.outcome = outcome if outcome is not None else Outcome()
         self.renderer = ChatRenderer(settings.show_thinking, settings.show_tool_steps)
         self.tool_wait = ToolWait(emitter)
+        api = exchange.request.execution_api
+        watch = ExecutionWatch(api, exchange.execution, self._reported) if api is not None else None
+        self.work = AgentWork(watch, settings.show_tool_steps, settings.show_usage)
+        self._usage: Usage | None = None  # the reply's own, or its execution's: sent once, at the end
+        self._text_after_tool = False  # a block began after a tool ran: a step read now waits for the end
+        self._later: list[ToolStep] = []  # steps read once the next block's text was out: after the answer
         self._let_go = False  # a failure let go of a reply n8n was still making: stop its execution
         self._status_due = ""  # a status due once the text before it is out (a node began, following n8n)
         self._sources: list[Source] = []  # citations to send
@@ -4143,16 +4512,28 @@ class ChatTurn:
                 return self._counted(self.renderer.thinking(text)) if text and self.renderer.show_thinking else ""
             case NodeStarted(node=node):
                 if self.tool_wait.began(node):
-                    self.outcome.tool_steps += 1
+                    self.outcome.tool_rounds += 1
+                    self._text_after_tool = True
                 self.renderer.new_block(after_text=self.outcome.chunks > 0)
                 self._status_due = f"{node} is answering"
                 return ""
             case BlockEnded(node=node):
                 self.tool_wait.ended(node)
+                self._text_after_tool = False
                 return ""
             case ToolStep():
                 self.outcome.tool_steps += 1
+                if self._text_after_tool:
+                    self._later.append(event)
+                    return ""
                 return self.renderer.tool_step(event)
+            case ToolStarted(tool=tool, input=tool_input):
+                self.tool_wait.said_by_n8n()
+                self._status_due = tool_started_words(tool, tool_input)
+                return ""
+            case Usage():
+                self._usage = self._usage or event
+                return ""
             case Source():
                 self._sources.append(event)
                 return ""
@@ -4194,49 +4575,66 @@ class ChatTurn:
         log.warning("n8n at %s: %s", host_and_port(url), redact(said, url_secrets(url)))
         return self.renderer.notice(said, failure.broke_off, self.outcome.chunks)
 
-    async def chunks(self) -> AsyncGenerator[str, None]:
+    async def chunks(self) -> AsyncGenerator[str | dict[str, Any], None]:
         """What the chat shows, chunk by chunk, with status and source events on the side: one chat chunk
-        per batch, as a fast stream must not cost a chunk per token."""
+        per batch, as a fast stream must not cost a chunk per token. Last, the turn's usage, once."""
         await self.emitter.status("Waiting for n8n…")
         try:
-            async with aclosing(batches_from_worker(self.exchange)) as batches:
+            async with aclosing(with_agent_work(batches_from_worker(self.exchange), self.work)) as batches:
                 async for batch in batches:
-                    self.tool_wait.cancel()
-                    pending: list[str] = []
-                    for event in batch:
-                        rendered = self.handle(event)
-                        if self._status_due:
-                            for chunk in chunks_of(pending):
-                                yield chunk
-                            status, self._status_due = self._status_due, ""
-                            await self.emitter.status(status)
-                        if self._sources:
-                            sources, self._sources = self._sources, []
-                            for source in sources:
-                                await self.emitter.source(source)
-                        if self._files:
-                            files, self._files = self._files, []
-                            pending += [await self.file_shown(file) for file in files]
-                        if THINK_END in rendered and pending:
-                            # Open WebUI 0.6.0 looks for a reasoning block's end tag only in a chunk after the one
-                            # that opened it: sent with its <think>, the answer would stay inside "Thinking…".
-                            for chunk in chunks_of(pending):
-                                yield chunk
-                        pending.append(rendered)
-                    for chunk in chunks_of(pending):
+                    async for chunk in self._shown(batch):
                         yield chunk
-                    self.tool_wait.after_batch(self.outcome.tool_steps + 1)
+            went_well = not (self.outcome.failure or self.outcome.recovered_from or self._let_go)
+            work = await self.work.finish(went_well, usage_known=self._usage is not None)
+            self._text_after_tool = False
+            async for chunk in self._shown([*work, *self._later]):
+                yield chunk
         except (GeneratorExit, asyncio.CancelledError):
             self.tool_wait.cancel()
+            self.work.stop()
             await self.stop_execution("Stopped")  # else the last status spins on after Stop
             raise
         for chunk in open_webui_safe(self.renderer.close_thinking()):
             yield chunk
         await self.tool_wait.close()
+        if self._usage is not None and self.exchange.request.settings.show_usage:
+            yield {"usage": self._usage.for_open_webui}
         if self._let_go:
             await self.stop_execution(self.outcome.failure)
         else:
             await self.emitter.status(self.outcome.failure or done_words(self.outcome, time.monotonic()), done=True)
+
+    async def _shown(self, batch: list[Event]) -> AsyncGenerator[str, None]:
+        """One batch's chunks, its statuses, citations and files in their place among them."""
+        self.tool_wait.cancel()
+        pending: list[str] = []
+        for event in batch:
+            rendered = self.handle(event)
+            if self._status_due:
+                for chunk in chunks_of(pending):
+                    yield chunk
+                status, self._status_due = self._status_due, ""
+                await self.emitter.status(status)
+            if self._sources:
+                sources, self._sources = self._sources, []
+                for source in sources:
+                    await self.emitter.source(source)
+            if self._files:
+                files, self._files = self._files, []
+                pending += [await self.file_shown(file) for file in files]
+            if THINK_END in rendered and pending:
+                # Open WebUI 0.6.0 looks for a reasoning block's end tag only in a chunk after the one
+                # that opened it: sent with its <think>, the answer would stay inside "Thinking…".
+                for chunk in chunks_of(pending):
+                    yield chunk
+            pending.append(rendered)
+        for chunk in chunks_of(pending):
+            yield chunk
+        self.tool_wait.after_batch(self.outcome.steps_seen + 1)
+
+    def _reported(self, events: list[Event], answered: int) -> None:
+        """The watch's thread: its news go to the event loop."""
+        self.work.reported(events, answered)
 
     async def stop_execution(self, reason: str) -> None:
         """Says why the reply ended, then stops n8n's execution in a thread whose outcome becomes the final
@@ -4379,6 +4777,11 @@ class ToolWait:
         if self._ended is not None and not self._said and self._sleeping is None:
             self._sleeping = asyncio.ensure_future(self._say(self._ended, step))
 
+    def said_by_n8n(self) -> None:
+        """n8n's execution named the running tool: that status stands, the guess is not said."""
+        self.cancel()
+        self._said = True
+
     def cancel(self) -> None:
         """More arrived, or the chat ends: a status still waiting is never said."""
         sleeping, self._sleeping = self._sleeping, None
@@ -4397,6 +4800,134 @@ class ToolWait:
         await self._emitter.status(f"{node or 'The agent'} is using a tool… (step {step})")
 
 
+class AgentWork:
+    """The agent's work read from n8n's execution (ExecutionWatch), as the chat waits for it: a look while
+    the stream is quiet after a block, one read as the next block begins (its text waits WATCH_HOLD at most),
+    the last reads after n8n's body (WATCH_AFTER_BODY at most). Nothing without an API key or with both
+    valves off; the news come to the event loop, never a wait on it."""
+
+    def __init__(self, watch: ExecutionWatch | None, steps: bool, usage: bool) -> None:
+        self.watch = watch
+        self.steps = steps
+        self.usage = usage
+        self.tool_round = False  # a block began after another ended: the agent ran a tool
+        self._after_block = False  # a block ended and none began since
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: list[Event] = []
+        self._answered = 0
+        self._news = asyncio.Event()
+
+    @property
+    def live(self) -> bool:
+        """Whether a tool's run may be read while the stream waits: not once n8n was seen saving no progress."""
+        return self.watch is not None and self.steps and self.watch.saves_progress is not False
+
+    def reported(self, events: list[Event], answered: int) -> None:
+        """The watch's thread: events, and the ask they answer (0: none yet), taken to the loop."""
+        if self._loop is not None:
+            with suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                self._loop.call_soon_threadsafe(self._arrived, events, answered)
+
+    def _arrived(self, events: list[Event], answered: int) -> None:
+        self._events += events
+        self._answered = max(self._answered, answered)
+        self._news.set()
+
+    async def news(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._news.wait()
+
+    def take(self) -> list[Event]:
+        events, self._events = self._events, []
+        self._news.clear()
+        return events
+
+    def block_begins(self, batch: list[Event]) -> bool:
+        """Whether this batch begins a block after a tool ran, and the tool's step may be read before it."""
+        if not (self._after_block and any(e.begins_block for e in batch)):
+            return False
+        self.tool_round = True
+        return self.live
+
+    async def caught_up(self) -> None:
+        """One read at once, waited for WATCH_HOLD at most: the tool's step before the next block's text."""
+        if self.watch is not None:
+            await self._until_answered(self.watch.ask("now", self.steps, False), WATCH_HOLD)
+
+    def after(self, batch: list[Event]) -> None:
+        """A batch is shown: one that leaves a block ended starts the looks for the tool's run."""
+        for event in batch:
+            self._after_block = (self._after_block or event.ends_block) and not event.begins_block
+        if self._after_block and self.live and self.watch is not None:
+            self.watch.ask("look", self.steps, False)
+
+    async def finish(self, went_well: bool, usage_known: bool) -> list[Event]:
+        """After n8n's body: the tool steps (after a tool round) and the usage not read yet, within
+        WATCH_AFTER_BODY; none after a failed reply (recovery's rules decide) or without a need."""
+        watch, steps, usage = self.watch, self.steps and self.tool_round, self.usage and not usage_known
+        if watch is not None and went_well and (steps or usage):
+            self._loop = asyncio.get_running_loop()
+            await self._until_answered(
+                watch.ask("final", steps, usage, time.monotonic() + WATCH_AFTER_BODY), WATCH_AFTER_BODY
+            )
+        self.stop()
+        return self.take()
+
+    def stop(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
+
+    async def _until_answered(self, number: int, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        deadline = self._loop.time() + seconds
+        while self._answered < number and (left := deadline - self._loop.time()) > 0:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), left)
+            if self._answered < number:
+                self._news.clear()
+
+
+async def with_agent_work(
+    batches: AsyncGenerator[list[Event], None], work: AgentWork
+) -> AsyncGenerator[list[Event], None]:
+    """The reply's batches with the execution's news among them as they come; a block that begins after a
+    tool waits for the tool's step (WATCH_HOLD at most)."""
+    async with aclosing(batches):
+        if work.watch is None:
+            async for batch in batches:
+                yield batch
+            return
+        next_batch: asyncio.Future[list[Event]] = asyncio.ensure_future(anext(batches))
+        try:
+            while True:
+                news = asyncio.ensure_future(work.news())
+                try:
+                    waiting: set[asyncio.Future[Any]] = {next_batch, news}
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    news.cancel()
+                if events := work.take():
+                    yield events
+                if not next_batch.done():
+                    continue
+                try:
+                    batch = next_batch.result()
+                except StopAsyncIteration:
+                    return
+                if work.block_begins(batch):
+                    await work.caught_up()
+                    if events := work.take():
+                        yield events
+                yield batch
+                work.after(batch)
+                next_batch = asyncio.ensure_future(anext(batches))
+        finally:
+            if not next_batch.done():
+                next_batch.cancel()
+                with suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await next_batch
+
+
 def unsent_note(turn: Turn) -> str:
     """Said before the answer when `send_files` is off: the workflow answered without the attachments."""
     names = [a.name for a in turn.attachments] + list(turn.image_urls)
@@ -4405,19 +4936,40 @@ def unsent_note(turn: Turn) -> str:
     return f"📎 Not sent to n8n (the `send_files` valve is off): {', '.join(names)}\n\n"
 
 
-async def noted_first(note: str, chunks: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+async def noted_first(
+    note: str, chunks: AsyncGenerator[str | dict[str, Any], None]
+) -> AsyncGenerator[str | dict[str, Any], None]:
     yield note
     async with aclosing(chunks):
         async for chunk in chunks:
             yield chunk
 
 
-async def single_chunk(text: str, emitter: Emitter | None = None, failure: str = "") -> AsyncGenerator[str, None]:
+async def single_chunk(
+    text: str, emitter: Emitter | None = None, failure: str = ""
+) -> AsyncGenerator[str | dict[str, Any], None]:
     """A finished answer as a one-chunk stream, for chats that asked for a stream."""
     if emitter is not None and failure:
         await emitter.status(failure, done=True)
     for chunk in open_webui_safe(text):
         yield chunk
+
+
+def completed_reply(shown: list[str | dict[str, Any]], model: str) -> str | dict[str, Any]:
+    """A reply that does not stream: its text, or with a usage Open WebUI's `chat.completion` (a returned
+    string never carries one)."""
+    text = "".join(chunk for chunk in shown if isinstance(chunk, str))
+    usage = next((chunk["usage"] for chunk in shown if isinstance(chunk, dict)), None)
+    if usage is None:
+        return text
+    return {
+        "id": f"n8n-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
 
 
 def chunks_of(shown: list[str]) -> list[str]:
@@ -4465,8 +5017,9 @@ class Pipe:
         __files__: list[dict[str, Any]] | None = None,
         outcome: Outcome | None = None,
         **kwargs: Any,
-    ) -> str | AsyncGenerator[str, None]:
-        """Answer one chat turn: a text stream when the chat streams, else the whole text. `outcome` is the
+    ) -> str | dict[str, Any] | AsyncGenerator[str | dict[str, Any], None]:
+        """Answer one chat turn: a text stream when the chat streams (its usage a last `{"usage": ...}`),
+        else the whole text (with a usage, as a `chat.completion`). `outcome` is the
         doctor's and the demo's window into how the reply went; Open WebUI never passes it."""
         settings = Settings.of(self.valves)
         turn = Turn.from_open_webui(body, __user__, __metadata__, __task__, kwargs.get("__chat_id__"))
@@ -4493,7 +5046,7 @@ class Pipe:
         if turn.wants_stream:
             return chunks
         async with aclosing(chunks):
-            return "".join([chunk async for chunk in chunks])
+            return completed_reply([chunk async for chunk in chunks], str(body.get("model") or turn.model))
 
 
 # ---------------------------------------------------------------------------
@@ -4546,6 +5099,17 @@ def serve_demo_webhook(token_delay: float) -> ThreadingHTTPServer:
     return server
 
 
+def as_stream(
+    answer: str | dict[str, Any] | AsyncGenerator[str | dict[str, Any], None],
+) -> AsyncGenerator[str | dict[str, Any], None]:
+    """What pipe() answered, as the chunks a streaming chat gets."""
+    if isinstance(answer, str):
+        return single_chunk(answer)
+    if isinstance(answer, dict):
+        return single_chunk(str(value_at(answer, "choices.0.message.content") or ""))
+    return answer
+
+
 async def run_demo(prompt: str, token_delay: float) -> int:
     server = serve_demo_webhook(token_delay)
     try:
@@ -4556,7 +5120,9 @@ async def run_demo(prompt: str, token_delay: float) -> int:
         first: float | None = None
         count = 0
         answer = await pipe.pipe(body, __metadata__={"chat_id": "demo"})
-        async for chunk in single_chunk(answer) if isinstance(answer, str) else answer:
+        async for chunk in as_stream(answer):
+            if isinstance(chunk, dict):
+                continue
             first = first if first is not None else time.monotonic() - started
             count += 1
             print(chunk, end="", flush=True)
@@ -4665,6 +5231,38 @@ def recovery_check(webhook_url: str, api_url: str, key: str, extra_headers: str 
     return ApiAnswer("recovers")
 
 
+def agent_work_check(webhook_url: str, api_url: str, key: str, extra_headers: str = "") -> str:
+    """The doctor's word on tool steps and usage: reading executions with their data is what they need; the
+    webhook's workflow's `saveExecutionProgress` (when the key may list workflows) says whether live."""
+    recovery = recovery_check(webhook_url, api_url, key, extra_headers)
+    if recovery.code != "recovers":
+        return agent_work_words(None, recovery)
+    api = doctor_api(webhook_url, api_url, key, extra_headers)
+    with api_session(api) as session:
+        try:
+            listed = api_call(session, api, "GET", "/workflows", limit="250")
+            workflows = listed.json().get("data") if listed.status_code == 200 else None
+        except (requests.RequestException, *JSON_ERRORS, AttributeError):
+            workflows = None
+    workflow = webhook_workflow(workflows if isinstance(workflows, list) else [], webhook_url)
+    live = None if workflow is None else value_at(workflow, "settings.saveExecutionProgress") is True
+    return agent_work_words(live)
+
+
+def webhook_workflow(workflows: list[Any], webhook_url: str) -> dict[str, Any] | None:
+    """The workflow whose published Webhook (its path) or public Chat Trigger (its webhookId) is the URL's."""
+    path = urlsplit(webhook_url).path.strip("/").split("/")
+    wanted = "/".join(path[1:])
+    for workflow in workflows:
+        nodes = value_at(workflow, "activeVersion.nodes") or value_at(workflow, "nodes")
+        for node in nodes if isinstance(nodes, list) else []:
+            own = text_at(node, "parameters.path") or ""
+            chat = f"{text_at(node, 'webhookId') or ''}/chat"
+            if wanted and wanted in (own.strip("/"), chat):
+                return cast(dict[str, Any], workflow)
+    return None
+
+
 def local_file(path: str) -> dict[str, Any]:
     """A file named on the command line as Open WebUI lists a chat's file in `__files__` (its type guessed
     from its name), so the doctor sends it through pipe() as the chat would."""
@@ -4672,6 +5270,13 @@ def local_file(path: str) -> dict[str, Any]:
     kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
     meta = {"name": file.name, "content_type": kind, "size": file.stat().st_size}
     return {"type": "file", "name": file.name, "file": {"path": str(file), "meta": meta}}
+
+
+def usage_said(usage: dict[str, Any]) -> str:
+    return (
+        f"{usage.get('prompt_tokens')} prompt + {usage.get('completion_tokens')} completion = "
+        f"{usage.get('total_tokens')} tokens, passed on to Open WebUI (the (i) info under the answer)"
+    )
 
 
 def file_verdict(outcome: Outcome, file: dict[str, Any]) -> str:
@@ -4697,8 +5302,12 @@ async def run_check(
     file: str | None = None,
     jwt_secret: str = "",
     extra_headers: str = "",
+    api_key: str = "",
+    api_url: str = "",
 ) -> int:
     pipe = Pipe()
+    pipe.valves.n8n_api_key = api_key  # with a key, the turn's tool steps and usage are read as in a chat
+    pipe.valves.n8n_api_url = api_url
     pipe.valves.n8n_url = url
     pipe.valves.n8n_bearer_token = token
     pipe.valves.auth_header_name = auth_header
@@ -4714,8 +5323,12 @@ async def run_check(
     outcome = Outcome()
     metadata = {"chat_id": f"webhook-doctor-{int(time.time())}"}
     answer = await pipe.pipe(body, __user__=DOCTOR_USER, __metadata__=metadata, __files__=files, outcome=outcome)
-    async for chunk in single_chunk(answer) if isinstance(answer, str) else answer:
-        print(chunk, end="", flush=True)
+    usage: dict[str, Any] | None = None
+    async for chunk in as_stream(answer):
+        if isinstance(chunk, dict):
+            usage = chunk.get("usage")
+        else:
+            print(chunk, end="", flush=True)
     signed = bool(jwt_secret.strip())
     streamed, plain = verdict(outcome, token, signed)
     print("\n")
@@ -4724,6 +5337,8 @@ async def run_check(
     if outcome.first_chunk_at is not None and outcome.last_chunk_at is not None:
         print(f"time to first chunk: {outcome.first_chunk_at - outcome.started:.2f} s")
         print(f"chunks: {outcome.chunks}, arriving over {outcome.last_chunk_at - outcome.first_chunk_at:.2f} s")
+    if usage:
+        print(f"usage: {usage_said(usage)}")
     if files:
         print(f"file: {file_verdict(outcome, files[0])}")
     if signed and outcome.status_code is not None and outcome.status_code < 400:
@@ -4792,6 +5407,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"recovery: {redact(api_words(recovery), secrets)}")
             for line in workflows_check(args.url, args.api_url, args.api_key, args.tag, extra_headers):
                 print(redact(line, secrets))
+            work = agent_work_check(args.url, args.api_url, args.api_key, extra_headers)
+            print(f"agent's work: {redact(work, secrets)}")
             api_ok = answer.code == "key_works" and recovery.code == "recovers"
         check_run = run_check(
             args.url,
@@ -4802,6 +5419,8 @@ def main(argv: list[str] | None = None) -> int:
             args.file,
             args.jwt_secret,
             extra_headers,
+            args.api_key,
+            args.api_url,
         )
         streams = asyncio.run(check_run)
         return streams or (0 if api_ok else 1)

@@ -1,6 +1,7 @@
 """The webhook doctor (`python pipe_n8n_stream.py check URL`): the verdict and the exit code."""
 
 import pytest
+from fake_n8n_api import FakeN8nApi
 from loopback import CAPTURE_HEADERS, LoopbackServer, Reply, n8n_reply
 
 from pipe_n8n_stream import main
@@ -141,3 +142,51 @@ def test_check_file_says_when_n8n_refused_it(capsys, tmp_path):
     )
     out = capsys.readouterr().out
     assert "file: report.pdf (application/pdf, 4 bytes) sent as multipart/form-data: n8n refused it (HTTP 413)" in out
+
+
+def webhook_workflow(path: str, saves_progress: bool) -> dict:
+    """An item of n8n's `GET /workflows` (workflows-list-by-tag.json's shape): its published Webhook's path."""
+    settings = {"executionOrder": "v1", **({"saveExecutionProgress": True} if saves_progress else {})}
+    webhook = {"type": "n8n-nodes-base.webhook", "parameters": {"path": path}, "webhookId": "0000"}
+    return {
+        "id": "wf1",
+        "settings": settings,
+        "activeVersion": {"nodes": [webhook]},
+        "nodes": [],
+        "tags": [],
+        "active": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("listed", "said"),
+    [
+        ([webhook_workflow("test", True)], "tool steps live: the workflow saves its progress"),
+        ([webhook_workflow("test", False)], "tool steps after the answer, not live"),
+        ([webhook_workflow("other", True)], "tool steps live only if the workflow saves its progress"),
+    ],
+)
+def test_the_doctor_says_whether_tool_steps_and_usage_show_and_whether_live(capsys, listed, said):
+    api = FakeN8nApi(workflows=listed, stop_status=404, stop_body={"message": "Failed to find execution"})
+    try:
+        spaced = [step for line in n8n_reply(TOKENS) for step in (line, 0.05)]
+        check(Reply(headers=N8N_STREAM, steps=spaced), "--api-key", "k-secret-1234", "--api-url", api.url)
+    finally:
+        api.close()
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("agent's work: "))
+    assert line.startswith("agent's work: tool steps and usage will show (from n8n's execution); ")
+    assert said in line
+    assert any(call.path == "/api/v1/workflows" for call in api.calls)
+
+
+def test_the_doctor_says_why_tool_steps_and_usage_will_not_show(capsys):
+    api = FakeN8nApi(list_status=401)
+    try:
+        check(Reply(headers=N8N_STREAM, steps=n8n_reply(TOKENS)), "--api-key", "k-secret-1234", "--api-url", api.url)
+    finally:
+        api.close()
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("agent's work: "))
+    assert line == (
+        "agent's work: tool steps and usage will not show in a streamed reply: n8n rejected the `n8n_api_key` "
+        "(HTTP 401): create a new API key in n8n (Settings > n8n API)"
+    )

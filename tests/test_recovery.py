@@ -174,9 +174,9 @@ def test_with_recovery_off_the_reply_ends_as_before_and_nothing_is_fetched(chat)
     assert text == "Hello\n\n[stream interrupted after 1 chunk: connection reset]"
 
 
-def test_a_reply_that_did_not_fail_makes_no_api_call(chat):
+def test_a_reply_that_did_not_fail_makes_no_api_call_with_tool_steps_and_usage_off(chat):
     with FakeN8n(Reply(headers=N8N_STREAM, steps=n8n_reply(["All", " good"]))) as fake:
-        text, final, _ = recovered(fake, chat)
+        text, final, _ = recovered(fake, chat, show_tool_steps=False, show_usage=False)
         assert fake.api_calls == []
     assert text == "All good"
     assert not final["description"].endswith("execution 41")

@@ -103,6 +103,11 @@ def workflow_calls(api: FakeN8nApi) -> list[Any]:
     return [call for call in api.calls if call.path == "/api/v1/workflows"]
 
 
+def tag_listings(api: FakeN8nApi) -> list[Any]:
+    """The doctor's listings by tag (its check of the agent's work lists the workflows too, untagged)."""
+    return [call for call in workflow_calls(api) if "tags" in call.query]
+
+
 def timed_models(pipe: Pipe) -> tuple[list[dict[str, str]], float, list[float]]:
     """pipes() as Open WebUI awaits it: (the models, how long it took, how late each 5 ms tick of the loop was)."""
 
@@ -490,7 +495,7 @@ def test_the_doctor_lists_the_tagged_workflows_with_their_urls_and_why_others_ar
         "  not listed: draft bot: it is not published: publish it in n8n (Publish, top right)",
         "  not listed: old bot: it is archived",
     ]
-    assert [call.query.get("active") for call in workflow_calls(n8n_api)] == [None]  # unpublished ones are named too
+    assert [call.query.get("active") for call in tag_listings(n8n_api)] == [None]  # unpublished ones are named too
 
 
 def test_the_doctor_says_when_no_workflow_has_the_tag(n8n_api, capsys):
@@ -517,4 +522,4 @@ def test_the_doctor_with_an_empty_tag_lists_nothing(n8n_api, capsys):
     _, lines = doctor_lines(n8n_api, capsys, "--tag", "")
 
     assert lines == ["workflows: the tag is empty (--tag, the `workflow_tag` valve): no workflow is listed as a model"]
-    assert workflow_calls(n8n_api) == []
+    assert tag_listings(n8n_api) == []

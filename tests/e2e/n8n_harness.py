@@ -224,15 +224,33 @@ def with_tool(workflow: dict[str, Any], tool: dict[str, Any]) -> dict[str, Any]:
     return workflow
 
 
-def gated_http_tool(models_url: str) -> dict[str, Any]:
-    """An HTTP Request Tool calling the fake models' gated `/tool/working`: the tool runs until the test
-    has seen the chat say the agent is working."""
+def saving_progress(workflow: dict[str, Any]) -> dict[str, Any]:
+    """The workflow's setting Save execution progress on: n8n saves each node's run as it ends."""
+    workflow.setdefault("settings", {})["saveExecutionProgress"] = True
+    return workflow
+
+
+def gated_http_tool(models_url: str, gate: str = "working") -> dict[str, Any]:
+    """An HTTP Request Tool calling the fake models' gated `/tool/<gate>`: the tool runs until the test
+    has seen the chat say what it waits for (the agent working, the tool running)."""
     return {
-        "parameters": {"toolDescription": "Looks the answer up.", "url": f"{models_url}/tool/working", "options": {}},
+        "parameters": {"toolDescription": "Looks the answer up.", "url": f"{models_url}/tool/{gate}", "options": {}},
         "id": "6f1d2a10-0e2e-4a7e-9c31-0a11ce000001",
         "name": "Lookup",
         "type": "n8n-nodes-base.httpRequestTool",
         "typeVersion": 4.2,
+        "position": [520, 240],
+    }
+
+
+def calculator_tool() -> dict[str, Any]:
+    """n8n's Calculator tool node, as n8n/agent-tools-sources.json has it."""
+    return {
+        "parameters": {},
+        "id": "6f1d2a10-0e2e-4a7e-9c31-0a11ce000002",
+        "name": "Calculator",
+        "type": "@n8n/n8n-nodes-langchain.toolCalculator",
+        "typeVersion": 1,
         "position": [520, 240],
     }
 
@@ -291,6 +309,12 @@ def workflows_to_import(models_url: str) -> dict[str, dict[str, Any]]:
         responds_immediately(variant(classic, "nodata", "e2eClassicNoData"))
     )
     workflows["ollama-tool"] = with_tool(variant(ollama, "tool", "e2eOllamaTool001"), gated_http_tool(models_url))
+    # The streaming agent with a tool, for its steps and usage read from the execution: n8n's default settings,
+    # and saving its progress (the tool gated, so the test sees it running)
+    workflows["ollama-calculator"] = with_tool(variant(ollama, "calculator", "e2eOllamaCalc001"), calculator_tool())
+    workflows["ollama-tool-progress"] = saving_progress(
+        with_tool(variant(ollama, "progress", "e2eOllamaProgrs1"), gated_http_tool(models_url, "progress"))
+    )
     return {name: for_this_n8n(workflow) for name, workflow in workflows.items()}
 
 

@@ -32,9 +32,11 @@ LONG_TEXT = "".join(LONG_TOKENS)
 
 @dataclass
 class Turn:
-    """One chat turn as the browser sees it: text chunks with arrival times, status lines."""
+    """One chat turn as the browser sees it: text chunks with arrival times, status lines; `shown` is everything
+    the reply yielded in order, its usage (a `{"usage": ...}` dict) too."""
 
     chunks: list[str] = field(default_factory=list)
+    shown: list[Any] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -99,8 +101,10 @@ def converse(
             turn.chunks, turn.times = [reply], [time.monotonic()]
             return turn
         async for chunk in reply:
-            turn.chunks.append(chunk)
-            turn.times.append(time.monotonic())
+            turn.shown.append(chunk)
+            if isinstance(chunk, str):
+                turn.chunks.append(chunk)
+                turn.times.append(time.monotonic())
         return turn
 
     turn = turn or Turn()
@@ -544,6 +548,18 @@ if n8n_older_than("2.0.0"):
     )
 
 
+# The same tool runs as read from the execution (a streamed reply): n8n keeps the tool's input and output as JSON
+CALCULATOR_STEP = (
+    '<details type="tool_calls" done="true" name="Calculator" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
+    'result="{&quot;response&quot;: &quot;4&quot;}">\n<summary>Tool Executed</summary>\n</details>\n'
+)
+LOOKUP_STEP = (
+    '<details type="tool_calls" done="true" name="Lookup" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
+    'result="{&quot;result&quot;: 4}">\n<summary>Tool Executed</summary>\n</details>\n'
+)
+LOOKUP_RUNNING = 'Lookup is running: {"input": "2+2"}'
+
+
 def test_complete_reply_shows_the_agents_tool_step_and_its_sources(n8n: N8n) -> None:
     """agent-tools-sources.json: the fake model calls the real Calculator node; the reply carries
     `intermediateSteps` and `sources`."""
@@ -593,6 +609,69 @@ def test_streamed_agent_is_seen_using_a_tool_while_the_tool_runs(n8n: N8n) -> No
     converse(n8n.url("ollama-tool"), "TOOL look it up", n8n_bearer_token=TOKEN, turn=turn)
     assert turn.text == FULL_TEXT
     assert "AI Agent is using a tool… (step 1)" in turn.descriptions
+    assert turn.descriptions[-1].startswith("Done") and turn.descriptions[-1].endswith(", 1 tool step")
+
+
+# -- the agent's work in a streamed reply, read from n8n's execution (n8n_api_key) ------------------------------
+
+
+def usage_recorded(execution: dict[str, Any]) -> dict[str, int]:
+    """The sum of the token counts n8n recorded for the execution's model calls, in Open WebUI's keys. n8n's Ollama
+    node records its estimate (`tokenUsageEstimate`: LangChain's ChatOllama gives n8n no `tokenUsage`)."""
+    counted = [
+        item["json"].get("tokenUsage") or item["json"]["tokenUsageEstimate"]
+        for runs in execution["data"]["resultData"]["runData"].values()
+        for run in runs
+        for output in (run.get("data") or {}).get("ai_languageModel") or []
+        for item in output
+    ]
+    assert len(counted) == 2, counted  # the model asked for the tool, then answered
+    usage = {
+        "prompt_tokens": sum(c["promptTokens"] for c in counted),
+        "completion_tokens": sum(c["completionTokens"] for c in counted),
+        "total_tokens": sum(c["totalTokens"] for c in counted),
+    }
+    assert usage["total_tokens"] > 0, counted
+    return usage
+
+
+def the_one_tool_execution(n8n: N8n, api_key: str, workflow: str, marker: str) -> dict[str, Any]:
+    """The one execution of `workflow` the turn (its prompt holds `marker`) made, with its data: the webhook was
+    called once, the model twice (the tool call, the answer)."""
+    executions = n8n.executions_holding(api_key, workflow, marker)
+    assert [e["status"] for e in executions] == ["success"], executions
+    assert len(n8n.models.calls_for(marker)) == 2
+    return executions[0]
+
+
+def test_streamed_agent_shows_its_tool_step_after_the_answer_and_the_turns_usage(n8n: N8n, api_key: str) -> None:
+    """n8n's default settings: the execution's runs are saved only at its end, so the Calculator's step comes
+    right after the answer, then the turn's usage, once."""
+    marker = f"TOOL calc-{uuid.uuid4().hex[:8]}"
+    turn = converse(n8n.url("ollama-calculator"), marker, n8n_bearer_token=TOKEN, **n8n.api_valves(api_key))
+    execution = the_one_tool_execution(n8n, api_key, "ollama-calculator", marker)
+    assert turn.text == FULL_TEXT + CALCULATOR_STEP
+    assert turn.shown[-1] == {"usage": usage_recorded(execution)}
+    assert [chunk for chunk in turn.shown if isinstance(chunk, dict)] == [turn.shown[-1]]
+    assert not any(" is running: " in said for said in turn.descriptions), turn.descriptions
+    assert turn.descriptions[-1].startswith("Done") and turn.descriptions[-1].endswith(", 1 tool step")
+
+
+def test_streamed_agent_saving_progress_shows_its_tool_running_then_its_step_before_the_answer(
+    n8n: N8n, api_key: str
+) -> None:
+    """The workflow saves its progress: while the tool runs (the test holds it until then) the status names it
+    and its input; its step is shown before the text of the block after it; the usage once, last."""
+    marker = f"TOOL progress-{uuid.uuid4().hex[:8]}"
+    turn = Turn()
+    watcher = open_when_said(turn, LOOKUP_RUNNING, n8n.models.gate("progress"))
+    converse(n8n.url("ollama-tool-progress"), marker, n8n_bearer_token=TOKEN, turn=turn, **n8n.api_valves(api_key))
+    watcher.join()
+    execution = the_one_tool_execution(n8n, api_key, "ollama-tool-progress", marker)
+    assert LOOKUP_RUNNING in turn.descriptions, turn.descriptions
+    assert turn.text == LOOKUP_STEP + FULL_TEXT
+    assert turn.shown[-1] == {"usage": usage_recorded(execution)}
+    assert [chunk for chunk in turn.shown if isinstance(chunk, dict)] == [turn.shown[-1]]
     assert turn.descriptions[-1].startswith("Done") and turn.descriptions[-1].endswith(", 1 tool step")
 
 

@@ -18,6 +18,7 @@ import uuid
 from contextlib import contextmanager
 
 import pytest
+from fake_agent_n8n import ANSWER, FIRST_BLOCK, AgentN8n
 from fake_n8n import API_KEY, FakeN8n, record
 from fake_n8n_api import FakeN8nApi, execution
 from jwt_check import verified_claims
@@ -440,6 +441,36 @@ def test_the_status_says_the_agent_is_using_a_tool_between_blocks(admin, browser
     said = [s["description"] for s in saved["statusHistory"]]
     assert working in said, said
     assert said[-1].endswith(", 1 tool step"), said
+
+
+# The slow tool's run as n8n's execution records it (tests/fake_agent_n8n.py answers each chat's question back)
+SLOWCALC_STEP = (
+    '<details type="tool_calls" done="true" name="SlowCalc" arguments="{&quot;input&quot;: &quot;2+2&quot;}" '
+    'result="{&quot;response&quot;: &quot;Was ist 2+2?&quot;}">\n<summary>Tool Executed</summary>\n</details>\n'
+)
+SLOWCALC_USAGE = {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}  # 5+5, 2+10, 7+15
+
+
+def test_the_agents_usage_and_tool_step_are_saved_with_the_streamed_message(admin, browser):
+    """A streamed agent reply with `n8n_api_key`: the tool's step read from n8n's execution comes right after
+    the answer (n8n's default settings), the turn's usage once; what a reload shows has both."""
+    with AgentN8n(progress=False) as n8n:
+        admin.set_valves(PIPE_ID, n8n_url=n8n.url, n8n_api_key=API_KEY)
+        try:
+            turn = browser.send(MODEL, "Was ist 2+2?")
+            turn.wait_done()
+        finally:
+            admin.set_valves(PIPE_ID)
+        assert len(n8n.webhook_requests) == 1
+
+    text = f"{FIRST_BLOCK}\n\n{ANSWER}{SLOWCALC_STEP}"
+    # the last newline reaches the page's deltas after `done` or not at all (seen both ways); it shows nothing
+    assert turn.text_shown().rstrip("\n") == text.rstrip("\n")
+    saved = turn.saved()
+    assert saved["content"] == text.rstrip("\n")  # Open WebUI saves the answer with its end trimmed
+    # Open WebUI keeps the counts the pipe sent and adds its own names for two of them
+    assert saved["usage"] == {**SLOWCALC_USAGE, "input_tokens": 10, "output_tokens": 12}
+    assert saved["statusHistory"][-1]["description"].endswith(", 1 tool step")
 
 
 BROWSER_TASKS = {"title_generation": True, "tags_generation": True, "follow_up_generation": True}

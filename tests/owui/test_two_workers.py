@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from fake_agent_n8n import ANSWER, FIRST_BLOCK, AgentN8n
+from fake_n8n import API_KEY
 from fake_n8n_api import FakeN8nApi, webhook_node, workflow
 from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_reply
 from owui_host import CANCEL_EVENT, OWUI_RELEASE, PIPE_ID, TASKS_IN_REDIS, Admin, Browser
@@ -176,3 +178,31 @@ def test_a_tagged_workflow_model_lists_and_chats_on_either_worker(owui, admin):
 
     assert [turn.text_shown() for turn in turns] == ["".join(TOKENS)] * WORKERS
     assert [seen.path for seen in n8n.requests] == ["/webhook/two-workers"] * WORKERS
+
+
+@BEFORE_WORKERS
+def test_the_agents_usage_is_saved_with_the_message_whichever_worker_answers(owui, admin):
+    """On each worker's connection, a streamed agent reply with `n8n_api_key` is saved with the turn's usage
+    (the sum of the execution's model calls, tests/fake_agent_n8n.py) and the tool's step after the answer."""
+    for pid in sorted(worker_answers(owui, admin)):
+        session = on_worker(owui, admin, lambda answer, pid=pid: answer["pid"] == pid, f"with pid {pid}")
+        tab = Browser(session)
+        try:
+            with AgentN8n(progress=False) as n8n:
+                session.set_valves(PIPE_ID, n8n_url=n8n.url, n8n_api_key=API_KEY)
+                try:
+                    turn = tab.send(MODEL, f"usage on worker {pid}")
+                    turn.wait_done()
+                finally:
+                    session.set_valves(PIPE_ID)
+        finally:
+            tab.close()
+        saved = turn.saved()
+        assert saved["content"].startswith(f'{FIRST_BLOCK}\n\n{ANSWER}<details type="tool_calls"'), saved
+        assert saved["usage"] == {
+            "prompt_tokens": 10,
+            "completion_tokens": 12,
+            "total_tokens": 22,
+            "input_tokens": 10,
+            "output_tokens": 12,
+        }

@@ -4526,7 +4526,7 @@ class ChatTurn:
                 if self._text_after_tool:
                     self._later.append(event)
                     return ""
-                return self.renderer.tool_step(event)
+                return self.renderer.tool_step(event, after_text=self.outcome.chunks > 0)
             case ToolStarted(tool=tool, input=tool_input):
                 self.tool_wait.said_by_n8n()
                 self._status_due = tool_started_words(tool, tool_input)
@@ -4698,8 +4698,12 @@ class ChatRenderer:
         """A node began a block: after text already shown, its words start a new paragraph."""
         self._new_block = after_text
 
-    def tool_step(self, step: ToolStep) -> str:
-        return self.close_thinking() + tool_call_block(step) if self.show_tool_steps else ""
+    def tool_step(self, step: ToolStep, after_text: bool) -> str:
+        """A tool step's block; after text, on a line of its own, as Open WebUI writes its own tool calls: its
+        chat renders a `<details>` block only where a line starts."""
+        if not self.show_tool_steps:
+            return ""
+        return self.close_thinking() + ("\n" if after_text else "") + tool_call_block(step)
 
     def block_break(self) -> str:
         """A new n8n block (an agent's answer after a tool call) starts a new paragraph, not mid-sentence."""

@@ -27,8 +27,8 @@ from pipe_n8n_stream import (
 
 STEP = tool_call_block(ToolStep("SlowCalc", {"input": "2+2"}, {"response": "hello"}))
 USAGE = {"usage": {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}}  # 5+5, 2+10, 7+15
-LIVE_TEXT = f"{FIRST_BLOCK}{STEP}\n\n{ANSWER}"
-AFTER_TEXT = f"{FIRST_BLOCK}\n\n{ANSWER}{STEP}"
+LIVE_TEXT = f"{FIRST_BLOCK}\n{STEP}\n\n{ANSWER}"  # a step after text starts a line
+AFTER_TEXT = f"{FIRST_BLOCK}\n\n{ANSWER}\n{STEP}"
 RUNNING = 'SlowCalc is running: {"input": "2+2"}'
 
 
@@ -160,8 +160,8 @@ def test_two_chats_on_one_workflow_each_see_only_their_own_step(chat):
 
         shown_first, shown_second = asyncio.run(both())
     own = [tool_call_block(ToolStep("SlowCalc", {"input": "2+2"}, {"response": q})) for q in ("alpha", "beta")]
-    assert text_of(shown_first) == f"{FIRST_BLOCK}{own[0]}\n\n{ANSWER}"
-    assert text_of(shown_second) == f"{FIRST_BLOCK}{own[1]}\n\n{ANSWER}"
+    assert text_of(shown_first) == f"{FIRST_BLOCK}\n{own[0]}\n\n{ANSWER}"
+    assert text_of(shown_second) == f"{FIRST_BLOCK}\n{own[1]}\n\n{ANSWER}"
     assert usages_of(shown_first) == usages_of(shown_second) == [USAGE]
 
 

@@ -51,7 +51,7 @@ def converse(url: str, prompt: str, **valves: Any) -> tuple[str, list[str]]:
         )
         if isinstance(reply, str):
             return reply
-        return "".join([chunk async for chunk in reply])
+        return "".join([chunk async for chunk in reply if isinstance(chunk, str)])
 
     return asyncio.run(scenario()), statuses
 

@@ -43,7 +43,8 @@ class Turn:
 
     @property
     def text(self) -> str:
-        return "".join(self.chunks)
+        """The chat's text: the reply's usage (a dict, with `n8n_api_key` set) is no text."""
+        return "".join(chunk for chunk in self.chunks if isinstance(chunk, str))
 
     @property
     def descriptions(self) -> list[str]:
@@ -650,7 +651,7 @@ def test_streamed_agent_shows_its_tool_step_after_the_answer_and_the_turns_usage
     marker = f"TOOL calc-{uuid.uuid4().hex[:8]}"
     turn = converse(n8n.url("ollama-calculator"), marker, n8n_bearer_token=TOKEN, **n8n.api_valves(api_key))
     execution = the_one_tool_execution(n8n, api_key, "ollama-calculator", marker)
-    assert turn.text == FULL_TEXT + CALCULATOR_STEP
+    assert turn.text == FULL_TEXT + "\n" + CALCULATOR_STEP  # a step after text starts a line
     assert turn.shown[-1] == {"usage": usage_recorded(execution)}
     assert [chunk for chunk in turn.shown if isinstance(chunk, dict)] == [turn.shown[-1]]
     assert not any(" is running: " in said for said in turn.descriptions), turn.descriptions
@@ -807,7 +808,7 @@ def attach(url: str, message: dict[str, Any], files: list[dict[str, Any]] | None
             __metadata__={"chat_id": f"e2e-{uuid.uuid4().hex[:8]}"},
             __files__=files,
         )
-        return "".join([chunk async for chunk in chunks])
+        return "".join([chunk async for chunk in chunks if isinstance(chunk, str)])
 
     return asyncio.run(scenario())
 

@@ -64,7 +64,7 @@ def chat_with(pipe: Pipe, model: str, prompt: str) -> str:
     async def scenario() -> str:
         body = {"model": f"n8n_stream.{model}", "stream": True, "messages": [{"role": "user", "content": prompt}]}
         reply = await pipe.pipe(body, __metadata__={"chat_id": f"e2e-{uuid.uuid4().hex[:8]}"})
-        return reply if isinstance(reply, str) else "".join([chunk async for chunk in reply])
+        return reply if isinstance(reply, str) else "".join([chunk async for chunk in reply if isinstance(chunk, str)])
 
     return asyncio.run(scenario())
 

@@ -463,7 +463,7 @@ def test_the_agents_usage_and_tool_step_are_saved_with_the_streamed_message(admi
             admin.set_valves(PIPE_ID)
         assert len(n8n.webhook_requests) == 1
 
-    text = f"{FIRST_BLOCK}\n\n{ANSWER}{SLOWCALC_STEP}"
+    text = f"{FIRST_BLOCK}\n\n{ANSWER}\n{SLOWCALC_STEP}"
     # the last newline reaches the page's deltas after `done` or not at all (seen both ways); it shows nothing
     assert turn.text_shown().rstrip("\n") == text.rstrip("\n")
     saved = turn.saved()

@@ -198,7 +198,7 @@ def test_the_agents_usage_is_saved_with_the_message_whichever_worker_answers(owu
         finally:
             tab.close()
         saved = turn.saved()
-        assert saved["content"].startswith(f'{FIRST_BLOCK}\n\n{ANSWER}<details type="tool_calls"'), saved
+        assert saved["content"].startswith(f'{FIRST_BLOCK}\n\n{ANSWER}\n<details type="tool_calls"'), saved
         assert saved["usage"] == {
             "prompt_tokens": 10,
             "completion_tokens": 12,

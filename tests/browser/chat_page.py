@@ -67,6 +67,11 @@ class ChatPage:
     def reply(self) -> Any:
         return self.page.locator(".chat-assistant").last
 
+    def message(self) -> Any:
+        """The last assistant message whole: the reply and the row of buttons under it."""
+        messages = self.page.locator("[id^='message-']").filter(has=self.page.locator(".chat-assistant"))
+        return messages.last
+
     def reply_text(self) -> str:
         """The answer's text, without the status line above it."""
         content = self.reply().locator("#response-content-container")
@@ -122,15 +127,25 @@ class ChatPage:
         runs forever."""
         self.page.evaluate(SETTLE_JS)
 
-    def screenshot(self, folder: Path | None, name: str) -> None:
+    def tooltip_of(self, element: Any) -> str:
+        """The pointer rests on `element`: the tooltip Open WebUI shows for it (tippy.js, in the page's body)."""
+        element.hover()
+        shown_now = self.page.locator(".tippy-box[data-state='visible']")
+        self.wait(lambda: shown_now.count() == 1 and shown_now.is_visible(), 15, "the tooltip to show")
+        return str(shown_now.inner_text())
+
+    def screenshot(self, folder: Path | None, name: str, pointer_on: Any = None) -> None:
         """One of the README's pictures, taken only when asked for (folder None: not). As a person would see it
         with the pointer aside: no toast (a fresh page's sign-in toast goes after a few seconds), no tooltip,
-        no focus left on a button that was clicked."""
+        no focus left on a button that was clicked. With `pointer_on`, the pointer rests on that element
+        instead, its tooltip in the picture."""
         if folder is None:
             return
         folder.mkdir(parents=True, exist_ok=True)
         self.wait(lambda: not self.page.locator("[data-sonner-toast]").count(), 15, "the toasts to go")
         self.page.evaluate("() => document.activeElement && document.activeElement.blur()")
         self.page.mouse.move(0, 0)
+        if pointer_on is not None:
+            self.tooltip_of(pointer_on)
         self.settle()
         self.page.screenshot(path=str(folder / name))

@@ -83,6 +83,17 @@ AGENT_MATHS_ANSWER = (  # [1] and [2] cite the workflow's sources: Open WebUI sh
     "describes the tool to the model on every turn."
 )
 
+# -- Pricing Agent (tests/e2e/n8n_harness.py's "ollama-calculator": n8n/ollama-streaming.json with a Calculator
+# tool): streams, n8n's default settings; the tool's step and the turn's usage are read from its execution ----
+
+PRICING = "A customer wants 38 hours of consulting at €65 an hour. What do we quote?"
+PRICING_TOOL_INPUT = "38 * 65"
+PRICING_RESULT = "2470"  # what n8n's Calculator node makes of PRICING_TOOL_INPUT
+PRICING_ANSWER = (
+    "Quote €2,470: 38 hours of consulting at €65 an hour.\n\n"
+    "That is before VAT: add it if the customer is billed in the EU."
+)
+
 # -- Support Agent: a misspelt webhook URL --------------------------------------------------------------------
 
 TICKETS = "Summarise yesterday's support tickets, please."
@@ -113,5 +124,6 @@ SCRIPTS = {
     # the agent-tools workflow answers when its last node ends: nothing to see streaming, so no pause
     REVENUE: Script(REVENUE_ANSWER, delay=0, tool_input=REVENUE_TOOL_INPUT),
     AGENT_MATHS: Script(AGENT_MATHS_ANSWER, delay=0),
+    PRICING: Script(PRICING_ANSWER, delay=0.07, tool_input=PRICING_TOOL_INPUT),
     SHIFT_HANDOVER: Script(SHIFT_HANDOVER_ANSWER, delay=0.05),
 }

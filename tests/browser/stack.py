@@ -19,12 +19,14 @@ AGENT_WITH_TOOLS = "Agent with Tools"  # n8n/agent-tools-sources.json: a Calcula
 REMOTE_AGENT = "Remote Agent"  # n8n/ollama-streaming.json behind a proxy that cuts the connection
 SUPPORT_AGENT = "Support Agent"  # n8n/ollama-streaming.json's URL misspelt
 SALES_CHART = "Sales Chart"  # n8n/chart-binary.json: answers with a PNG
+PRICING_AGENT = "Pricing Agent"  # n8n/ollama-streaming.json with a Calculator tool (tests/e2e/n8n_harness.py)
 MODELS = [  # model name -> workflow
     (OLLAMA_AGENT, "ollama"),
     (AGENT_WITH_TOOLS, "agent-tools"),
     (REMOTE_AGENT, "remote"),
     (SUPPORT_AGENT, "typo"),
     (SALES_CHART, "chart"),
+    (PRICING_AGENT, "ollama-calculator"),
 ]
 
 

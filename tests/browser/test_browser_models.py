@@ -66,7 +66,7 @@ def picker_options(chat: ChatPage) -> list[str]:
 def test_the_model_picker_offers_the_tagged_workflows_by_their_n8n_names(
     tagged: str, chat: ChatPage, screenshots: Path | None
 ):
-    """model-picker.png: the picker open, the `models` lines' five, then the two tagged workflows."""
+    """model-picker.png: the picker open, the `models` lines' six, then the two tagged workflows."""
     offered = picker_options(chat)
 
     configured = [name for name, _ in MODELS]

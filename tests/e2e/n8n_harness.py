@@ -160,6 +160,26 @@ class N8n:
         return "\n".join(parts) or "(no n8n log)"
 
 
+def usage_recorded(execution: dict[str, Any]) -> dict[str, int]:
+    """The sum of the token counts n8n recorded for the execution's model calls, in Open WebUI's keys. n8n's Ollama
+    node records its estimate (`tokenUsageEstimate`: LangChain's ChatOllama gives n8n no `tokenUsage`)."""
+    counted = [
+        item["json"].get("tokenUsage") or item["json"]["tokenUsageEstimate"]
+        for runs in execution["data"]["resultData"]["runData"].values()
+        for run in runs
+        for output in (run.get("data") or {}).get("ai_languageModel") or []
+        for item in output
+    ]
+    assert len(counted) == 2, counted  # the model asked for the tool, then answered
+    usage = {
+        "prompt_tokens": sum(c["promptTokens"] for c in counted),
+        "completion_tokens": sum(c["completionTokens"] for c in counted),
+        "total_tokens": sum(c["totalTokens"] for c in counted),
+    }
+    assert usage["total_tokens"] > 0, counted
+    return usage
+
+
 # -- the workflows n8n gets ------------------------------------------------------------------
 
 

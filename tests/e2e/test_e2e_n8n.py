@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 from fake_models import BREAK_AFTER, LONG_TOKENS, TOKENS
-from n8n_harness import JWT_SECRET, N8N_VERSION, QUEUE, REPO, TOKEN, N8n, n8n_older_than
+from n8n_harness import JWT_SECRET, N8N_VERSION, QUEUE, REPO, TOKEN, N8n, n8n_older_than, usage_recorded
 
 import pipe_n8n_stream
 from pipe_n8n_stream import STOP_UNSUPPORTED, Pipe
@@ -614,26 +614,6 @@ def test_streamed_agent_is_seen_using_a_tool_while_the_tool_runs(n8n: N8n) -> No
 
 
 # -- the agent's work in a streamed reply, read from n8n's execution (n8n_api_key) ------------------------------
-
-
-def usage_recorded(execution: dict[str, Any]) -> dict[str, int]:
-    """The sum of the token counts n8n recorded for the execution's model calls, in Open WebUI's keys. n8n's Ollama
-    node records its estimate (`tokenUsageEstimate`: LangChain's ChatOllama gives n8n no `tokenUsage`)."""
-    counted = [
-        item["json"].get("tokenUsage") or item["json"]["tokenUsageEstimate"]
-        for runs in execution["data"]["resultData"]["runData"].values()
-        for run in runs
-        for output in (run.get("data") or {}).get("ai_languageModel") or []
-        for item in output
-    ]
-    assert len(counted) == 2, counted  # the model asked for the tool, then answered
-    usage = {
-        "prompt_tokens": sum(c["promptTokens"] for c in counted),
-        "completion_tokens": sum(c["completionTokens"] for c in counted),
-        "total_tokens": sum(c["totalTokens"] for c in counted),
-    }
-    assert usage["total_tokens"] > 0, counted
-    return usage
 
 
 def the_one_tool_execution(n8n: N8n, api_key: str, workflow: str, marker: str) -> dict[str, Any]:

@@ -80,6 +80,7 @@ log = logging.getLogger("pipe_n8n_stream")
 MIB = 1024 * 1024
 MAX_LINE_BYTES = MIB
 READ_SIZE = 65536
+LOOP_BODY_BYTES = MIB  # a complete body longer than this is read in the reply's thread (see loop_body)
 QUEUED_CHARS = 1024 * 1024  # text waiting for the event loop before the worker pauses reading
 ERROR_BODY_LIMIT = 64 * 1024
 ERROR_SNIPPET_CHARS = 300
@@ -3489,14 +3490,17 @@ class OpenReply:
 
 def loop_body(response: requests.Response) -> LoopBody | None:
     """The body as the event loop reads it: the connection's own socket, non-blocking from here, what its
-    socket file read past the head first. None where there is no plain or TLS socket to read (HTTPS
-    through an HTTPS proxy wraps TLS in TLS in Python): the thread reads that body."""
+    socket file read past the head first. None, and the thread reads the body, where there is no plain or
+    TLS socket to read (HTTPS through an HTTPS proxy wraps TLS in TLS in Python), and for a complete body
+    over LOOP_BODY_BYTES (a JSON answer with an image): parsed whole, it would hold the loop."""
     http_response = getattr(response.raw, "_fp", None)
     socket_file = getattr(http_response, "fp", None)
     sock = getattr(getattr(socket_file, "raw", None), "_sock", None)
     if not isinstance(sock, socket.socket) or not isinstance(socket_file, io.BufferedReader):
         return None
     response_head = cast(http.client.HTTPResponse, http_response)
+    if response_head.length is not None and response_head.length > LOOP_BODY_BYTES:
+        return None
     if response_head.chunked:
         framing: Framing = ChunkedFraming()
     elif response_head.length is not None:

@@ -3403,47 +3403,106 @@ class ContentDecoding:
 
 
 class LoopSocket:
-    """The connection's socket, non-blocking, read on the event loop: first what the socket file had
-    buffered past the head, then recv() whenever the loop says the socket is readable. TLS reads what
-    its record buffer holds before waiting, and waits to write when the TLS layer asks to."""
+    """The connection's socket, non-blocking, read on the event loop as asyncio's own transports read: watched
+    while the reply is read, and read in the loop's callback the moment it is readable (one wake and one recv
+    per arrival). What the socket file buffered past the head comes first; TLS is read until its layer holds
+    nothing more. Reading pauses while over READ_SIZE waits for the chat: a stalled chat cannot grow memory."""
 
     def __init__(self, sock: socket.socket, buffered: bytes) -> None:
         self.sock = sock
-        self._buffered = buffered
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._received = [buffered] if buffered else []
+        self._size = len(buffered)
+        self._ended = False  # the connection closed, or broke (`_error`)
+        self._error: OSError | None = None
+        self._wants_write = False  # TLS must write before it can read on
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watching = False
+        self._watching_write = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._read_available()  # TLS may hold records the socket file's read left behind: no wake would come
 
     async def recv(self, timeout: float) -> bytes:
-        """The next bytes, b"" once the connection closed; TimeoutError after `timeout` s of silence."""
-        if self._buffered:
-            data, self._buffered = self._buffered, b""
-            return data
-        while True:
-            try:
-                return self.sock.recv(READ_SIZE)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                await self._ready(False, timeout)
-            except ssl.SSLWantWriteError:
-                await self._ready(True, timeout)
+        """The bytes received so far, b"" once the connection closed; TimeoutError after `timeout` s of silence."""
+        while not self._received and not self._ended:
+            await self._wait(timeout)
+        if self._error is not None and not self._received:
+            raise self._error
+        data = b"".join(self._received)
+        self._received, self._size = [], 0
+        return data
 
-    async def _ready(self, write: bool, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        ready = loop.create_future()
+    def close(self) -> None:
+        self._unwatch()
+        if self._timer is not None:
+            self._timer.cancel()
 
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        def timed_out() -> None:
-            if not ready.done():
-                ready.set_exception(TimeoutError("read timed out"))
-
-        fd = self.sock.fileno()
-        (loop.add_writer if write else loop.add_reader)(fd, wake)
-        timer = loop.call_later(timeout, timed_out)
+    async def _wait(self, timeout: float) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._watch()
+        self._waiter = loop.create_future()
+        self._deadline = loop.time() + timeout
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
         try:
-            await ready
+            await self._waiter
         finally:
-            timer.cancel()
-            (loop.remove_writer if write else loop.remove_reader)(fd)
+            self._waiter = None
+
+    def _read_available(self) -> None:
+        """Reads what is there, without waiting, until over READ_SIZE is held."""
+        while self._size <= READ_SIZE and not self._ended:
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                self._wants_write = False
+                return
+            except ssl.SSLWantWriteError:
+                self._wants_write = True
+                return
+            except OSError as exc:
+                self._error, self._ended = exc, True
+                return
+            self._wants_write = False
+            self._received.append(data)
+            self._size += len(data)
+            self._ended = not data
+            if len(data) < READ_SIZE and not self._tls:  # the kernel had no more; TLS may hold more records
+                return
+
+    def _on_ready(self) -> None:
+        self._read_available()
+        if self._ended or self._size > READ_SIZE or self._wants_write != self._watching_write:
+            self._unwatch()  # closed, enough waits for the chat (the next wait watches again), or TLS turned
+        self._watch()
+        if (self._received or self._ended) and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _watch(self) -> None:
+        if not self._watching and not self._ended and self._size <= READ_SIZE and self._loop is not None:
+            add = self._loop.add_writer if self._wants_write else self._loop.add_reader
+            add(self.sock.fileno(), self._on_ready)
+            self._watching, self._watching_write = True, self._wants_write
+
+    def _unwatch(self) -> None:
+        if self._watching and self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+            self._loop.remove_writer(self.sock.fileno())
+            self._watching = False
+
+    def _check_deadline(self) -> None:
+        """One timer per read_timeout, not one per read: when it fires, a read still waiting times out."""
+        self._timer = None
+        if self._loop is None or self._waiter is None or self._waiter.done():
+            return
+        if self._loop.time() >= self._deadline:
+            self._waiter.set_exception(TimeoutError("read timed out"))
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
 
 
 class LoopBody:
@@ -3483,6 +3542,7 @@ class OpenReply:
 
     def close(self) -> None:
         """Hangs up at once (a socket file still open would keep the connection), then lets go of it all."""
+        self.body.source.close()
         shut_down(self.body.source.sock)
         self.response.close()
         self.session.close()

@@ -20,6 +20,7 @@ from loopback import CAPTURE_HEADERS, Gate, LoopbackServer, Reply, n8n_reply, wa
 from n8n_wire import read_request
 
 N8N_STREAM = CAPTURE_HEADERS["n8n-stream"]
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # verify_ssl off
 
 
 def test_once_the_head_is_in_no_reply_thread_is_left_while_the_body_streams(chat):

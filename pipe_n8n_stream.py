@@ -4294,10 +4294,12 @@ class ChatTurn:
     async def chunks(self) -> AsyncGenerator[str, None]:
         """What the chat shows, chunk by chunk, with status and source events on the side: one chat chunk
         per batch, as a fast stream must not cost a chunk per token."""
-        await self.emitter.status("Waiting for n8n…")
+        # Said while the request goes out: in a busy Open WebUI a status takes long to save, and n8n need not wait.
+        waiting = asyncio.ensure_future(self.emitter.status("Waiting for n8n…"))
         try:
             async with aclosing(reply_batches(self.exchange)) as batches:
                 async for batch in batches:
+                    await waiting  # before anything else is shown or said
                     self.tool_wait.cancel()
                     pending: list[str] = []
                     for event in batch:
@@ -4325,8 +4327,10 @@ class ChatTurn:
                     self.tool_wait.after_batch(self.outcome.tool_steps + 1)
         except (GeneratorExit, asyncio.CancelledError):
             self.tool_wait.cancel()
+            await waiting
             await self.stop_execution("Stopped")  # else the last status spins on after Stop
             raise
+        await waiting
         for chunk in open_webui_safe(self.renderer.close_thinking()):
             yield chunk
         await self.tool_wait.close()

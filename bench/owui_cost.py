@@ -42,8 +42,14 @@ TOKENS = [("ab" if i % 2 else "a") + f"{i:03d} " for i in range(200)]  # 5 and 6
 INTERVAL = 0.01
 MODES = ("native", "pipe", "floor")
 NATIVE_MODEL = "fake-gpt"
-PIPE_ID, FLOOR_ID = "n8n_stream", "floor"
-MODEL = {"native": NATIVE_MODEL, "pipe": f"{PIPE_ID}.n8n", "floor": FLOOR_ID}
+PIPE_ID, QUIET_ID, BEFORE_ID, FLOOR_ID = "n8n_stream", "n8n_quiet", "n8n_before", "floor"
+MODEL = {
+    "native": NATIVE_MODEL,
+    "pipe": f"{PIPE_ID}.n8n",
+    "quiet": f"{QUIET_ID}.n8n",  # the pipe with `emit_status` off: what its two status lines cost
+    "before": f"{BEFORE_ID}.n8n",
+    "floor": FLOOR_ID,
+}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 FLOOR_PIPE = f'''"""
@@ -348,9 +354,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ns", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50, 100])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
+    parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES), help="native,pipe,floor[,quiet]")
     parser.add_argument("--turn-timeout", type=float, default=300)
     parser.add_argument("--pipe-file", type=Path, default=ROOT / "pipe_n8n_stream.py")
+    parser.add_argument(
+        "--pipe-before", type=Path, help="another version of the pipe, measured as mode `before` among the others"
+    )
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "owui_cost.json")
     parser.add_argument("--serve-fakes", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -382,6 +391,13 @@ def main() -> None:
         admin.install_function(PIPE_ID, "n8n Stream", args.pipe_file.read_text("utf-8"))
         admin.install_function(FLOOR_ID, "floor", FLOOR_PIPE)
         admin.set_valves(PIPE_ID, n8n_url=f"http://127.0.0.1:{ports['n8n']}/webhook/bench")
+        if "quiet" in args.modes:
+            admin.install_function(QUIET_ID, "n8n Stream quiet", args.pipe_file.read_text("utf-8"))
+            admin.set_valves(QUIET_ID, n8n_url=f"http://127.0.0.1:{ports['n8n']}/webhook/bench", emit_status=False)
+        if args.pipe_before:
+            admin.install_function(BEFORE_ID, "n8n Stream before", args.pipe_before.read_text("utf-8"))
+            admin.set_valves(BEFORE_ID, n8n_url=f"http://127.0.0.1:{ports['n8n']}/webhook/bench")
+            args.modes = [*args.modes, "before"] if "before" not in args.modes else args.modes
         offered = {m["id"] for m in admin.models(refresh=True)}
         assert {MODEL[m] for m in args.modes} <= offered, offered
         load = os.getloadavg()
@@ -394,7 +410,8 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     said = (
         f"{started:%Y-%m-%d %H:%M} UTC, Open WebUI {OWUI_RELEASE}, {os.cpu_count()} CPUs, load average "
-        f"{load[0]:.2f} at the start, pipe at {commit.stdout.strip()} ({args.pipe_file.name}); "
+        f"{load[0]:.2f} at the start, pipe at {commit.stdout.strip()} ({args.pipe_file.name})"
+        f"{f', before: {args.pipe_before}' if args.pipe_before else ''}; "
         f"{len(TOKENS)} tokens, {INTERVAL * 1000:g} ms apart; {args.reps} repetitions, modes interleaved"
     )
     args.out.write_text(json.dumps({"run": said, "command": sys.argv, "rows": rows}, indent=1))

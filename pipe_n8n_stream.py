@@ -25,8 +25,10 @@ required_open_webui_version: 0.6.0
 #                       runs and token usage from it (ExecutionWatch)
 #   Models              which workflow a chat model calls: a `models` line, `n8n_url`, or a workflow tagged in
 #                       n8n (listed through its API by an async pipes(), in a thread, cached)
-#   Transport           the worker thread: Exchange makes one POST (never repeated), reads it (ChunkedBody),
-#                       classifies what failed; Handover takes its events to the event loop
+#   Transport           Exchange makes one POST (never repeated) and reads its head in a worker thread; the
+#                       body is read on the event loop from the socket (LoopBody: framing, content coding),
+#                       or in the thread where the loop cannot (ChunkedBody); classifies what failed;
+#                       Handover takes a thread's events to the event loop
 #   Presentation        ChatTurn: the one place event kinds are read (handle), owner of the Outcome; Emitter
 #                       (status and source events), ChatRenderer (chat text), ToolWait, AgentWork (the
 #                       execution's tool steps and usage, waited for within their bounds)
@@ -55,6 +57,7 @@ import logging
 import mimetypes
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -80,6 +83,7 @@ log = logging.getLogger("pipe_n8n_stream")
 MIB = 1024 * 1024
 MAX_LINE_BYTES = MIB
 READ_SIZE = 65536
+LOOP_BODY_BYTES = MIB  # a complete body longer than this is read in the reply's thread (see loop_body)
 QUEUED_CHARS = 1024 * 1024  # text waiting for the event loop before the worker pauses reading
 ERROR_BODY_LIMIT = 64 * 1024
 ERROR_SNIPPET_CHARS = 300
@@ -2687,6 +2691,7 @@ class Stopper:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
+        self._closers: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self.stopped = False
 
@@ -2706,6 +2711,19 @@ class Stopper:
                 return
         shut_down(sock)
 
+    def release(self, sock: socket.socket) -> None:
+        """The socket is read on the event loop from now on: its timeout is kept there, and its reader closes it."""
+        with self._lock, suppress(ValueError):
+            self._sockets.remove(sock)
+
+    def on_stop(self, close: Callable[[], None]) -> None:
+        """Runs `close` on Stop (at once when stopped already): what a thread opened for the loop is closed too."""
+        with self._lock:
+            if not self.stopped:
+                self._closers.append(close)
+                return
+        close()
+
     def set_timeout(self, seconds: float) -> None:
         """How long the next read may wait for n8n: shorter once n8n reported an error."""
         with self._lock:
@@ -2718,8 +2736,11 @@ class Stopper:
             self.stopped = True
             self._stop.set()
             sockets, self._sockets = self._sockets, []
+            closers, self._closers = self._closers, []
         for sock in sockets:
             shut_down(sock)
+        for close in closers:
+            close()
 
 
 def shut_down(sock: socket.socket) -> None:
@@ -3853,8 +3874,8 @@ def valve_problem(settings: Settings, model_id: str, url: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------
-# Transport: one call to the webhook in a worker thread (never repeated), its body read and decoded, what
-# failed classified as a Failure; Handover takes the events to the event loop.
+# Transport: one call to the webhook (never repeated): sent and its head read in a worker thread, its body read
+# and decoded on the event loop; what failed classified as a Failure; Handover takes a thread's events to the loop.
 
 
 class RawBody(Protocol):
@@ -3902,6 +3923,10 @@ class ChunkedFraming:
             at = line_end + 1
         return b"".join(body)
 
+    def connection_closed(self) -> None:
+        if not self.ended:
+            raise urllib3.exceptions.ProtocolError("incomplete chunked read: the connection closed")
+
     def _line(self, line: bytes) -> None:
         if self._after_data:
             if line:
@@ -3933,7 +3958,7 @@ class ChunkedBody:
         while not self._framing.ended:
             data = self._socket_file.read1(amt or READ_SIZE)
             if not data:
-                raise urllib3.exceptions.ProtocolError("incomplete chunked read: the connection closed")
+                self._framing.connection_closed()
             body = self._framing.feed(data)
             if body:
                 return body
@@ -3951,6 +3976,261 @@ def reply_body(response: requests.Response) -> RawBody:
     if identity and untouched and hasattr(socket_file, "read1"):
         return ChunkedBody(socket_file)
     return cast(RawBody, raw)
+
+
+class LengthFraming:
+    """A body of Content-Length bytes: what follows them is no part of it."""
+
+    def __init__(self, length: int) -> None:
+        self._left = length
+        self.ended = not length
+
+    def feed(self, data: bytes) -> bytes:
+        body = data[: self._left]
+        self._left -= len(body)
+        self.ended = not self._left
+        return body
+
+    def connection_closed(self) -> None:
+        if not self.ended:
+            raise urllib3.exceptions.ProtocolError(f"incomplete read: the connection closed {self._left} bytes early")
+
+
+class CloseFraming:
+    """A body without a length and not chunked: it ends where the connection closes."""
+
+    ended = False
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def connection_closed(self) -> None:
+        self.ended = True
+
+
+Framing = ChunkedFraming | LengthFraming | CloseFraming
+
+
+class ContentDecoding:
+    """The body's Content-Encoding undone by urllib3's own decoders (gzip, deflate; br and zstd when
+    installed), in pieces of at most READ_SIZE where urllib3 can bound them (2.6+): a gzip bomb never
+    sits in memory whole."""
+
+    def __init__(self, encodings: list[str]) -> None:
+        modes = ",".join(e for e in encodings if e != "identity")
+        self._decoder = urllib3.response._get_decoder(modes) if modes else None
+        self._bounded = hasattr(self._decoder, "has_unconsumed_tail")
+
+    def decode(self, data: bytes) -> bytes:
+        if self._decoder is None or not data:
+            return data
+        with self._decode_errors():
+            return (
+                self._decoder.decompress(data, max_length=READ_SIZE)
+                if self._bounded
+                else self._decoder.decompress(data)
+            )
+
+    def more(self) -> bytes:
+        """What the last bytes hold beyond the piece decode() gave; b"" when nothing."""
+        if self._decoder is None or not getattr(self._decoder, "has_unconsumed_tail", False):
+            return b""
+        with self._decode_errors():
+            return self._decoder.decompress(b"", max_length=READ_SIZE)
+
+    def finish(self) -> bytes:
+        if self._decoder is None:
+            return b""
+        with self._decode_errors():
+            return self._decoder.flush()
+
+    @contextmanager
+    def _decode_errors(self) -> Iterator[None]:
+        """A body that does not decode is a broken reply, as urllib3 says it."""
+        try:
+            yield
+        except urllib3.response.HTTPResponse.DECODER_ERROR_CLASSES as exc:
+            raise urllib3.exceptions.DecodeError(f"failed to decode the reply: {exc}") from exc
+
+
+class LoopSocket:
+    """The connection's socket, non-blocking, read on the event loop as asyncio's own transports read: watched
+    while the reply is read, and read in the loop's callback the moment it is readable (one wake and one recv
+    per arrival). What the socket file buffered past the head comes first; TLS is read until its layer holds
+    nothing more. Reading pauses while over READ_SIZE waits for the chat: a stalled chat cannot grow memory."""
+
+    def __init__(self, sock: socket.socket, buffered: bytes) -> None:
+        self.sock = sock
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._received = [buffered] if buffered else []
+        self._size = len(buffered)
+        self._ended = False  # the connection closed, or broke (`_error`)
+        self._error: OSError | None = None
+        self._wants_write = False  # TLS must write before it can read on
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watching = False
+        self._watching_write = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._read_available()  # TLS may hold records the socket file's read left behind: no wake would come
+
+    async def recv(self, timeout: float) -> bytes:
+        """The bytes received so far, b"" once the connection closed; TimeoutError after `timeout` s of silence."""
+        while not self._received and not self._ended:
+            await self._wait(timeout)
+        if self._error is not None and not self._received:
+            raise self._error
+        data = b"".join(self._received)
+        self._received, self._size = [], 0
+        return data
+
+    def close(self) -> None:
+        self._unwatch()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def _wait(self, timeout: float) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._watch()
+        self._waiter = loop.create_future()
+        self._deadline = loop.time() + timeout
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _read_available(self) -> None:
+        """Reads what is there, without waiting, until over READ_SIZE is held."""
+        while self._size <= READ_SIZE and not self._ended:
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                self._wants_write = False
+                return
+            except ssl.SSLWantWriteError:
+                self._wants_write = True
+                return
+            except OSError as exc:
+                self._error, self._ended = exc, True
+                return
+            self._wants_write = False
+            self._received.append(data)
+            self._size += len(data)
+            self._ended = not data
+            if len(data) < READ_SIZE and not self._tls:  # the kernel had no more; TLS may hold more records
+                return
+
+    def _on_ready(self) -> None:
+        self._read_available()
+        if self._ended or self._size > READ_SIZE or self._wants_write != self._watching_write:
+            self._unwatch()  # closed, enough waits for the chat (the next wait watches again), or TLS turned
+        self._watch()
+        if (self._received or self._ended) and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _watch(self) -> None:
+        if not self._watching and not self._ended and self._size <= READ_SIZE and self._loop is not None:
+            add = self._loop.add_writer if self._wants_write else self._loop.add_reader
+            add(self.sock.fileno(), self._on_ready)
+            self._watching, self._watching_write = True, self._wants_write
+
+    def _unwatch(self) -> None:
+        if self._watching and self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+            self._loop.remove_writer(self.sock.fileno())
+            self._watching = False
+
+    def _check_deadline(self) -> None:
+        """One timer per read_timeout, not one per read: when it fires, a read still waiting times out."""
+        self._timer = None
+        if self._loop is None or self._waiter is None or self._waiter.done():
+            return
+        if self._loop.time() >= self._deadline:
+            self._waiter.set_exception(TimeoutError("read timed out"))
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+
+
+class LoopBody:
+    """A reply's body read on the event loop: its framing and its content coding removed here."""
+
+    def __init__(self, source: LoopSocket, framing: Framing, decoding: ContentDecoding) -> None:
+        self.source = source
+        self._framing = framing
+        self._decoding = decoding
+        self._done = False
+
+    async def read1(self, timeout: float) -> bytes:
+        """The body's next bytes, as soon as one socket read brought any; b"" at the body's end."""
+        while not self._done:
+            if piece := self._decoding.more():
+                return piece
+            if self._framing.ended:
+                self._done = True
+                return self._decoding.finish()
+            data = await self.source.recv(timeout)
+            if not data:
+                self._framing.connection_closed()
+            if piece := self._decoding.decode(self._framing.feed(data)):
+                return piece
+        return b""
+
+
+@dataclass
+class OpenReply:
+    """A reply whose head a thread read, open for the event loop to read its body."""
+
+    session: requests.Session
+    response: requests.Response
+    body: LoopBody
+    decoder: ReplyDecoder
+    responded: Responded
+
+    def close(self) -> None:
+        """Hangs up at once (a socket file still open would keep the connection), then lets go of it all."""
+        self.body.source.close()
+        shut_down(self.body.source.sock)
+        self.response.close()
+        self.session.close()
+
+
+def loop_body(response: requests.Response) -> LoopBody | None:
+    """The body as the event loop reads it: the connection's own socket, non-blocking from here, what its
+    socket file read past the head first. None, and the thread reads the body, where there is no plain or
+    TLS socket to read (HTTPS through an HTTPS proxy wraps TLS in TLS in Python), and for a complete body
+    over LOOP_BODY_BYTES (a JSON answer with an image): parsed whole, it would hold the loop."""
+    http_response = getattr(response.raw, "_fp", None)
+    socket_file = getattr(http_response, "fp", None)
+    sock = getattr(getattr(socket_file, "raw", None), "_sock", None)
+    if not isinstance(sock, socket.socket) or not isinstance(socket_file, io.BufferedReader):
+        return None
+    response_head = cast(http.client.HTTPResponse, http_response)
+    if response_head.length is not None and response_head.length > LOOP_BODY_BYTES:
+        return None
+    if response_head.chunked:
+        framing: Framing = ChunkedFraming()
+    elif response_head.length is not None:
+        framing = LengthFraming(response_head.length)
+    else:
+        framing = CloseFraming()
+    sock.setblocking(False)
+    return LoopBody(
+        LoopSocket(sock, buffered_bytes(socket_file)), framing, ContentDecoding(content_encodings(response))
+    )
+
+
+def buffered_bytes(socket_file: io.BufferedReader) -> bytes:
+    """What the socket file holds past the head. Its socket is non-blocking: read1() would answer b"" for
+    "nothing yet" as for the end, so peek() shows the buffer (or what one read brought), read() takes it."""
+    try:
+        return socket_file.read(len(socket_file.peek()))
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return b""
 
 
 EventSink = Callable[[list[Event]], None]
@@ -3976,9 +4256,10 @@ class ReplyLimits:
 
 
 class Exchange:
-    """One call to the webhook, run in a worker thread: open, read with read1(), decode, hand over the
-    events. What the chat learns of the reply travels as events; the exchange keeps only the execution
-    id it saw, for Stop."""
+    """One call to the webhook: sent and its head read in a worker thread (that blocks, once per reply),
+    its body read and decoded on the event loop (read_on_loop), or in the thread where the loop cannot
+    read the socket (read_body). What the chat learns of the reply travels as events; the exchange keeps
+    only the execution id it saw, for Stop."""
 
     def __init__(self, request: WebhookRequest) -> None:
         self.request = request
@@ -3989,30 +4270,52 @@ class Exchange:
         self._follows = request.execution_api is not None and request.settings.recover_answers
         self._block_text: list[str] = []  # the current n8n block's text, kept only to recover what is missing
         self._started_only: Failure | None = None  # the Webhook responded immediately: follow once it is read
+        self._broke: Failure | None = None  # the connection broke while the body was read
+        self.opened: OpenReply | None = None  # the body the event loop reads
+        self.loop_reads = True  # False where the event loop cannot watch sockets (Windows' proactor)
 
     def stop(self) -> None:
         self.stopper.stop()
 
     def run(self, hand_over: EventSink) -> None:
-        """One request per chat turn, never repeated: n8n may have received it, and a workflow's side
-        effects (emails, tickets, payments) must not happen twice."""
+        """In a worker thread: one request per chat turn, never repeated: n8n may have received it, and a
+        workflow's side effects (emails, tickets, payments) must not happen twice. A body to read is left
+        open in `opened` for the event loop."""
         self._started = time.monotonic()
+        self._guarded(lambda: self._call(hand_over), hand_over)
+
+    def follow_up(self, hand_over: EventSink) -> None:
+        """After the body: a broken reply, or one the Webhook answered at once, is followed through n8n's API
+        (in a worker thread: it waits for n8n)."""
+        failure, self._broke, self._started_only = self._broke or self._started_only, None, None
+        if failure is not None:
+            self._guarded(lambda: self.failed(failure, hand_over), hand_over)
+
+    @property
+    def must_follow(self) -> bool:
+        return self._broke is not None or self._started_only is not None
+
+    def _guarded(self, work: Callable[[], None], hand_over: EventSink) -> None:
         try:
             with URLLIB3_LOGS.hiding(self.request.secrets):
-                self._call(hand_over)
+                work()
         except Stopped:
             pass
         except Exception as exc:  # an exception would vanish in Open WebUI: the chat must say it
-            # The frames, not the message: a message can carry the webhook's path, which stays out of logs.
-            frames = "".join(traceback.format_tb(exc.__traceback__))
-            log.error("n8n pipe bug talking to %s: %s\n%s", host_and_port(self.request.url), type(exc).__name__, frames)
             with suppress(Stopped):
-                hand_over([internal_error(exc)])
+                hand_over([self.bug(exc)])
+
+    def bug(self, exc: Exception) -> Failure:
+        """A bug, logged by its frames, not its message: a message can carry the webhook's path."""
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("n8n pipe bug talking to %s: %s\n%s", host_and_port(self.request.url), type(exc).__name__, frames)
+        return internal_error(exc)
 
     def _call(self, hand_over: EventSink) -> None:
         request, settings = self.request, self.request.settings
         URLLIB3_LOGS.secrets.update(url_secrets(request.url))
-        with requests.Session() as session:
+        session = requests.Session()
+        try:
             adapter = StoppableAdapter(self.stopper)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -4037,50 +4340,111 @@ class Exchange:
                 self.stopper.check()
                 self.failed(request_failure(exc, request), hand_over)
                 return
-            with response:
-                self.stopper.check()
-                responded = Responded(response.status_code)
-                failure = answer_failure(response, request.url, signed=bool(request.jwt))
-                if failure is None:
-                    content_type = response.headers.get("Content-Type", "")
-                    disposition = response.headers.get("Content-Disposition", "")
-                    decoder = ReplyDecoder(content_type, settings.response_field, settings.max_reply_bytes, disposition)
+            self._answer(session, response, hand_over)
+        finally:
+            if self.opened is None:
+                session.close()
+
+    def _answer(self, session: requests.Session, response: requests.Response, hand_over: EventSink) -> None:
+        """n8n's answer: a body to read is left open for the event loop (or read here when the loop cannot
+        read its socket); anything else is said here."""
+        request, settings = self.request, self.request.settings
+        try:
+            self.stopper.check()
+            responded = Responded(response.status_code)
+            failure = answer_failure(response, request.url, signed=bool(request.jwt))
+            if failure is None:
+                content_type = response.headers.get("Content-Type", "")
+                disposition = response.headers.get("Content-Disposition", "")
+                decoder = ReplyDecoder(content_type, settings.response_field, settings.max_reply_bytes, disposition)
+                body = loop_body(response) if self.loop_reads else None
+                if body is None:
                     self.read_body(reply_body(response), decoder, hand_over, first=[responded])
                 else:
-                    hand_over([responded])
-            if failure is not None:  # after the response is closed: following it may take long
-                self.failed(failure, hand_over)
+                    self.stopper.release(body.source.sock)
+                    self.opened = OpenReply(session, response, body, decoder, responded)
+                    self.stopper.on_stop(self.opened.close)
+                    self.stopper.check()
+            else:
+                hand_over([responded])
+        finally:
+            if self.opened is None:
+                response.close()
+        if failure is not None:  # after the response is closed: following it may take long
+            self.failed(failure, hand_over)
 
     def read_body(
         self, body: RawBody, decoder: ReplyDecoder, hand_over: EventSink, first: Sequence[Event] = ()
     ) -> None:
-        """The read loop: read, decode, hand over what that read meant, until the reply ends. Every read's
-        events go at once: how the bytes were cut into segments never decides when text is shown. `first`
-        goes with the first read, and the reply's end with its last events: no wake of the loop of its own."""
+        """The read loop in a thread: read, decode, hand over what that read meant, until the reply ends.
+        Every read's events go at once: how the bytes were cut into segments never decides when text is
+        shown. `first` goes with the first read, and the reply's end with its last events: no wake of the
+        loop of its own."""
         limits = ReplyLimits(self.request.settings)
-        broke: Failure | None = None
         last: list[Event] = []
         try:
             while not decoder.ended and (data := body.read1(READ_SIZE, decode_content=True)):
-                self.stopper.check()
-                limits.check(len(data))  # first: over the limit, nothing of this read is kept in memory
-                events = decoder.feed(data)
-                self._learn_about_n8n(events)  # before the chat sees them: a Stop right after must know the id
-                hand_over([*first, *self._for_chat_now(events)])
+                hand_over([*first, *self._took(data, decoder, limits)])
                 first = ()
-            self.stopper.check()
-            last = self._for_chat_now(decoder.finish())
+            last = self._body_ended(decoder)
         except ReplyCut as exc:
-            last = [replace(exc.failure, may_have_reached_n8n=True, broke_off=True, let_go=True)]
+            last = self._cut(exc)
         except NETWORK_ERRORS as exc:
-            self.stopper.check()
-            if not (self._after_error and is_timeout(exc)):  # after n8n's error, silence ends the reply
-                broke = read_failure(exc, self.request.settings.read_timeout)
+            self._read_broke(exc)
         finally:
             with suppress(Stopped):
                 hand_over([*first, *last, ReplyEnded(decoder.format, decoder.streams, decoder.empty)])
-        if broke is not None or self._started_only is not None:
-            self.failed(cast(Failure, broke or self._started_only), hand_over)
+        self.follow_up(hand_over)
+
+    async def read_on_loop(self) -> AsyncGenerator[list[Event], None]:
+        """read_body's loop on the event loop, for the body left open: each read's events yielded as the
+        socket brings them, no thread and no hand-over; the connection closed on every way out."""
+        reply = self.opened
+        if reply is None:
+            return
+        decoder, first, bug = reply.decoder, [reply.responded], None
+        limits = ReplyLimits(self.request.settings)
+        last: list[Event] = []
+        try:
+            while not decoder.ended and (data := await reply.body.read1(self._read_timeout())):
+                yield [*first, *self._took(data, decoder, limits)]
+                first = []
+            last = self._body_ended(decoder)
+        except ReplyCut as exc:
+            last = self._cut(exc)
+        except NETWORK_ERRORS as exc:
+            self._read_broke(exc)
+        except Exception as exc:  # a bug: said after the reply's end, as in the thread
+            bug = exc
+        finally:
+            reply.close()
+        yield [*first, *last, ReplyEnded(decoder.format, decoder.streams, decoder.empty)]
+        if bug is not None:
+            yield [self.bug(bug)]
+
+    def _took(self, data: bytes, decoder: ReplyDecoder, limits: ReplyLimits) -> list[Event]:
+        """What one read meant for the chat."""
+        self.stopper.check()
+        limits.check(len(data))  # first: over the limit, nothing of this read is kept in memory
+        events = decoder.feed(data)
+        self._learn_about_n8n(events)  # before the chat sees them: a Stop right after must know the id
+        return self._for_chat_now(events)
+
+    def _body_ended(self, decoder: ReplyDecoder) -> list[Event]:
+        self.stopper.check()
+        return self._for_chat_now(decoder.finish())
+
+    def _cut(self, exc: ReplyCut) -> list[Event]:
+        return [replace(exc.failure, may_have_reached_n8n=True, broke_off=True, let_go=True)]
+
+    def _read_broke(self, exc: BaseException) -> None:
+        self.stopper.check()
+        if not (self._after_error and is_timeout(exc)):  # after n8n's error, silence ends the reply
+            self._broke = read_failure(exc, self.request.settings.read_timeout)
+
+    def _read_timeout(self) -> float:
+        """How long the next read may wait for n8n: shorter once n8n reported an error."""
+        return ERROR_GRACE_SECONDS if self._after_error else self.request.settings.read_timeout
 
     def failed(self, failure: Failure, hand_over: EventSink) -> None:
         """A failure goes to the chat, but one after which n8n may still make the answer: then, with n8n's
@@ -4135,7 +4499,7 @@ class Exchange:
         after_error = any(e.is_failure for e in events) or (self._after_error and not events)
         if after_error != self._after_error:
             self._after_error = after_error
-            self.stopper.set_timeout(ERROR_GRACE_SECONDS if after_error else self.request.settings.read_timeout)
+            self.stopper.set_timeout(self._read_timeout())
 
 
 class AttachmentRefused(Exception):
@@ -4396,16 +4760,36 @@ class Handover:
             self._loop.call_soon_threadsafe(self._ready.set)
 
 
-async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Event], None]:
-    """Runs the exchange in its own thread and hands its events to the event loop as they come, all
-    that arrived since the last look in one batch.
-    A thread per reply (not the shared executor): a slow workflow must not queue other chats."""
+async def reply_batches(exchange: Exchange) -> AsyncGenerator[list[Event], None]:
+    """The reply's events in batches. The request and the response's head in a worker thread (they block,
+    once per reply); the body read on the event loop, one wake per read; following n8n after a broken
+    reply in a thread again. Stop hangs up on every path."""
+    exchange.loop_reads = not isinstance(asyncio.get_running_loop(), getattr(asyncio, "ProactorEventLoop", ()))
+    try:
+        async with aclosing(batches_from_worker(exchange.run)) as batches:
+            async for batch in batches:
+                yield batch
+        async with aclosing(exchange.read_on_loop()) as batches:
+            async for batch in batches:
+                yield batch
+        if exchange.must_follow:
+            async with aclosing(batches_from_worker(exchange.follow_up)) as batches:
+                async for batch in batches:
+                    yield batch
+    finally:
+        exchange.stop()
+
+
+async def batches_from_worker(run: Callable[[EventSink], None]) -> AsyncGenerator[list[Event], None]:
+    """Runs `run` in its own thread and hands its events to the event loop as they come, all that
+    arrived since the last look in one batch.
+    A thread per call (not the shared executor): a slow workflow must not queue other chats."""
     loop = asyncio.get_running_loop()
     handover = Handover(loop)
 
     def work() -> None:
         try:
-            exchange.run(handover.put)
+            run(handover.put)
         finally:
             handover.finish()
 
@@ -4426,7 +4810,6 @@ async def batches_from_worker(exchange: Exchange) -> AsyncGenerator[list[Event],
             if events:
                 yield events
     finally:
-        exchange.stop()
         handover.abandon()
 
 
@@ -4578,10 +4961,12 @@ class ChatTurn:
     async def chunks(self) -> AsyncGenerator[str | dict[str, Any], None]:
         """What the chat shows, chunk by chunk, with status and source events on the side: one chat chunk
         per batch, as a fast stream must not cost a chunk per token. Last, the turn's usage, once."""
-        await self.emitter.status("Waiting for n8n…")
+        # Said while the request goes out: in a busy Open WebUI a status takes long to save, and n8n need not wait.
+        waiting = asyncio.ensure_future(self.emitter.status("Waiting for n8n…"))
         try:
-            async with aclosing(with_agent_work(batches_from_worker(self.exchange), self.work)) as batches:
+            async with aclosing(with_agent_work(reply_batches(self.exchange), self.work)) as batches:
                 async for batch in batches:
+                    await waiting  # before anything else is shown or said
                     async for chunk in self._shown(batch):
                         yield chunk
             went_well = not (self.outcome.failure or self.outcome.recovered_from or self._let_go)
@@ -4592,8 +4977,10 @@ class ChatTurn:
         except (GeneratorExit, asyncio.CancelledError):
             self.tool_wait.cancel()
             self.work.stop()
+            await waiting
             await self.stop_execution("Stopped")  # else the last status spins on after Stop
             raise
+        await waiting
         for chunk in open_webui_safe(self.renderer.close_thinking()):
             yield chunk
         await self.tool_wait.close()
